@@ -1,0 +1,362 @@
+//! Opening a log: find its segments, trust what a clean shutdown or a
+//! durable checkpoint vouches for, and scan the rest batch by batch,
+//! checking every CRC. The first invalid batch ends the log: the file is
+//! cut there, later segments are deleted, and the report says what went.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use borges_net::types::Offset;
+use glommio::io::{BufferedFile, OpenOptions};
+use glommio::sync::Semaphore;
+
+use crate::cache::TailCache;
+use crate::clock::Clock;
+use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
+use crate::error::{Result, StorageError};
+use crate::fsutil::{read_optional, read_u64_checkpoint, remove_if_exists, sync_dir, write_file_atomic};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::log::{
+    create_segment, read_tail_block, Inner, Log, State, CLEAN_SHUTDOWN_FILE, EPOCH_FILE, LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+};
+use crate::segment::{
+    parse_segment_name, rebuild_segment, resume_segment, segment_path, ScanStop, Segment, INDEX_SUFFIX,
+    LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::writer::Writer;
+
+/// What opening a log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The previous close was clean: no segment needed a full scan.
+    pub clean_shutdown: bool,
+    /// Segments read batch by batch with CRC checks.
+    pub segments_scanned: usize,
+    /// Segments whose index files were missing or invalid and were rebuilt.
+    pub indexes_rebuilt: usize,
+    /// Where the log was cut, if it was: the segment, the byte position and why.
+    pub truncated: Option<Truncation>,
+    /// Bytes removed from the end of the log, including whole segments.
+    pub bytes_truncated: u64,
+    /// Base offsets of segments deleted because they followed the cut.
+    pub segments_deleted: Vec<Offset>,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub segment: Offset,
+    pub position: u64,
+    pub reason: ScanStop,
+}
+
+struct Found {
+    base: u64,
+    seg: Segment,
+    file_size: u64,
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            // An interrupted atomic write; the old file (if any) is intact.
+            remove_if_exists(&entry.path())?;
+        } else if let Some(base) = parse_segment_name(name, LOG_SUFFIX) {
+            bases.push(base);
+        }
+    }
+    // Index files without their segment are leftovers of a deletion.
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let base =
+            parse_segment_name(name, INDEX_SUFFIX).or_else(|| parse_segment_name(name, TIME_INDEX_SUFFIX));
+        if let Some(base) = base {
+            if !bases.contains(&base) {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+async fn open_segment(dir: &Path, base: u64) -> Result<(Segment, u64)> {
+    let path = segment_path(dir, base, LOG_SUFFIX);
+    let dma = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(&path)
+        .await
+        .map_err(|e| StorageError::io("open", &path, e))?;
+    let size = dma
+        .file_size()
+        .await
+        .map_err(|e| StorageError::io("stat", &path, e))?;
+    let reader = BufferedFile::open(&path)
+        .await
+        .map_err(|e| StorageError::io("open", &path, e))?;
+    let read_file = std::fs::File::open(&path).map_err(|e| StorageError::io("open", &path, e))?;
+    Ok((
+        Segment::new(base, Rc::new(dma), Rc::new(reader), Rc::new(read_file)),
+        size,
+    ))
+}
+
+/// Loads a segment's index files; `false` when they are missing or do not
+/// fit the segment.
+fn load_indexes(dir: &Path, seg: &mut Segment, file_size: u64) -> Result<bool> {
+    let Some(ix) = read_optional(&segment_path(dir, seg.base, INDEX_SUFFIX))? else {
+        return Ok(false);
+    };
+    let Some(tix) = read_optional(&segment_path(dir, seg.base, TIME_INDEX_SUFFIX))? else {
+        return Ok(false);
+    };
+    let Some(index) = OffsetIndex::decode(&ix, file_size) else {
+        return Ok(false);
+    };
+    let Some(time_index) = TimeIndex::decode(&tix, u32::MAX as u64 + 1) else {
+        return Ok(false);
+    };
+    if file_size > 0 && time_index.last().is_none() {
+        return Ok(false);
+    }
+    if let Some((t, o)) = time_index.last() {
+        seg.max_timestamp = t;
+        seg.max_timestamp_rel = o;
+    }
+    seg.index = index;
+    seg.time_index = time_index;
+    Ok(true)
+}
+
+impl Log {
+    /// Opens the log in `dir` (creating it when empty), recovering from a
+    /// crash if the last close was not clean. Must run inside the glommio
+    /// executor that will own the log.
+    pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log> {
+        config.validate()?;
+        let dir: PathBuf = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
+        let interval = config.index_interval_bytes;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = read_optional(&clean_marker)?.is_some();
+        let recovery_point = read_u64_checkpoint(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(0);
+        let start_checkpoint = read_u64_checkpoint(&dir.join(LOG_START_FILE))?;
+        let mut report = RecoveryReport {
+            clean_shutdown: clean,
+            ..Default::default()
+        };
+
+        // A missing checkpoint means no epoch was ever assigned; an
+        // unreadable one cannot vouch for the batches' epochs, so they go
+        // unchecked rather than have good data cut.
+        let (mut epochs, epochs_trusted) = match read_optional(&dir.join(EPOCH_FILE))? {
+            Some(bytes) => match LeaderEpochCache::decode(&String::from_utf8_lossy(&bytes)) {
+                Ok(c) => (c, true),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint unreadable; epochs unchecked");
+                    (LeaderEpochCache::default(), false)
+                }
+            },
+            None => (LeaderEpochCache::default(), true),
+        };
+        let check_epochs = epochs_trusted.then_some(&epochs);
+        let bases = list_segments(&dir)?;
+        // Segments from the one holding the recovery point on were written
+        // after the last durable checkpoint: they get a full CRC scan.
+        let first_unsafe = bases
+            .iter()
+            .rev()
+            .find(|&&b| b <= recovery_point)
+            .copied()
+            .unwrap_or(0);
+        let mut found: Vec<Found> = Vec::new();
+        let mut cut = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment_path(&dir, base, LOG_SUFFIX);
+            if cut {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.bytes_truncated += size;
+                report.segments_deleted.push(Offset(base));
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    remove_if_exists(&segment_path(&dir, base, suffix))?;
+                }
+                continue;
+            }
+            let (mut seg, file_size) = open_segment(&dir, base).await?;
+            let is_last = i + 1 == bases.len();
+            let trusted = clean || base < first_unsafe;
+            let mut resumed = false;
+            if trusted && load_indexes(&dir, &mut seg, file_size)? {
+                resumed = resume_segment(&mut seg, &path, file_size, check_epochs).await?;
+            }
+            let mut stop = ScanStop::End;
+            let mut valid = file_size;
+            if !resumed {
+                if trusted {
+                    report.indexes_rebuilt += 1;
+                }
+                report.segments_scanned += 1;
+                let outcome =
+                    rebuild_segment(&mut seg, &path, file_size, interval, true, check_epochs).await?;
+                stop = outcome.stop;
+                valid = outcome.valid_size;
+            }
+            // The segment's last batch must end before the next segment begins.
+            if let Some(&next_base) = bases.get(i + 1) {
+                if stop.is_clean() && seg.next_offset != next_base {
+                    stop = ScanStop::OffsetMismatch {
+                        expected: seg.next_offset,
+                        found: next_base as i64,
+                    };
+                }
+            }
+            // A previous segment must end before this one begins.
+            if let Some(prev) = found.last() {
+                if prev.seg.next_offset != base {
+                    stop = ScanStop::OffsetMismatch {
+                        expected: prev.seg.next_offset,
+                        found: base as i64,
+                    };
+                    valid = 0;
+                }
+            }
+            let zero_tail_of_last = is_last && stop == ScanStop::Zeros;
+            if !stop.is_clean() {
+                if !zero_tail_of_last {
+                    tracing::warn!(segment = base, position = valid, reason = ?stop, "log truncated by recovery");
+                    report.truncated = Some(Truncation {
+                        segment: Offset(base),
+                        position: valid,
+                        reason: stop.clone(),
+                    });
+                }
+                report.bytes_truncated += file_size - valid;
+                cut = !is_last;
+                if valid == 0 && !found.is_empty() {
+                    // Nothing valid here: the segment goes, the previous one becomes active.
+                    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                        remove_if_exists(&segment_path(&dir, base, suffix))?;
+                    }
+                    report.segments_deleted.push(Offset(base));
+                    cut = true;
+                    continue;
+                }
+                seg.dma
+                    .truncate(valid)
+                    .await
+                    .map_err(|e| StorageError::io("truncate", &path, e))?;
+                seg.dma
+                    .fdatasync()
+                    .await
+                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            }
+            found.push(Found {
+                base,
+                seg,
+                file_size: valid,
+            });
+        }
+
+        let log_start_floor = start_checkpoint.unwrap_or(0);
+        let mut segments = BTreeMap::new();
+        let writer;
+        if found.is_empty() {
+            let (seg, w) = create_segment(&dir, log_start_floor, &config).await?;
+            segments.insert(log_start_floor, seg);
+            writer = w;
+        } else {
+            let last = found.last().expect("non-empty");
+            let path = segment_path(&dir, last.base, LOG_SUFFIX);
+            // The active segment continues where its valid data ends; any
+            // padding past it goes.
+            last.seg
+                .dma
+                .truncate(last.file_size)
+                .await
+                .map_err(|e| StorageError::io("truncate", &path, e))?;
+            // Whatever reached the file before a crash may sit only in the
+            // page cache; it is durable from here on.
+            last.seg
+                .dma
+                .fdatasync()
+                .await
+                .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+            let tail = read_tail_block(&last.seg.reader, &path, last.file_size).await?;
+            writer = Writer::new(
+                last.seg.dma.clone(),
+                last.file_size,
+                &tail,
+                config.write_buffer_bytes,
+                config.preallocate_bytes,
+            );
+            for f in found {
+                segments.insert(f.base, f.seg);
+            }
+        }
+        // The segment that will take new appends loses its index files: they
+        // are rewritten when it is sealed.
+        let active_base = *segments.keys().next_back().expect("a segment");
+        remove_if_exists(&segment_path(&dir, active_base, INDEX_SUFFIX))?;
+        remove_if_exists(&segment_path(&dir, active_base, TIME_INDEX_SUFFIX))?;
+        let first_base = *segments.keys().next().expect("a segment");
+        let leo = segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset)
+            .expect("a segment");
+        let log_start = log_start_floor.max(first_base).min(leo);
+
+        let epochs_changed = !epochs_trusted
+            | epochs.truncate_from_end(Offset(leo))
+            | epochs.truncate_from_start(Offset(log_start));
+        if epochs_changed {
+            write_file_atomic(&dir.join(EPOCH_FILE), epochs.encode().as_bytes()).await?;
+        }
+        // From here on the active segment changes: the next open must not
+        // trust it, whatever the previous close was.
+        write_file_atomic(&dir.join(RECOVERY_POINT_FILE), active_base.to_string().as_bytes()).await?;
+        remove_if_exists(&clean_marker)?;
+        sync_dir(&dir).await?;
+
+        report.log_start_offset = Offset(log_start);
+        report.log_end_offset = Offset(leo);
+        let now = clock.now_ms();
+        let state = State {
+            segments,
+            writer,
+            cache: TailCache::default(),
+            log_start,
+            leo,
+            durable: leo,
+            epochs,
+            failed: None,
+            closed: false,
+            last_sync_ms: now,
+        };
+        Ok(Log {
+            inner: Rc::new(Inner {
+                dir,
+                config,
+                clock,
+                state: RefCell::new(state),
+                append_lock: Semaphore::new(1),
+                io_lock: Semaphore::new(1),
+                sync_lock: Semaphore::new(1),
+                recovery: report,
+            }),
+        })
+    }
+}
