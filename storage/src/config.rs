@@ -61,6 +61,12 @@ impl Default for LogConfig {
     }
 }
 
+/// The glommio preempt timer a shard that owns logs should run with
+/// (`LocalExecutorBuilder::preempt_timer`). Background writes are handed to
+/// the kernel when the executor polls its reactor; glommio's default of
+/// 100 ms would leave a busy appender's writes queued far too long.
+pub const SHARD_PREEMPT_TIMER: Duration = Duration::from_micros(500);
+
 /// The O_DIRECT alignment the engine writes with; a multiple of every
 /// logical block size in use (512 or 4096).
 pub const ALIGN: u64 = 4096;

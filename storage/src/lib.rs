@@ -34,7 +34,7 @@ mod segment;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{FlushPolicy, LogConfig, ALIGN};
+pub use config::{FlushPolicy, LogConfig, ALIGN, SHARD_PREEMPT_TIMER};
 pub use dirs::{
     parse_partition_dir_name, partition_dir_name, validate_topic_name, DataDirs, PlacedPartition,
 };

@@ -456,7 +456,7 @@ impl Log {
                 let mut st = self.st();
                 self.reap(&mut st)?;
                 match st.writer.submit_one(max) {
-                    Submit::Idle => return Ok(()),
+                    Submit::Idle => break,
                     Submit::Wait(s) => Step::Wait(s),
                     Submit::Preallocate(f, n) => Step::Preallocate(f, n),
                     Submit::Issued => Step::Again,
@@ -464,6 +464,15 @@ impl Log {
             };
             self.run_step(step).await;
         }
+        // The writes just issued sit in the ring until the executor polls
+        // its reactor, which it does only between task queues, when its
+        // preempt timer fires, or when every task waits. A busy appender
+        // would hold them back until it blocks on the in-flight bound; so it
+        // yields when the timer says so, and shards run with a short timer
+        // ([`crate::SHARD_PREEMPT_TIMER`]), so that the writes reach the disk
+        // while the next batches are validated and copied.
+        glommio::yield_if_needed().await;
+        Ok(())
     }
 
     async fn run_step(&self, step: Step) {
