@@ -345,7 +345,15 @@ async fn run_all(plan: Plan) -> String {
         cleanup(&path, keep);
 
         let path = dir("log-a");
-        let log_a = log_run(&path, FlushPolicy::Never, &distinct, count_a, plan.prebuild, &plan.args).await;
+        let log_a = log_run(
+            &path,
+            FlushPolicy::Never,
+            &distinct,
+            count_a,
+            plan.prebuild,
+            &plan.args,
+        )
+        .await;
         print_log(run, "A log, no fsync", &log_a);
         cleanup(&path, keep);
 
@@ -355,7 +363,15 @@ async fn run_all(plan: Plan) -> String {
         cleanup(&path, keep);
 
         let path = dir("log-b");
-        let log_b = log_run(&path, FlushPolicy::EveryBatch, &distinct, count_b, plan.prebuild, &plan.args).await;
+        let log_b = log_run(
+            &path,
+            FlushPolicy::EveryBatch,
+            &distinct,
+            count_b,
+            plan.prebuild,
+            &plan.args,
+        )
+        .await;
         print_log(run, "B log, fsync per batch", &log_b);
         cleanup(&path, keep);
 
