@@ -5,9 +5,14 @@
 //! fuzzed in isolation, and the client never pulls in glommio.
 //!
 //! Layout:
-//! - `types.rs`: identifier newtypes (offsets, epochs, partition ids, timestamps).
+//! - `types.rs`: identifier newtypes (offsets, epochs, partition ids, timestamps,
+//!   topic ids).
 //! - `batch/`: Kafka RecordBatch v2 (magic 2): header, validation, builder,
 //!   record decoding and compression.
+//! - `protocol/`: the Borges native wire protocol: framing, request and
+//!   response headers, every api's messages, request-level errors and limits
+//!   (specified in `docs/PROTOCOL.md`).
 
 pub mod batch;
+pub mod protocol;
 pub mod types;

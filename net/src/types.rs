@@ -55,3 +55,17 @@ impl fmt::Display for TimestampMs {
         self.0.fmt(f)
     }
 }
+
+/// A topic's identity, assigned by the broker when the topic is created and
+/// never reused: a topic deleted and re-created under the same name gets a new
+/// id, so a client holding the old id cannot read or write the new topic by
+/// mistake. Data-path requests (produce, fetch, list offsets) name topics by id;
+/// admin requests name them by name. Displayed as 16 hex digits.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicId(pub u64);
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}

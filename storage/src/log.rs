@@ -144,7 +144,7 @@ impl State {
 
 pub(crate) struct Inner {
     pub dir: PathBuf,
-    pub config: LogConfig,
+    pub config: RefCell<LogConfig>,
     pub clock: Rc<dyn Clock>,
     pub state: RefCell<State>,
     /// Serialises appends, rolls, truncations, retention and close.
@@ -227,8 +227,18 @@ impl Log {
         &self.inner.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
+    /// The log's current settings.
+    pub fn config(&self) -> LogConfig {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Changes the settings of an open log (a topic's configuration was
+    /// altered). Sizes and policies apply from the next append, roll or
+    /// retention pass; nothing already written changes.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        *self.inner.config.borrow_mut() = config;
+        Ok(())
     }
 
     /// What recovery found and cut when the log was opened.
@@ -325,7 +335,7 @@ impl Log {
     /// Returns once the batches are readable and, under
     /// [`FlushPolicy::EveryBatch`], on disk.
     pub async fn append(&self, mut records: BytesMut, epoch: LeaderEpoch) -> Result<AppendInfo> {
-        let config = &self.inner.config;
+        let config = &self.config();
         let headers = validate_records(&records, config.segment_bytes_max)?;
         let span: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let permit = self
@@ -450,7 +460,7 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;
-        let max = self.inner.config.writes_in_flight_max;
+        let max = self.config().writes_in_flight_max;
         loop {
             let step = {
                 let mut st = self.st();
@@ -498,7 +508,7 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;
-        let max = self.inner.config.writes_in_flight_max;
+        let max = self.config().writes_in_flight_max;
         let mut covered = None;
         loop {
             let step = {
@@ -532,6 +542,14 @@ impl Log {
             }
             self.run_step(step).await;
         }
+    }
+
+    /// Writes everything appended so far to the segment file, without
+    /// fdatasync: safe against a crash of the process (the bytes are in the
+    /// kernel), not against a power loss. Returns the offset it covers.
+    pub async fn flush(&self) -> Result<Offset> {
+        let (_, covered) = self.flush_writes().await?;
+        Ok(Offset(covered))
     }
 
     /// Makes everything appended so far durable; returns the durable offset.
@@ -577,7 +595,7 @@ impl Log {
     /// Periodic work the owning shard calls (every few milliseconds): the
     /// interval flush of an idle log.
     pub async fn tick(&self) -> Result<()> {
-        if let FlushPolicy::Interval(d) = self.inner.config.flush {
+        if let FlushPolicy::Interval(d) = self.config().flush {
             let (due, leo) = {
                 let st = self.st();
                 let due = st.durable < st.leo
@@ -630,7 +648,7 @@ impl Log {
         self.seal_files(&file, base, size, &index, &time_index)
             .await
             .map_err(|e| self.fail(e))?;
-        let (seg, writer) = create_segment(&self.inner.dir, new_base, &self.inner.config)
+        let (seg, writer) = create_segment(&self.inner.dir, new_base, &self.config())
             .await
             .map_err(|e| self.fail(e))?;
         {
@@ -750,7 +768,7 @@ impl Log {
         }
         // A failed write shows up on the append path; reads go on from memory.
         let _ = st.writer.reap();
-        st.evict(self.inner.config.tail_cache_bytes_max);
+        st.evict(self.config().tail_cache_bytes_max);
         let cache_front = st.cache.front().map(|f| (f.base, f.segment, f.position));
         if let Some((front_base, _, _)) = cache_front {
             if front_base <= from {
@@ -911,7 +929,7 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;
-        let config = &self.inner.config;
+        let config = &self.config();
         let now = self.inner.clock.now_ms();
         let (victims, outcome, epoch_text) = {
             let mut st = self.st();
@@ -1056,7 +1074,7 @@ impl Log {
             &mut seg,
             &path,
             pos,
-            self.inner.config.index_interval_bytes,
+            self.config().index_interval_bytes,
             false,
             None,
         )
@@ -1069,8 +1087,8 @@ impl Log {
             seg.dma.clone(),
             seg.size,
             tail.as_deref().unwrap_or(&[]),
-            self.inner.config.write_buffer_bytes,
-            self.inner.config.preallocate_bytes,
+            self.config().write_buffer_bytes,
+            self.config().preallocate_bytes,
         );
         let epoch_text = {
             let mut st = self.st();

@@ -349,7 +349,7 @@ impl Log {
         Ok(Log {
             inner: Rc::new(Inner {
                 dir,
-                config,
+                config: RefCell::new(config),
                 clock,
                 state: RefCell::new(state),
                 append_lock: Semaphore::new(1),

@@ -1,0 +1,252 @@
+//! Broker configuration: an optional TOML file, overridden by flags.
+//! `borges start` with neither runs a single-node broker on
+//! 127.0.0.1:9092 with its data in ./borges-data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use borges_storage::{FlushPolicy, LogConfig};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid setting {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// How appended data is made durable, and what acks=all waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// fdatasync only what acks=all producers wait for (group commit), plus
+    /// a background sync every `flush_interval`; acks=0/1 never wait for a
+    /// disk. The default, as Redpanda does it.
+    AcksAll,
+    /// Every append is synced before it is acknowledged, whatever the acks.
+    EveryBatch,
+    /// Never sync on the produce path: acks=all waits until the bytes are in
+    /// the file (safe against a process crash, not a power loss).
+    Never,
+}
+
+impl std::str::FromStr for FlushMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "acks-all" => Ok(FlushMode::AcksAll),
+            "every-batch" => Ok(FlushMode::EveryBatch),
+            "never" => Ok(FlushMode::Never),
+            _ => Err(format!("{s:?}: expected acks-all, every-batch or never")),
+        }
+    }
+}
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    /// The address clients are told to connect to (defaults to `listen`).
+    pub advertised: SocketAddr,
+    pub data_dirs: Vec<PathBuf>,
+    /// Shards (pinned executors), one per core from core 0.
+    pub cores: usize,
+    pub flush: FlushMode,
+    pub flush_interval: Duration,
+    /// Defaults for topics that do not set their own.
+    pub log: LogConfig,
+    pub default_partitions: u32,
+    pub max_frame_bytes: usize,
+    pub max_connections_per_shard: usize,
+    pub max_inflight_bytes_per_connection: usize,
+    pub max_inflight_bytes_per_shard: usize,
+    /// How often each shard applies retention to its partitions.
+    pub retention_check_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let listen: SocketAddr = "127.0.0.1:9092".parse().expect("literal address");
+        BrokerConfig {
+            node_id: 0,
+            listen,
+            advertised: listen,
+            data_dirs: vec![PathBuf::from("borges-data")],
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            flush: FlushMode::AcksAll,
+            flush_interval: Duration::from_millis(1000),
+            log: LogConfig {
+                flush: FlushPolicy::Never,
+                ..LogConfig::default()
+            },
+            default_partitions: 1,
+            max_frame_bytes: 100 << 20,
+            max_connections_per_shard: 10_000,
+            max_inflight_bytes_per_connection: 64 << 20,
+            max_inflight_bytes_per_shard: 512 << 20,
+            retention_check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The TOML file's shape; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<i32>,
+    pub listen: Option<String>,
+    pub advertised: Option<String>,
+    pub data_dirs: Option<Vec<PathBuf>>,
+    pub cores: Option<usize>,
+    pub flush: Option<String>,
+    pub flush_interval_ms: Option<u64>,
+    pub segment_bytes: Option<u64>,
+    pub segment_ms: Option<i64>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    pub default_partitions: Option<u32>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_connections_per_shard: Option<usize>,
+    pub max_inflight_bytes_per_connection: Option<usize>,
+    pub max_inflight_bytes_per_shard: Option<usize>,
+    pub retention_check_interval_ms: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))
+    }
+}
+
+fn addr(what: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|e| ConfigError::Invalid(what, format!("{s:?}: {e}")))
+}
+
+impl BrokerConfig {
+    /// Applies a config file over the defaults.
+    pub fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        if let Some(v) = f.node_id {
+            self.node_id = v;
+        }
+        if let Some(v) = &f.listen {
+            self.listen = addr("listen", v)?;
+            self.advertised = self.listen;
+        }
+        if let Some(v) = &f.advertised {
+            self.advertised = addr("advertised", v)?;
+        }
+        if let Some(v) = f.data_dirs {
+            self.data_dirs = v;
+        }
+        if let Some(v) = f.cores {
+            self.cores = v;
+        }
+        if let Some(v) = &f.flush {
+            self.flush = v.parse().map_err(|e| ConfigError::Invalid("flush", e))?;
+        }
+        if let Some(v) = f.flush_interval_ms {
+            self.flush_interval = Duration::from_millis(v);
+        }
+        if let Some(v) = f.segment_bytes {
+            self.log.segment_bytes_max = v;
+        }
+        if let Some(v) = f.segment_ms {
+            self.log.segment_ms_max = Some(v);
+        }
+        if let Some(v) = f.retention_ms {
+            self.log.retention_ms = (v >= 0).then_some(v);
+        }
+        if let Some(v) = f.retention_bytes {
+            self.log.retention_bytes = Some(v);
+        }
+        if let Some(v) = f.default_partitions {
+            self.default_partitions = v;
+        }
+        if let Some(v) = f.max_frame_bytes {
+            self.max_frame_bytes = v;
+        }
+        if let Some(v) = f.max_connections_per_shard {
+            self.max_connections_per_shard = v;
+        }
+        if let Some(v) = f.max_inflight_bytes_per_connection {
+            self.max_inflight_bytes_per_connection = v;
+        }
+        if let Some(v) = f.max_inflight_bytes_per_shard {
+            self.max_inflight_bytes_per_shard = v;
+        }
+        if let Some(v) = f.retention_check_interval_ms {
+            self.retention_check_interval = Duration::from_millis(v);
+        }
+        Ok(())
+    }
+
+    /// Checks the settings hang together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if self.cores == 0 || self.cores > cpus {
+            return Err(ConfigError::Invalid(
+                "cores",
+                format!("{} (this machine has {cpus})", self.cores),
+            ));
+        }
+        if self.data_dirs.is_empty() {
+            return Err(ConfigError::Invalid("data_dirs", "at least one is needed".into()));
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes",
+                self.max_frame_bytes.to_string(),
+            ));
+        }
+        if self.max_inflight_bytes_per_connection < self.max_frame_bytes {
+            return Err(ConfigError::Invalid(
+                "max_inflight_bytes_per_connection",
+                "must be at least max_frame_bytes".into(),
+            ));
+        }
+        if self.default_partitions == 0 {
+            return Err(ConfigError::Invalid("default_partitions", "0".into()));
+        }
+        self.log
+            .validate()
+            .map_err(|e| ConfigError::Invalid("log", e.to_string()))
+    }
+
+    /// The storage settings a partition log runs with under this broker.
+    pub fn log_flush_policy(&self) -> FlushPolicy {
+        match self.flush {
+            FlushMode::AcksAll => FlushPolicy::Interval(self.flush_interval),
+            FlushMode::EveryBatch => FlushPolicy::EveryBatch,
+            FlushMode::Never => FlushPolicy::Never,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let mut c = BrokerConfig::default();
+        let f: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9999\"\ndata_dirs = [\"/a\", \"/b\"]\nflush = \"never\"\nretention_ms = -1\n",
+        )
+        .unwrap();
+        c.apply_file(f).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.advertised.port(), 9999);
+        assert_eq!(c.data_dirs.len(), 2);
+        assert_eq!(c.flush, FlushMode::Never);
+        assert_eq!(c.log.retention_ms, None);
+        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        let bad: FileConfig = toml::from_str("flush = \"sometimes\"").unwrap();
+        assert!(c.apply_file(bad).is_err());
+    }
+}

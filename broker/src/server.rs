@@ -1,0 +1,200 @@
+//! Starting and stopping a broker: one pinned executor per core, joined by
+//! a channel mesh, each listening on the shared port (SO_REUSEPORT).
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use borges_storage::{DataDirs, SHARD_PREEMPT_TIMER};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::shard::{Envelope, Shard, ShardProbe};
+use crate::topics::Topics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data directories: {0}")]
+    Storage(#[from] borges_storage::StorageError),
+    #[error("topic metadata: {0}")]
+    Metadata(String),
+    #[error("shard {0}: {1}")]
+    Shard(usize, String),
+}
+
+/// Set from a signal handler thread; shards poll it.
+pub type StopFlag = Arc<AtomicBool>;
+
+/// Runs a broker until `stop` is set; then every shard stops accepting,
+/// closes its partitions cleanly, and this returns.
+pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
+    config.validate()?;
+    DataDirs::new(config.data_dirs.clone())?;
+    // Read once up front so that a broken metadata file stops the start.
+    Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
+    let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
+    let config = Arc::new(config);
+    let mut handles = Vec::new();
+    for core in 0..config.cores {
+        let mesh = mesh.clone();
+        let config = config.clone();
+        let stop = stop.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("shard-{core}"))
+            .preempt_timer(SHARD_PREEMPT_TIMER)
+            .spawn(move || async move { shard_main((*config).clone(), mesh, stop).await })
+            .map_err(|e| ServerError::Shard(core, e.to_string()))?;
+        handles.push(handle);
+    }
+    let mut first_error = None;
+    for (core, h) in handles.into_iter().enumerate() {
+        let r = match h.join() {
+            Ok(r) => r,
+            Err(e) => Err(format!("executor failed: {e}")),
+        };
+        if let Err(e) = r {
+            tracing::error!(core, error = %e, "shard failed");
+            // One shard failing (a port in use, say) stops them all.
+            stop.store(true, Ordering::SeqCst);
+            first_error.get_or_insert(ServerError::Shard(core, e));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn wait_stop(stop: &StopFlag) {
+    while !stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn shard_main(
+    config: BrokerConfig,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    stop: StopFlag,
+) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(config.listen).map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "joining the shard mesh".to_string())?;
+    let id = senders.peer_id();
+    let count = senders.nr_consumers();
+    let dirs = DataDirs::new(config.data_dirs.clone()).map_err(|e| e.to_string())?;
+    let topics = Topics::load(&config.data_dirs[0])?;
+    let shard = Rc::new(Shard::new(id, count, Rc::new(config), dirs, senders));
+    shard.apply(Arc::new(topics)).await;
+    for (_, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(env) = stream.recv().await {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { shard.on_envelope(env).await }).detach();
+            }
+        })
+        .detach();
+    }
+    spawn_housekeeping(&shard);
+    if id == 0 {
+        // The line tests and operators wait for.
+        println!("borges: listening on {}", shard.config.listen);
+        tracing::info!(listen = %shard.config.listen, shards = count, "broker started");
+    }
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            wait_stop(&stop).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= shard.config.max_connections_per_shard {
+            ShardProbe::bump(&shard.probe.connections_refused);
+            tracing::warn!(shard = id, "connection limit reached; refusing a connection");
+            drop(stream);
+            continue;
+        }
+        ShardProbe::bump(&shard.probe.connections_accepted);
+        shard.connections.set(shard.connections.get() + 1);
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            crate::conn::serve(s.clone(), stream).await;
+            s.connections.set(s.connections.get() - 1);
+        })
+        .detach();
+    }
+    drop(listener);
+    shard.close_all().await;
+    tracing::info!(shard = id, probe = ?shard.probe, "shard stopped");
+    Ok(())
+}
+
+/// Periodic work on every shard: interval flushes and retention.
+fn spawn_housekeeping(shard: &Rc<Shard>) {
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            for p in s.local_partitions() {
+                if let Err(e) = p.log.tick().await {
+                    tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "flush failed");
+                }
+            }
+        }
+    })
+    .detach();
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(s.config.retention_check_interval).await;
+            for p in s.local_partitions() {
+                match p.log.apply_retention().await {
+                    Ok(out) if out.segments_deleted > 0 => {
+                        tracing::info!(topic = %p.topic, partition = p.key.1, ?out, "retention deleted segments")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "retention failed"),
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Blocks SIGTERM and SIGINT in every thread and sets `stop` when one
+/// arrives. Call before starting the shards so that they inherit the mask.
+pub fn stop_on_signals() -> StopFlag {
+    let stop: StopFlag = Arc::new(AtomicBool::new(false));
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut sig: libc::c_int = 0;
+                if libc::sigwait(&set, &mut sig) == 0 {
+                    tracing::info!(signal = sig, "stopping");
+                    flag.store(true, Ordering::SeqCst);
+                }
+            })
+            .expect("spawn the signal thread");
+    }
+    stop
+}

@@ -1,0 +1,728 @@
+//! A shard: one pinned glommio executor owning a subset of the partitions.
+//!
+//! Every partition belongs to exactly one shard (`topics::shard_for`).
+//! A connection's shard serves a request by calling the owning shard for
+//! each partition: directly when it is itself, otherwise with a message
+//! over the channel mesh, answered by a reply message. Nothing on these
+//! paths is shared between cores; what crosses is owned data (`Send`).
+//!
+//! Shard 0 also owns the topic metadata: it applies every change, persists
+//! it, and hands the new snapshot to every shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs::File;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use borges_net::protocol::{
+    AlterConfigsRequest, AlterConfigsResponse, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, Response, TopicResult,
+};
+use borges_net::types::{LeaderEpoch, Offset, PartitionId, TimestampMs, TopicId};
+use borges_storage::{Chunk, Clock, DataDirs, Log, StorageError, SystemClock};
+use bytes::{Bytes, BytesMut};
+use glommio::channels::channel_mesh::Senders;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::sync::Semaphore;
+
+use crate::config::{BrokerConfig, FlushMode};
+use crate::notify::{changed_any, Notify};
+use crate::topics::{self, shard_for, TopicMeta, TopicSettings, Topics, MAX_PARTITIONS};
+
+/// A partition by topic id and index.
+pub type PartKey = (TopicId, u32);
+
+/// A failure for one partition: the code the client gets and a message.
+pub type PartError = (ErrorCode, String);
+
+/// One partition owned by this shard.
+pub struct Partition {
+    pub topic: String,
+    pub key: PartKey,
+    pub log: Log,
+    pub notify: Notify,
+    pub settings: RefCell<TopicSettings>,
+}
+
+/// Work one shard asks of another.
+pub enum ShardRequest {
+    Produce {
+        key: PartKey,
+        records: BytesMut,
+        acks: i8,
+    },
+    Fetch {
+        key: PartKey,
+        offset: i64,
+        max_bytes: u32,
+    },
+    ListOffsets {
+        key: PartKey,
+        timestamp: i64,
+    },
+    /// Answer when any partition has data past its offset, or after `wait`.
+    WaitForData {
+        parts: Vec<(PartKey, i64)>,
+        wait: Duration,
+    },
+    /// Topic changes, for shard 0.
+    Admin(AdminRequest),
+    /// A new metadata snapshot from shard 0.
+    Apply(Arc<Topics>),
+}
+
+pub enum AdminRequest {
+    Create(CreateTopicsRequest),
+    Delete(DeleteTopicsRequest),
+    Alter(AlterConfigsRequest),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// Records read for a fetch, in a form that can cross cores: a file range
+/// travels as its own duplicated descriptor.
+pub enum SendChunk {
+    Memory(Bytes),
+    File { file: File, position: u64, len: u64 },
+}
+
+pub struct Fetched<C> {
+    pub error: ErrorCode,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<C>,
+}
+
+pub enum ShardResponse {
+    Produce(Result<Produced, PartError>),
+    Fetch(Fetched<SendChunk>),
+    ListOffsets(Result<(i64, i64), PartError>),
+    DataReady,
+    Admin(Response),
+    Applied,
+    /// The other shard could not be reached (it is stopping).
+    Unavailable,
+}
+
+/// What travels over the mesh.
+pub enum Envelope {
+    Call { id: u64, from: usize, req: ShardRequest },
+    Reply { id: u64, resp: ShardResponse },
+}
+
+/// Counters of one shard (a probe: the logic counts, exporting is elsewhere).
+#[derive(Default, Debug)]
+pub struct ShardProbe {
+    pub connections_accepted: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+    pub frames_refused: Cell<u64>,
+    pub requests_refused: Cell<u64>,
+    pub produce_errors: Cell<u64>,
+}
+
+impl ShardProbe {
+    pub fn bump(c: &Cell<u64>) {
+        c.set(c.get() + 1);
+    }
+}
+
+/// The state of one shard; lives on its executor only.
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Rc<BrokerConfig>,
+    pub dirs: DataDirs,
+    clock: Rc<dyn Clock>,
+    topics: RefCell<Arc<Topics>>,
+    partitions: RefCell<HashMap<PartKey, Rc<Partition>>>,
+    senders: Senders<Envelope>,
+    next_call: Cell<u64>,
+    pending: RefCell<HashMap<u64, LocalSender<ShardResponse>>>,
+    apply_lock: Semaphore,
+    admin_lock: Semaphore,
+    /// Bytes of requests being handled on this shard.
+    pub inflight: Rc<Semaphore>,
+    pub connections: Cell<usize>,
+    pub probe: ShardProbe,
+}
+
+fn storage_error(e: StorageError) -> PartError {
+    let code = match &e {
+        StorageError::InvalidBatch(borges_net::batch::BatchError::CrcMismatch { .. }) => {
+            ErrorCode::CorruptMessage
+        }
+        StorageError::InvalidBatch(_) | StorageError::EmptyAppend => ErrorCode::InvalidRecord,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::Closed(_) => ErrorCode::NotLeaderOrFollower,
+        _ => ErrorCode::KafkaStorageError,
+    };
+    (code, e.to_string())
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        count: usize,
+        config: Rc<BrokerConfig>,
+        dirs: DataDirs,
+        senders: Senders<Envelope>,
+    ) -> Shard {
+        let inflight = Rc::new(Semaphore::new(config.max_inflight_bytes_per_shard as u64));
+        Shard {
+            id,
+            count,
+            config,
+            dirs,
+            clock: Rc::new(SystemClock),
+            topics: RefCell::new(Arc::new(Topics::default())),
+            partitions: RefCell::new(HashMap::new()),
+            senders,
+            next_call: Cell::new(0),
+            pending: RefCell::new(HashMap::new()),
+            apply_lock: Semaphore::new(1),
+            admin_lock: Semaphore::new(1),
+            inflight,
+            connections: Cell::new(0),
+            probe: ShardProbe::default(),
+        }
+    }
+
+    pub fn topics(&self) -> Arc<Topics> {
+        self.topics.borrow().clone()
+    }
+
+    pub fn owner(&self, key: PartKey) -> usize {
+        shard_for(key.0, key.1, self.count)
+    }
+
+    fn partition(&self, key: PartKey) -> Result<Rc<Partition>, PartError> {
+        self.partitions.borrow().get(&key).cloned().ok_or_else(|| {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("partition {} of topic id {} is not here", key.1, key.0),
+            )
+        })
+    }
+
+    pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Sends `req` to shard `to` and waits for its answer (served in place
+    /// when `to` is this shard).
+    pub async fn call(self: &Rc<Self>, to: usize, req: ShardRequest) -> ShardResponse {
+        if to == self.id {
+            return self.serve(req).await;
+        }
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(id, tx);
+        let sent = self
+            .senders
+            .send_to(
+                to,
+                Envelope::Call {
+                    id,
+                    from: self.id,
+                    req,
+                },
+            )
+            .await;
+        if sent.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return ShardResponse::Unavailable;
+        }
+        rx.recv().await.unwrap_or(ShardResponse::Unavailable)
+    }
+
+    /// Handles a message that arrived over the mesh.
+    pub async fn on_envelope(self: &Rc<Self>, env: Envelope) {
+        match env {
+            Envelope::Call { id, from, req } => {
+                let resp = self.serve(req).await;
+                if self
+                    .senders
+                    .send_to(from, Envelope::Reply { id, resp })
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(shard = self.id, to = from, "reply to a stopped shard dropped");
+                }
+            }
+            Envelope::Reply { id, resp } => {
+                let tx = self.pending.borrow_mut().remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.try_send(resp);
+                }
+            }
+        }
+    }
+
+    /// Serves a request for this shard's partitions or, on shard 0, the metadata.
+    pub async fn serve(self: &Rc<Self>, req: ShardRequest) -> ShardResponse {
+        match req {
+            ShardRequest::Produce { key, records, acks } => {
+                ShardResponse::Produce(self.produce_local(key, records, acks).await)
+            }
+            ShardRequest::Fetch {
+                key,
+                offset,
+                max_bytes,
+            } => {
+                let f = self.fetch_local(key, offset, max_bytes).await;
+                let mut chunks = Vec::with_capacity(f.chunks.len());
+                let mut error = f.error;
+                for c in f.chunks {
+                    match c {
+                        Chunk::Memory(b) => chunks.push(SendChunk::Memory(b)),
+                        Chunk::File(s) => match s.file.try_clone() {
+                            Ok(file) => chunks.push(SendChunk::File {
+                                file,
+                                position: s.position,
+                                len: s.len,
+                            }),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot duplicate a segment descriptor");
+                                error = ErrorCode::KafkaStorageError;
+                                chunks.clear();
+                                break;
+                            }
+                        },
+                    }
+                }
+                ShardResponse::Fetch(Fetched {
+                    error,
+                    high_watermark: f.high_watermark,
+                    log_start_offset: f.log_start_offset,
+                    chunks,
+                })
+            }
+            ShardRequest::ListOffsets { key, timestamp } => {
+                ShardResponse::ListOffsets(self.list_offsets_local(key, timestamp).await)
+            }
+            ShardRequest::WaitForData { parts, wait } => {
+                self.wait_for_data(&parts, wait).await;
+                ShardResponse::DataReady
+            }
+            ShardRequest::Admin(a) => ShardResponse::Admin(self.admin(a).await),
+            ShardRequest::Apply(snap) => {
+                self.apply(snap).await;
+                ShardResponse::Applied
+            }
+        }
+    }
+
+    pub async fn produce_local(
+        &self,
+        key: PartKey,
+        records: BytesMut,
+        acks: i8,
+    ) -> Result<Produced, PartError> {
+        let p = self.partition(key)?;
+        let (max, compression) = {
+            let s = p.settings.borrow();
+            (s.max_message_bytes, s.compression)
+        };
+        if records.len() > max {
+            return Err((
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "{} bytes of records exceed max.message.bytes {max}",
+                    records.len()
+                ),
+            ));
+        }
+        let records = match compression {
+            Some(c) => crate::recompress::to_codec(records, c)?,
+            None => records,
+        };
+        let info = p
+            .log
+            .append(records, LeaderEpoch(0))
+            .await
+            .map_err(storage_error)?;
+        p.notify.notify();
+        if acks == -1 {
+            let end = info.last_offset.0 + 1;
+            match self.config.flush {
+                FlushMode::AcksAll => p.log.sync_to(end).await.map_err(storage_error)?,
+                // Already synced by the append itself.
+                FlushMode::EveryBatch => {}
+                FlushMode::Never => {
+                    p.log.flush().await.map_err(storage_error)?;
+                }
+            }
+        }
+        Ok(Produced {
+            base_offset: info.base_offset.0 as i64,
+            log_start_offset: p.log.log_start_offset().0 as i64,
+        })
+    }
+
+    pub async fn fetch_local(&self, key: PartKey, offset: i64, max_bytes: u32) -> Fetched<Chunk> {
+        let empty = |error| Fetched {
+            error,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        };
+        let p = match self.partition(key) {
+            Ok(p) => p,
+            Err((code, _)) => return empty(code),
+        };
+        let (start, end) = (p.log.log_start_offset().0 as i64, p.log.log_end_offset().0 as i64);
+        let mut out = Fetched {
+            error: ErrorCode::None,
+            high_watermark: end,
+            log_start_offset: start,
+            chunks: Vec::new(),
+        };
+        if offset < 0 {
+            out.error = ErrorCode::OffsetOutOfRange;
+            return out;
+        }
+        match p.log.read(Offset(offset as u64), max_bytes as usize, None).await {
+            Ok(r) => {
+                out.high_watermark = r.log_end_offset.0 as i64;
+                out.log_start_offset = r.log_start_offset.0 as i64;
+                out.chunks = r.chunks;
+            }
+            Err(e) => out.error = storage_error(e).0,
+        }
+        out
+    }
+
+    pub async fn list_offsets_local(&self, key: PartKey, timestamp: i64) -> Result<(i64, i64), PartError> {
+        let p = self.partition(key)?;
+        match timestamp {
+            borges_net::protocol::EARLIEST_TIMESTAMP => Ok((-1, p.log.log_start_offset().0 as i64)),
+            borges_net::protocol::LATEST_TIMESTAMP => Ok((-1, p.log.log_end_offset().0 as i64)),
+            ts if ts < 0 => Err((ErrorCode::InvalidRequest, format!("timestamp {ts} is not a time"))),
+            ts => match p.log.offset_for_timestamp(TimestampMs(ts)).await {
+                Ok(Some((o, t))) => Ok((t.0, o.0 as i64)),
+                Ok(None) => Ok((-1, -1)),
+                Err(e) => Err(storage_error(e)),
+            },
+        }
+    }
+
+    pub async fn wait_for_data(&self, parts: &[(PartKey, i64)], wait: Duration) {
+        let ps: Vec<(Rc<Partition>, i64)> = parts
+            .iter()
+            .filter_map(|(k, o)| self.partition(*k).ok().map(|p| (p, *o)))
+            .collect();
+        let ready = || ps.iter().any(|(p, o)| p.log.log_end_offset().0 as i64 > *o);
+        if ps.is_empty() || ready() {
+            return;
+        }
+        let notifies: Vec<&Notify> = ps.iter().map(|(p, _)| &p.notify).collect();
+        futures_lite::future::or(changed_any(&notifies), glommio::timer::sleep(wait)).await;
+    }
+
+    /// Opens and closes this shard's partitions to match a metadata snapshot.
+    pub async fn apply(&self, snap: Arc<Topics>) {
+        let Ok(_guard) = self.apply_lock.acquire_permit(1).await else {
+            return;
+        };
+        let mut wanted: HashMap<PartKey, &TopicMeta> = HashMap::new();
+        for t in snap.topics.values() {
+            for p in 0..t.partitions {
+                let key = (t.topic_id(), p);
+                if self.owner(key) == self.id {
+                    wanted.insert(key, t);
+                }
+            }
+        }
+        let gone: Vec<Rc<Partition>> = {
+            let mut parts = self.partitions.borrow_mut();
+            let keys: Vec<PartKey> = parts
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| parts.remove(k)).collect()
+        };
+        for p in gone {
+            if let Err(e) = p.log.close().await {
+                tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "closing a deleted partition");
+            }
+            p.notify.notify();
+            if let Err(e) = self.dirs.remove(&p.topic, PartitionId(p.key.1)) {
+                tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "removing a deleted partition");
+            }
+        }
+        for (key, t) in wanted {
+            let mut settings = topics::settings(&self.config.log, &t.configs);
+            settings.log.flush = self.config.log_flush_policy();
+            let existing = self.partitions.borrow().get(&key).cloned();
+            if let Some(p) = existing {
+                if let Err(e) = p.log.set_config(settings.log.clone()) {
+                    tracing::error!(topic = %t.name, error = %e, "new topic settings refused");
+                }
+                *p.settings.borrow_mut() = settings;
+                continue;
+            }
+            let path = match self.dirs.place(&t.name, PartitionId(key.1)) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot place partition");
+                    continue;
+                }
+            };
+            match Log::open(path, settings.log.clone(), self.clock.clone()).await {
+                Ok(log) => {
+                    let r = log.recovery_report();
+                    if r.truncated.is_some() || !r.segments_deleted.is_empty() {
+                        tracing::warn!(topic = %t.name, partition = key.1, report = ?r, "partition recovered with truncation");
+                    }
+                    let p = Rc::new(Partition {
+                        topic: t.name.clone(),
+                        key,
+                        log,
+                        notify: Notify::default(),
+                        settings: RefCell::new(settings),
+                    });
+                    self.partitions.borrow_mut().insert(key, p);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot open partition")
+                }
+            }
+        }
+        *self.topics.borrow_mut() = snap;
+    }
+
+    /// Closes every partition cleanly (flushed, synced, indexes written).
+    pub async fn close_all(&self) {
+        let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for p in parts {
+            if let Err(e) = p.log.close().await {
+                tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "close failed");
+            }
+            p.notify.notify();
+        }
+    }
+
+    async fn broadcast(self: &Rc<Self>, snap: Arc<Topics>) {
+        for shard in 0..self.count {
+            // Boxed: call -> serve -> admin -> broadcast -> call is recursive.
+            Box::pin(self.call(shard, ShardRequest::Apply(snap.clone()))).await;
+        }
+    }
+
+    fn meta_home(&self) -> &std::path::Path {
+        &self.config.data_dirs[0]
+    }
+
+    /// Applies a topic change; shard 0 only.
+    async fn admin(self: &Rc<Self>, req: AdminRequest) -> Response {
+        assert_eq!(self.id, 0, "topic metadata changes are made on shard 0");
+        let _guard = self
+            .admin_lock
+            .acquire_permit(1)
+            .await
+            .expect("the admin lock is never closed");
+        let mut topics = (*self.topics()).clone();
+        let (response, changed) = match req {
+            AdminRequest::Create(r) => self.create_topics(&mut topics, r),
+            AdminRequest::Delete(r) => delete_topics(&mut topics, r),
+            AdminRequest::Alter(r) => alter_configs(&mut topics, r),
+        };
+        if changed {
+            if let Err(e) = topics.save(self.meta_home()) {
+                tracing::error!(error = %e, "cannot persist topic metadata");
+                return failed_response(response, ErrorCode::KafkaStorageError, &e.to_string());
+            }
+            self.broadcast(Arc::new(topics)).await;
+        }
+        response
+    }
+
+    fn create_topics(&self, topics: &mut Topics, r: CreateTopicsRequest) -> (Response, bool) {
+        let mut results = Vec::new();
+        let mut changed = false;
+        for t in r.topics {
+            let fail = |error, message: String| CreateTopicResult {
+                name: t.name.clone(),
+                id: TopicId(0),
+                error,
+                message: Some(message),
+            };
+            let partitions = if t.partitions == 0 {
+                self.config.default_partitions
+            } else {
+                t.partitions
+            };
+            let result = if let Err(e) = borges_storage::validate_topic_name(&t.name) {
+                fail(ErrorCode::InvalidTopicException, e.to_string())
+            } else if t.name.starts_with("__") {
+                fail(
+                    ErrorCode::InvalidTopicException,
+                    "names starting with __ are reserved".into(),
+                )
+            } else if topics.topics.contains_key(&t.name) {
+                fail(
+                    ErrorCode::TopicAlreadyExists,
+                    format!("topic {} already exists", t.name),
+                )
+            } else if partitions > MAX_PARTITIONS {
+                fail(
+                    ErrorCode::InvalidPartitions,
+                    format!("at most {MAX_PARTITIONS} partitions"),
+                )
+            } else if t.replication_factor > 1 {
+                fail(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!("replication factor {} > 1 brokers", t.replication_factor),
+                )
+            } else if let Some(msg) = t
+                .configs
+                .iter()
+                .find_map(|(k, v)| topics::validate_config(k, v).err())
+            {
+                fail(ErrorCode::InvalidConfig, msg)
+            } else {
+                let id = topics.next_id.max(1);
+                if !r.validate_only {
+                    topics.next_id = id + 1;
+                    topics.topics.insert(
+                        t.name.clone(),
+                        TopicMeta {
+                            name: t.name.clone(),
+                            id,
+                            partitions,
+                            configs: t.configs.iter().cloned().collect(),
+                        },
+                    );
+                    changed = true;
+                }
+                CreateTopicResult {
+                    name: t.name.clone(),
+                    id: TopicId(id),
+                    error: ErrorCode::None,
+                    message: None,
+                }
+            };
+            results.push(result);
+        }
+        (
+            Response::CreateTopics(CreateTopicsResponse { topics: results }),
+            changed,
+        )
+    }
+}
+
+fn delete_topics(topics: &mut Topics, r: DeleteTopicsRequest) -> (Response, bool) {
+    let mut changed = false;
+    let results = r
+        .names
+        .into_iter()
+        .map(|name| {
+            if topics.topics.remove(&name).is_some() {
+                changed = true;
+                TopicResult {
+                    name,
+                    error: ErrorCode::None,
+                    message: None,
+                }
+            } else {
+                TopicResult {
+                    message: Some(format!("no topic {name}")),
+                    name,
+                    error: ErrorCode::UnknownTopicOrPartition,
+                }
+            }
+        })
+        .collect();
+    (
+        Response::DeleteTopics(DeleteTopicsResponse { topics: results }),
+        changed,
+    )
+}
+
+fn alter_configs(topics: &mut Topics, r: AlterConfigsRequest) -> (Response, bool) {
+    let mut changed = false;
+    let mut results = Vec::new();
+    for t in r.topics {
+        let result = match topics.topics.get_mut(&t.name) {
+            None => TopicResult {
+                message: Some(format!("no topic {}", t.name)),
+                name: t.name,
+                error: ErrorCode::UnknownTopicOrPartition,
+            },
+            Some(meta) => {
+                let bad = t.configs.iter().find_map(|(k, v)| match v {
+                    Some(v) => topics::validate_config(k, v).err(),
+                    None if topics::TOPIC_CONFIG_KEYS.contains(&k.as_str()) => None,
+                    None => Some(format!("unknown topic setting {k:?}")),
+                });
+                match bad {
+                    Some(msg) => TopicResult {
+                        name: t.name,
+                        error: ErrorCode::InvalidConfig,
+                        message: Some(msg),
+                    },
+                    None => {
+                        if !r.validate_only {
+                            for (k, v) in t.configs {
+                                match v {
+                                    Some(v) => meta.configs.insert(k, v),
+                                    None => meta.configs.remove(&k),
+                                };
+                            }
+                            changed = true;
+                        }
+                        TopicResult {
+                            name: t.name,
+                            error: ErrorCode::None,
+                            message: None,
+                        }
+                    }
+                }
+            }
+        };
+        results.push(result);
+    }
+    (
+        Response::AlterConfigs(AlterConfigsResponse { topics: results }),
+        changed,
+    )
+}
+
+/// Marks every result of an admin response failed (the change was not persisted).
+fn failed_response(resp: Response, code: ErrorCode, message: &str) -> Response {
+    match resp {
+        Response::CreateTopics(mut r) => {
+            for t in &mut r.topics {
+                if t.error == ErrorCode::None {
+                    t.error = code;
+                    t.message = Some(message.to_string());
+                }
+            }
+            Response::CreateTopics(r)
+        }
+        Response::DeleteTopics(mut r) => {
+            for t in &mut r.topics {
+                t.error = code;
+                t.message = Some(message.to_string());
+            }
+            Response::DeleteTopics(r)
+        }
+        Response::AlterConfigs(mut r) => {
+            for t in &mut r.topics {
+                t.error = code;
+                t.message = Some(message.to_string());
+            }
+            Response::AlterConfigs(r)
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,115 @@
+//! Api keys, their versions, and the decoder's limits.
+
+/// Default cap on a frame's payload: 100 MiB.
+pub const MAX_FRAME_BYTES_DEFAULT: usize = 100 << 20;
+/// Default cap on any string: Kafka's `int16` string limit.
+pub const MAX_STRING_BYTES_DEFAULT: usize = 32767;
+/// Default cap on the element count of any array.
+pub const MAX_ARRAY_LEN_DEFAULT: usize = 100_000;
+
+/// Bounds the decoder enforces on untrusted input, so that a corrupt or
+/// hostile peer cannot make it wait for, or allocate, more than these allow.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame payload (the bytes after the 4-byte length prefix).
+    pub max_frame_bytes: usize,
+    /// Longest string, in bytes.
+    pub max_string_bytes: usize,
+    /// Most elements in any one array.
+    pub max_array_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
+            max_string_bytes: MAX_STRING_BYTES_DEFAULT,
+            max_array_len: MAX_ARRAY_LEN_DEFAULT,
+        }
+    }
+}
+
+/// Which api a request calls. The numbers are Borges's own (they are not
+/// Kafka's api keys: the message layouts differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ApiKey {
+    ApiVersions = 0,
+    Metadata = 1,
+    CreateTopics = 2,
+    DeleteTopics = 3,
+    Produce = 4,
+    Fetch = 5,
+    ListOffsets = 6,
+    DescribeConfigs = 7,
+    AlterConfigs = 8,
+}
+
+impl ApiKey {
+    /// Every api, in key order.
+    pub const ALL: [ApiKey; 9] = [
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::DescribeConfigs,
+        ApiKey::AlterConfigs,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<ApiKey> {
+        ApiKey::ALL.get(usize::from(v)).copied()
+    }
+
+    /// The number written on the wire.
+    pub fn key(self) -> u16 {
+        self as u16
+    }
+
+    /// The oldest version this build decodes.
+    pub fn min_version(self) -> u16 {
+        0
+    }
+
+    /// The newest version this build decodes (0 for every api so far).
+    pub fn max_version(self) -> u16 {
+        0
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKey::ApiVersions => "ApiVersions",
+            ApiKey::Metadata => "Metadata",
+            ApiKey::CreateTopics => "CreateTopics",
+            ApiKey::DeleteTopics => "DeleteTopics",
+            ApiKey::Produce => "Produce",
+            ApiKey::Fetch => "Fetch",
+            ApiKey::ListOffsets => "ListOffsets",
+            ApiKey::DescribeConfigs => "DescribeConfigs",
+            ApiKey::AlterConfigs => "AlterConfigs",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_positions() {
+        for (i, k) in ApiKey::ALL.iter().enumerate() {
+            assert_eq!(k.key() as usize, i);
+            assert_eq!(ApiKey::from_u16(k.key()), Some(*k));
+        }
+        assert_eq!(ApiKey::from_u16(ApiKey::ALL.len() as u16), None);
+        assert_eq!(ApiKey::from_u16(u16::MAX), None);
+    }
+}

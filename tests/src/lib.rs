@@ -1,0 +1,226 @@
+//! Helpers for whole-system tests: start real `borges` broker processes on
+//! 127.0.0.1, wait until they listen, stop them with SIGTERM or SIGKILL, and
+//! talk to them with raw protocol frames.
+//!
+//! Layout:
+//! - `lib.rs`: [`Broker`] (a broker process) and [`RawConn`] (a blocking
+//!   protocol connection for tests that send malformed input on purpose).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use borges_net::protocol::{
+    decode_response, encode_request, frame_length, ApiKey, Limits, Request, RequestHeader, ResponseResult,
+};
+use bytes::{Bytes, BytesMut};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The `borges` binary, built once per test process.
+pub fn borges_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "borges-broker", "--bin", "borges"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the broker failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"));
+        target.join("debug").join("borges")
+    })
+    .clone()
+}
+
+/// A free port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running broker process, stopped (SIGKILL) when dropped.
+pub struct Broker {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker on a free port with its data in `data_dir`.
+    pub fn start(data_dir: &Path, cores: usize, extra_args: &[&str]) -> Broker {
+        let mut b = Broker {
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            data_dir: data_dir.to_path_buf(),
+            cores,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(borges_bin())
+            .arg("start")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--cores")
+            .arg(self.cores.to_string())
+            .args(&self.extra_args)
+            .env("BORGES_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start borges");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!("broker did not start listening within 30 s");
+        }
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("broker did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same broker again (same port and data) after a stop.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking protocol connection for tests.
+pub struct RawConn {
+    pub stream: TcpStream,
+    next: u32,
+    buf: BytesMut,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        RawConn {
+            stream,
+            next: 1,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends a request and returns its response (or request-level error).
+    pub fn call(&mut self, req: Request) -> ResponseResult {
+        let api = req.api_key();
+        let corr = self.next;
+        self.next += 1;
+        let mut out = BytesMut::new();
+        let header = RequestHeader {
+            api_key: api,
+            api_version: 0,
+            correlation_id: corr,
+            client_id: "system-test".into(),
+        };
+        encode_request(&header, &req, &mut out);
+        self.stream.write_all(&out).expect("send");
+        let (got, resp) = self.read_response(api).expect("a response");
+        assert_eq!(got, corr, "correlation id");
+        resp
+    }
+
+    /// Reads one response frame; `None` when the broker closed the connection.
+    pub fn read_response(&mut self, api: ApiKey) -> Option<(u32, ResponseResult)> {
+        let limits = Limits::default();
+        loop {
+            if let Ok(Some(total)) = frame_length(&self.buf, &limits) {
+                let mut frame = self.buf.split_to(total);
+                let payload: Bytes = frame.split_off(4).freeze();
+                return Some(decode_response(api, payload, &limits).expect("decodable response"));
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// True once the broker has closed this connection.
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
