@@ -86,8 +86,8 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             max_frame_bytes: 100 << 20,
             max_connections_per_shard: 10_000,
-            max_inflight_bytes_per_connection: 64 << 20,
-            max_inflight_bytes_per_shard: 512 << 20,
+            max_inflight_bytes_per_connection: 128 << 20,
+            max_inflight_bytes_per_shard: 1 << 30,
             retention_check_interval: Duration::from_secs(60),
         }
     }
@@ -231,6 +231,15 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = BrokerConfig {
+            cores: 1,
+            ..BrokerConfig::default()
+        };
+        c.validate().unwrap();
+    }
 
     #[test]
     fn file_overrides_defaults_and_rejects_unknown_keys() {
