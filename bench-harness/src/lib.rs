@@ -9,8 +9,11 @@
 //! - `lib.rs` (this file): [`build_batches`], [`ScratchDir`],
 //!   [`LatencySummary`], [`median`], [`filesystem_name`],
 //!   [`mem_available_bytes`].
+//! - `net_baseline.rs`: raw loopback TCP throughput between pinned threads.
 //! - `bin/storage-bench.rs`: the storage engine's append throughput and
 //!   latency against raw O_DIRECT writes to the same disk.
+
+pub mod net_baseline;
 
 use std::io;
 use std::path::{Path, PathBuf};

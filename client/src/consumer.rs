@@ -1,0 +1,714 @@
+//! The consumer: assigned partitions, positions, prefetching fetches.
+//!
+//! Each assigned partition has a position (the offset of the next record
+//! `poll` returns) and a fetch position (the next offset to ask the broker
+//! for); records between the two sit in the partition's buffer. `poll` hands
+//! out buffered records, then at once starts the next Fetch for every broker
+//! that has none in flight, so the broker is already reading while the
+//! application processes what it got: one fetch per broker is always in
+//! flight. A fetch result is applied only if its partition's fetch position
+//! is still the one it asked for (a `seek` in between discards it), so
+//! records come out in offset order, each once.
+//!
+//! A fetch returns whole batches, so the first may start before the offset
+//! asked for: records below it are skipped. A batch cut short at the end of
+//! the response (the broker's byte limit) is dropped and fetched again.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use borges_net::batch::{decode_records_bytes, BatchError, BatchIter};
+use borges_net::protocol::{
+    ErrorCode, FetchPartition, FetchRequest, FetchResponse, FetchTopic, Request, Response,
+};
+use borges_net::types::TopicId;
+use bytes::Bytes;
+use tokio::task::JoinSet;
+use tokio::time::{timeout_at, Instant};
+
+use crate::admin::{duration_ms, list_offsets, OffsetSpec};
+use crate::client::unexpected;
+use crate::error::{code_invalidates_metadata, code_is_retriable};
+use crate::{Client, ClientError};
+
+/// What the consumer does when it has no position for a partition, or its
+/// position is outside the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoOffsetReset {
+    /// Start from the earliest offset the log keeps.
+    Earliest,
+    /// Start from the end: only records produced from now on.
+    Latest,
+    /// Return `ClientError::OffsetOutOfRange` from `poll`; the application seeks.
+    None,
+}
+
+/// Where `seek` moves a partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// This offset.
+    Offset(i64),
+    /// The log start offset.
+    Earliest,
+    /// The log end offset.
+    Latest,
+    /// The first record whose timestamp is at or after this time (ms); the
+    /// log end if there is none.
+    Timestamp(i64),
+}
+
+/// Consumer settings. `ConsumerConfig::default()` gives Kafka-like defaults.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Longest the broker waits for `fetch_min_bytes` before answering.
+    pub fetch_max_wait: Duration,
+    /// The broker answers as soon as it has this many bytes.
+    pub fetch_min_bytes: u32,
+    /// Soft cap on the records in one fetch response.
+    pub fetch_max_bytes: u32,
+    /// Soft cap on one partition's records in one fetch response.
+    pub partition_max_bytes: u32,
+    /// What to do without a valid position.
+    pub auto_offset_reset: AutoOffsetReset,
+    /// Most records one `poll` returns; the rest stay buffered.
+    pub max_poll_records: usize,
+    /// How long to wait for a response beyond `fetch_max_wait`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 50 << 20,
+            partition_max_bytes: 8 << 20,
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            max_poll_records: 10_000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset.
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch (CreateTime, or the broker's
+    /// append time for LogAppendTime topics).
+    pub timestamp: i64,
+    /// The key.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+type PartKey = (String, u32);
+
+/// Wait before fetching a partition again after a retriable error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+struct PartState {
+    /// Offset of the next record `poll` returns; `None` until resolved.
+    position: Option<i64>,
+    /// Next offset to fetch: `position` plus the buffered records.
+    fetch_position: i64,
+    buffered: VecDeque<ConsumerRecord>,
+    in_flight: bool,
+    /// Bumped by every seek, so that a fetch started before it is ignored.
+    epoch: u64,
+    /// No fetch before this (after a retriable error).
+    retry_at: Option<Instant>,
+    /// From the last fetch response.
+    high_watermark: i64,
+}
+
+impl Default for PartState {
+    fn default() -> Self {
+        PartState {
+            position: None,
+            fetch_position: 0,
+            buffered: VecDeque::new(),
+            in_flight: false,
+            epoch: 0,
+            retry_at: None,
+            high_watermark: -1,
+        }
+    }
+}
+
+/// One partition of a fetch in flight.
+struct Asked {
+    key: PartKey,
+    topic_id: TopicId,
+    fetch_offset: i64,
+    epoch: u64,
+}
+
+struct FetchOutcome {
+    node: i32,
+    asked: Vec<Asked>,
+    result: Result<FetchResponse, ClientError>,
+}
+
+/// Reads records from assigned partitions.
+///
+/// Not shared: methods take `&mut self`. Dropping it cancels its fetches.
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    parts: BTreeMap<PartKey, PartState>,
+    fetches: JoinSet<FetchOutcome>,
+    fetching_nodes: HashSet<i32>,
+    /// Rotates the partition order of fetch requests, so that the broker's
+    /// byte budget does not always favour the same partitions.
+    rotation: usize,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("assignment", &self.parts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// A consumer with no assignment.
+    pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
+        Consumer {
+            client,
+            config,
+            parts: BTreeMap::new(),
+            fetches: JoinSet::new(),
+            fetching_nodes: HashSet::new(),
+            rotation: 0,
+        }
+    }
+
+    /// Replaces the assignment. Partitions kept keep their positions; new
+    /// ones start per `auto_offset_reset` unless sought. Topics are checked
+    /// on the next `poll`.
+    pub fn assign<I, S>(&mut self, partitions: I)
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        let wanted: BTreeMap<PartKey, ()> =
+            partitions.into_iter().map(|(t, p)| ((t.into(), p), ())).collect();
+        self.parts.retain(|k, _| wanted.contains_key(k));
+        for k in wanted.into_keys() {
+            self.parts.entry(k).or_default();
+        }
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.parts.keys().cloned().collect()
+    }
+
+    /// Moves a partition's position. Records buffered for it, and any fetch
+    /// in flight for it, are discarded.
+    pub async fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<(), ClientError> {
+        let offset = match to {
+            SeekTo::Offset(o) => o,
+            SeekTo::Earliest => self.lookup(topic, partition, OffsetSpec::Earliest).await?,
+            SeekTo::Latest => self.lookup(topic, partition, OffsetSpec::Latest).await?,
+            SeekTo::Timestamp(ms) => match self.lookup(topic, partition, OffsetSpec::Timestamp(ms)).await? {
+                -1 => self.lookup(topic, partition, OffsetSpec::Latest).await?,
+                o => o,
+            },
+        };
+        let st = self.state_mut(topic, partition)?;
+        set_position(st, offset);
+        Ok(())
+    }
+
+    /// The offset of the next record `poll` will return for a partition,
+    /// resolving it per `auto_offset_reset` if it has none yet.
+    pub async fn position(&mut self, topic: &str, partition: u32) -> Result<i64, ClientError> {
+        if let Some(p) = self.state_mut(topic, partition)?.position {
+            return Ok(p);
+        }
+        self.resolve(&(topic.to_string(), partition)).await
+    }
+
+    /// The high watermark the last fetch of a partition reported (-1 before any).
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.parts.get(&(topic.to_string(), partition)).map(|s| {
+            if s.position.is_some() {
+                s.high_watermark
+            } else {
+                -1
+            }
+        })
+    }
+
+    /// Records from the assigned partitions, in offset order per partition,
+    /// at most `max_poll_records`; an empty vector if none arrived within
+    /// `timeout`. The next fetches are in flight when it returns.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.resolve_all().await?;
+            let out = drain(&mut self.parts, self.config.max_poll_records);
+            self.start_fetches().await?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if self.fetches.is_empty() {
+                // Nothing could be fetched (no assignment, or every partition
+                // backing off): wait a little, not in a busy loop.
+                let wake = self
+                    .parts
+                    .values()
+                    .filter_map(|s| s.retry_at)
+                    .min()
+                    .unwrap_or(deadline)
+                    .min(deadline);
+                tokio::time::sleep_until(wake).await;
+                if Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                continue;
+            }
+            match timeout_at(deadline, self.fetches.join_next()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(None) => {}
+                Ok(Some(Err(e))) => {
+                    // The fetch task panicked or was cancelled; its node is
+                    // unknown here, so every node may fetch again.
+                    tracing::warn!(error = %e, "fetch task failed");
+                    self.fetching_nodes.clear();
+                    for st in self.parts.values_mut() {
+                        st.in_flight = false;
+                    }
+                }
+                Ok(Some(Ok(outcome))) => self.apply(outcome)?,
+            }
+        }
+    }
+
+    fn state_mut(&mut self, topic: &str, partition: u32) -> Result<&mut PartState, ClientError> {
+        self.parts
+            .get_mut(&(topic.to_string(), partition))
+            .ok_or_else(|| ClientError::NotAssigned {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    async fn lookup(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<i64, ClientError> {
+        if !self.parts.contains_key(&(topic.to_string(), partition)) {
+            return Err(ClientError::NotAssigned {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        Ok(
+            list_offsets(&self.client, topic, partition, spec, self.config.request_timeout)
+                .await?
+                .offset,
+        )
+    }
+
+    /// Gives a position to every partition without one.
+    async fn resolve_all(&mut self) -> Result<(), ClientError> {
+        let unresolved: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| s.position.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in unresolved {
+            self.resolve(&k).await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&mut self, k: &PartKey) -> Result<i64, ClientError> {
+        let spec = match self.config.auto_offset_reset {
+            AutoOffsetReset::Earliest => OffsetSpec::Earliest,
+            AutoOffsetReset::Latest => OffsetSpec::Latest,
+            AutoOffsetReset::None => {
+                return Err(ClientError::OffsetOutOfRange {
+                    topic: k.0.clone(),
+                    partition: k.1,
+                    offset: -1,
+                })
+            }
+        };
+        let offset = self.lookup(&k.0, k.1, spec).await?;
+        let st = self.state_mut(&k.0, k.1)?;
+        set_position(st, offset);
+        Ok(offset)
+    }
+
+    /// Starts a fetch on every leader with none in flight, for its
+    /// partitions that have a position, nothing buffered, nothing in flight.
+    async fn start_fetches(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        let candidates: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| {
+                s.position.is_some()
+                    && !s.in_flight
+                    && s.buffered.is_empty()
+                    && s.retry_at.is_none_or(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut by_node: BTreeMap<i32, Vec<Asked>> = BTreeMap::new();
+        for k in candidates {
+            let meta = match self.client.topic_metadata(&k.0).await {
+                Ok(m) => m,
+                Err(e) if e.is_retriable() => {
+                    self.backoff(&k);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let leader = match meta.leader(k.1) {
+                Ok(l) => l,
+                Err(e) if e.is_retriable() => {
+                    self.client.invalidate_topic(&k.0);
+                    self.backoff(&k);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.fetching_nodes.contains(&leader) {
+                continue;
+            }
+            let st = self.parts.get_mut(&k).expect("a candidate is assigned");
+            st.retry_at = None;
+            by_node.entry(leader).or_default().push(Asked {
+                topic_id: meta.id,
+                fetch_offset: st.fetch_position,
+                epoch: st.epoch,
+                key: k,
+            });
+        }
+        for (node, mut asked) in by_node {
+            if asked.is_empty() {
+                continue;
+            }
+            let n = asked.len();
+            asked.rotate_left(self.rotation % n);
+            self.rotation = self.rotation.wrapping_add(1);
+            let mut topics: Vec<FetchTopic> = Vec::new();
+            for a in &asked {
+                self.parts.get_mut(&a.key).expect("asked is assigned").in_flight = true;
+                let part = FetchPartition {
+                    partition: a.key.1,
+                    fetch_offset: a.fetch_offset,
+                    partition_max_bytes: self.config.partition_max_bytes,
+                };
+                match topics.last_mut() {
+                    Some(t) if t.topic_id == a.topic_id => t.partitions.push(part),
+                    _ => topics.push(FetchTopic {
+                        topic_id: a.topic_id,
+                        partitions: vec![part],
+                    }),
+                }
+            }
+            let request = Request::Fetch(FetchRequest {
+                max_wait_ms: duration_ms(self.config.fetch_max_wait),
+                min_bytes: self.config.fetch_min_bytes,
+                max_bytes: self.config.fetch_max_bytes,
+                topics,
+            });
+            let client = self.client.clone();
+            let timeout = self.config.request_timeout + self.config.fetch_max_wait;
+            self.fetching_nodes.insert(node);
+            self.fetches.spawn(async move {
+                let result = match client.send_to(node, &request, timeout).await {
+                    Ok(Response::Fetch(r)) => Ok(r),
+                    Ok(other) => Err(unexpected(&other)),
+                    Err(e) => Err(e),
+                };
+                FetchOutcome { node, asked, result }
+            });
+        }
+        Ok(())
+    }
+
+    fn backoff(&mut self, k: &PartKey) {
+        if let Some(st) = self.parts.get_mut(k) {
+            st.retry_at = Some(Instant::now() + RETRY_BACKOFF);
+        }
+    }
+
+    /// Applies a fetch result to the partitions it asked for.
+    fn apply(&mut self, outcome: FetchOutcome) -> Result<(), ClientError> {
+        self.fetching_nodes.remove(&outcome.node);
+        for a in &outcome.asked {
+            if let Some(st) = self.parts.get_mut(&a.key) {
+                st.in_flight = false;
+            }
+        }
+        let resp = match outcome.result {
+            Ok(r) => r,
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(node = outcome.node, error = %e, "fetch failed; retrying");
+                for a in &outcome.asked {
+                    if let Some(code) = e.code() {
+                        self.client.on_error_code(&a.key.0, code);
+                    }
+                    self.backoff(&a.key);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut first_error = None;
+        for a in outcome.asked {
+            let Some(p) = resp
+                .topics
+                .iter()
+                .filter(|t| t.topic_id == a.topic_id)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition == a.key.1)
+            else {
+                continue;
+            };
+            let Some(st) = self.parts.get_mut(&a.key) else {
+                continue;
+            };
+            if st.epoch != a.epoch || st.fetch_position != a.fetch_offset {
+                continue; // sought meanwhile
+            }
+            match p.error {
+                ErrorCode::None => {
+                    // -1 when the broker skipped the partition (its byte budget ran out).
+                    if p.high_watermark >= 0 {
+                        st.high_watermark = p.high_watermark;
+                    }
+                    let (records, next) = decode_fetched(&a.key.0, a.key.1, &p.records, a.fetch_offset)
+                        .map_err(ClientError::CorruptBatch)?;
+                    st.buffered.extend(records);
+                    st.fetch_position = next;
+                }
+                ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
+                    AutoOffsetReset::None => {
+                        first_error.get_or_insert(ClientError::OffsetOutOfRange {
+                            topic: a.key.0.clone(),
+                            partition: a.key.1,
+                            offset: a.fetch_offset,
+                        });
+                    }
+                    _ => {
+                        tracing::info!(topic = %a.key.0, partition = a.key.1, offset = a.fetch_offset,
+                            "offset out of range; resetting");
+                        st.position = None;
+                        st.buffered.clear();
+                        st.epoch += 1;
+                    }
+                },
+                code if code_is_retriable(code) || code_invalidates_metadata(code) => {
+                    self.client.on_error_code(&a.key.0, code);
+                    st.retry_at = Some(Instant::now() + RETRY_BACKOFF);
+                }
+                code => {
+                    first_error.get_or_insert(ClientError::broker(code, None));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Takes up to `max` buffered records, partition by partition, moving each
+/// partition's position past what it hands out.
+fn drain(parts: &mut BTreeMap<PartKey, PartState>, max: usize) -> Vec<ConsumerRecord> {
+    let mut out = Vec::new();
+    for st in parts.values_mut() {
+        while out.len() < max {
+            let Some(r) = st.buffered.pop_front() else { break };
+            st.position = Some(r.offset + 1);
+            out.push(r);
+        }
+        if st.buffered.is_empty() {
+            // Offsets with no record (compaction, control batches) move the
+            // position up to what was fetched.
+            if let Some(p) = st.position.as_mut() {
+                *p = (*p).max(st.fetch_position);
+            }
+        }
+    }
+    out
+}
+
+fn set_position(st: &mut PartState, offset: i64) {
+    st.position = Some(offset);
+    st.fetch_position = offset;
+    st.buffered.clear();
+    st.epoch += 1;
+    st.retry_at = None;
+}
+
+/// Decodes the batches of one partition's fetch data: the records at or
+/// after `fetch_offset`, and the offset to fetch next. Records below
+/// `fetch_offset` (the front of the first batch) are skipped; an incomplete
+/// trailing batch is dropped (it is fetched again from `next`).
+pub(crate) fn decode_fetched(
+    topic: &str,
+    partition: u32,
+    data: &Bytes,
+    fetch_offset: i64,
+) -> Result<(Vec<ConsumerRecord>, i64), BatchError> {
+    let mut out = Vec::new();
+    let mut next = fetch_offset;
+    for item in BatchIter::new(data) {
+        let (header, range) = item?;
+        if header.last_offset() < next {
+            continue;
+        }
+        if !header.is_control() {
+            for r in decode_records_bytes(&data.slice(range))? {
+                if r.offset < next {
+                    continue;
+                }
+                out.push(ConsumerRecord {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                });
+            }
+        }
+        next = header.last_offset() + 1;
+    }
+    Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borges_net::batch::{Compression, RecordBatchBuilder};
+
+    /// Three batches of 5 records at offsets 0, 5 and 10.
+    fn three_batches(compression: Compression) -> Vec<u8> {
+        let mut all = Vec::new();
+        for base in [0i64, 5, 10] {
+            let mut b = RecordBatchBuilder::new(compression).base_offset(base);
+            for i in 0..5 {
+                let v = format!("v{}", base + i);
+                b.push(
+                    1000 + base + i,
+                    Some(b"k"),
+                    Some(v.as_bytes()),
+                    &[("h", Some(b"x"))],
+                );
+            }
+            all.extend_from_slice(&b.build().unwrap());
+        }
+        all
+    }
+
+    #[test]
+    fn skips_records_below_the_fetch_offset() {
+        for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let data = Bytes::from(three_batches(c));
+            let (recs, next) = decode_fetched("t", 0, &data, 7).unwrap();
+            let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, (7..15).collect::<Vec<_>>());
+            assert_eq!(next, 15);
+            assert_eq!(recs[0].value.as_deref(), Some(&b"v7"[..]));
+            assert_eq!(recs[0].timestamp, 1007);
+            assert_eq!(
+                recs[0].headers,
+                vec![("h".to_string(), Some(Bytes::from_static(b"x")))]
+            );
+        }
+    }
+
+    #[test]
+    fn drops_an_incomplete_trailing_batch() {
+        let all = three_batches(Compression::None);
+        for cut in 1..40 {
+            let data = Bytes::copy_from_slice(&all[..all.len() - cut]);
+            let (recs, next) = decode_fetched("t", 3, &data, 0).unwrap();
+            assert_eq!(recs.len(), 10, "cut {cut}");
+            assert_eq!(next, 10);
+            assert!(recs.iter().all(|r| r.partition == 3 && r.topic == "t"));
+        }
+        let (recs, next) = decode_fetched("t", 0, &Bytes::new(), 42).unwrap();
+        assert!(recs.is_empty());
+        assert_eq!(next, 42);
+    }
+
+    #[test]
+    fn whole_batches_below_the_offset_are_skipped() {
+        let data = Bytes::from(three_batches(Compression::None));
+        let (recs, next) = decode_fetched("t", 0, &data, 14).unwrap();
+        assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![14]);
+        assert_eq!(next, 15);
+        let (recs, next) = decode_fetched("t", 0, &data, 20).unwrap();
+        assert!(recs.is_empty());
+        assert_eq!(next, 20, "the position never moves back");
+    }
+
+    #[test]
+    fn corrupt_batches_are_errors() {
+        let mut all = three_batches(Compression::None);
+        let last = all.len() - 1;
+        all[last] ^= 0xff;
+        let data = Bytes::from(all);
+        assert!(matches!(
+            decode_fetched("t", 0, &data, 0),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn drain_moves_positions_and_respects_the_cap() {
+        let state = |records: Vec<i64>| {
+            let mut st = PartState::default();
+            set_position(&mut st, records[0]);
+            for o in &records {
+                st.buffered.push_back(ConsumerRecord {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: *o,
+                    timestamp: 0,
+                    key: None,
+                    value: None,
+                    headers: vec![],
+                });
+            }
+            st.fetch_position = records.last().unwrap() + 1;
+            st
+        };
+        let mut parts = BTreeMap::new();
+        parts.insert(("t".to_string(), 0), state(vec![5, 6, 7]));
+        parts.insert(("t".to_string(), 1), state(vec![0, 1]));
+        let out = drain(&mut parts, 4);
+        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6, 7, 0]);
+        assert_eq!(parts[&("t".to_string(), 0)].position, Some(8));
+        assert_eq!(parts[&("t".to_string(), 1)].position, Some(1));
+        let out = drain(&mut parts, 100);
+        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(parts[&("t".to_string(), 1)].position, Some(2));
+        // Nothing buffered: the position catches up with the fetch position
+        // (a fetch that returned only skipped offsets).
+        parts.get_mut(&("t".to_string(), 1)).unwrap().fetch_position = 9;
+        assert!(drain(&mut parts, 100).is_empty());
+        assert_eq!(parts[&("t".to_string(), 1)].position, Some(9));
+    }
+}

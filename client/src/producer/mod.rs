@@ -1,0 +1,742 @@
+//! The producer: partitioning, batching, compression, retries, delivery futures.
+//!
+//! Layout:
+//! - `mod.rs`: `Producer`, its config, records, delivery futures, and the
+//!   sender task that turns ready batches into Produce requests.
+//! - `partitioner.rs`: explicit, keyed (xxh3) and sticky partitioning.
+//! - `accumulator.rs`: per-partition batch queues with the size and linger
+//!   triggers (pure, time passed in).
+//!
+//! Flow: `send` picks the partition, reserves buffer bytes (waiting when the
+//! buffer is full: that is the back-pressure), and appends the record to its
+//! partition's open batch. The sender task wakes when a batch is full, when
+//! a linger deadline passes, or on flush/close; it takes every ready batch,
+//! encodes it (`RecordBatchBuilder`, with the configured compression),
+//! groups the batches by leader, and sends one Produce request per leader,
+//! at most `max_in_flight_requests` at a time. Each response completes the
+//! records' futures with `base_offset + index`, or sends the batch back to
+//! the front of its queue to retry after a metadata refresh and a backoff.
+
+mod accumulator;
+mod partitioner;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use borges_net::batch::Compression as WireCompression;
+use borges_net::protocol::{
+    ErrorCode, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, Request, Response,
+};
+use borges_net::types::TopicId;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::admin::duration_ms;
+use crate::client::unexpected;
+use crate::{Client, ClientError};
+use accumulator::{record_size, Accumulator, ProducerBatch, TopicPartition};
+use partitioner::Partitioner;
+
+/// When the broker acknowledges a produce request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Never: the broker sends no response; a record counts as delivered
+    /// once its request is written to the socket, with offset -1.
+    None,
+    /// Once the leader has appended the records.
+    Leader,
+    /// Once every in-sync replica has them (and, with the broker's default
+    /// flush policy, they are on disk).
+    All,
+}
+
+impl Acks {
+    /// The value carried on the wire: 0, 1 or -1.
+    pub fn wire(self) -> i8 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// The codec the producer compresses batches with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4 frame format, as Kafka writes it.
+    Lz4,
+    /// Zstandard, level 3.
+    Zstd,
+}
+
+impl Compression {
+    fn wire(self) -> WireCompression {
+        match self {
+            Compression::None => WireCompression::None,
+            Compression::Lz4 => WireCompression::Lz4,
+            Compression::Zstd => WireCompression::Zstd,
+        }
+    }
+}
+
+/// Producer settings. `ProducerConfig::default()` gives Kafka-like defaults.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// When the broker answers.
+    pub acks: Acks,
+    /// A batch is sent once its records reach this many bytes (uncompressed).
+    pub batch_size_bytes: usize,
+    /// Or once its first record has waited this long.
+    pub linger: Duration,
+    /// Codec for every batch.
+    pub compression: Compression,
+    /// Produce requests in flight at once (across all brokers).
+    pub max_in_flight_requests: usize,
+    /// Times a batch is retried after a retriable error before its records fail.
+    pub retries: u32,
+    /// First wait before a retry; doubles on each retry of the same batch.
+    pub retry_backoff: Duration,
+    /// Cap on the wait before a retry.
+    pub retry_backoff_max: Duration,
+    /// How long the broker and the client wait for one produce response.
+    pub request_timeout: Duration,
+    /// Bytes of records buffered and not yet acknowledged; `send` waits when full.
+    pub buffer_memory_bytes: usize,
+    /// Cap on the records in one Produce request (several batches, one broker).
+    pub max_request_bytes: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            batch_size_bytes: 1 << 20,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            max_in_flight_requests: 5,
+            retries: 10,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            buffer_memory_bytes: 64 << 20,
+            max_request_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition; `None` lets the partitioner choose (by key, or sticky).
+    pub partition: Option<u32>,
+    /// The key; records with one key go to one partition.
+    pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone for compacted topics.
+    pub value: Option<Bytes>,
+    /// Headers: UTF-8 keys, optional values.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Milliseconds since the Unix epoch; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record for `topic` with no key, value or headers yet.
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Sets the partition explicitly.
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: Option<Bytes>) -> Self {
+        self.headers.push((key.into(), value));
+        self
+    }
+
+    /// Sets the timestamp (ms since the Unix epoch).
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+/// Where a record was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset; -1 with `Acks::None`, which learns nothing back.
+    pub offset: i64,
+    /// The record's timestamp (the one it was sent with).
+    pub timestamp: i64,
+}
+
+type Delivery = Result<RecordMetadata, ClientError>;
+
+/// Resolves when the broker has acknowledged the record (or it failed for
+/// good). Dropping it does not cancel the send.
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Delivery>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Delivery;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// The completion handle a batch keeps per record.
+type Handle = oneshot::Sender<Delivery>;
+type Batch = ProducerBatch<Handle>;
+
+struct State {
+    acc: Accumulator<Handle>,
+    partitioner: Partitioner,
+    /// Records enqueued and not yet completed.
+    pending_records: usize,
+    /// Woken when `pending_records` reaches 0.
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    /// No more sends; the sender task drains and exits.
+    closing: bool,
+}
+
+struct Inner {
+    client: Client,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    /// Wakes the sender task: a batch is ready, a linger deadline is new, a
+    /// request finished, or flush/close was asked.
+    wake: Notify,
+    /// Buffered record bytes, the back-pressure bound.
+    buffer: Semaphore,
+    /// Produce requests in flight.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before it can
+        // panic, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Closes the producer when the last handle is dropped, so the sender task
+/// sends what is buffered and exits instead of living forever.
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().closing = true;
+        self.0.wake.notify_one();
+    }
+}
+
+/// Sends records to topics, batching them per partition. Cheap to clone;
+/// every clone feeds the same buffers and background sender task.
+///
+/// Must be created inside a tokio runtime.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+    _close: Arc<CloseOnDrop>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer on `client`; starts its sender task.
+    pub fn new(client: Client, config: ProducerConfig) -> Result<Producer, ClientError> {
+        if config.buffer_memory_bytes == 0 || config.buffer_memory_bytes > u32::MAX as usize {
+            return Err(ClientError::Config(
+                "buffer_memory_bytes must be in 1..=u32::MAX".into(),
+            ));
+        }
+        if config.max_in_flight_requests == 0 {
+            return Err(ClientError::Config(
+                "max_in_flight_requests must be at least 1".into(),
+            ));
+        }
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                acc: Accumulator::new(config.batch_size_bytes, config.linger, config.compression.wire()),
+                partitioner: Partitioner::default(),
+                pending_records: 0,
+                flush_waiters: Vec::new(),
+                closing: false,
+            }),
+            wake: Notify::new(),
+            buffer: Semaphore::new(config.buffer_memory_bytes),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
+            client,
+            config,
+        });
+        tokio::spawn(run_sender(inner.clone()));
+        Ok(Producer {
+            _close: Arc::new(CloseOnDrop(inner.clone())),
+            inner,
+        })
+    }
+
+    /// Enqueues a record and returns a future for its delivery.
+    ///
+    /// Returns as soon as the record is in its partition's batch; waits only
+    /// when the buffer (`buffer_memory_bytes`) is full, until acknowledged
+    /// records free room. Fails at once for an unknown topic or partition, or
+    /// once the producer is closed.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        if self.inner.lock().closing {
+            return Err(ClientError::Closed);
+        }
+        let meta = self.inner.client.topic_metadata(&record.topic).await?;
+        let partitions = meta.partition_count();
+        if partitions == 0 {
+            return Err(ClientError::UnknownPartition {
+                topic: record.topic,
+                partition: record.partition.unwrap_or(0),
+            });
+        }
+        if let Some(p) = record.partition {
+            if p >= partitions {
+                return Err(ClientError::UnknownPartition {
+                    topic: record.topic,
+                    partition: p,
+                });
+            }
+        }
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let size = record_size(record.key.as_deref(), record.value.as_deref(), &headers);
+        let reserved = size.min(self.inner.config.buffer_memory_bytes);
+        self.inner
+            .buffer
+            .acquire_many(reserved as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .forget();
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let topic: Arc<str> = Arc::from(meta.name.as_str());
+        let (tx, rx) = oneshot::channel();
+        let appended = {
+            let mut st = self.inner.lock();
+            if st.closing {
+                drop(st);
+                self.inner.buffer.add_permits(reserved);
+                return Err(ClientError::Closed);
+            }
+            let partition = match (record.partition, record.key.as_deref()) {
+                (Some(p), _) => p,
+                (None, Some(k)) => partitioner::key_partition(k, partitions),
+                (None, None) => {
+                    let p = st.partitioner.sticky(&topic, partitions);
+                    let tp = TopicPartition {
+                        topic: topic.clone(),
+                        partition: p,
+                    };
+                    if st.acc.would_overflow(&tp, size) {
+                        // Its batch is full: keyless records move on.
+                        st.partitioner.batch_closed(&topic, p);
+                        st.partitioner.sticky(&topic, partitions)
+                    } else {
+                        p
+                    }
+                }
+            };
+            let tp = TopicPartition { topic, partition };
+            st.pending_records += 1;
+            st.acc.append(
+                &tp,
+                timestamp,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                &headers,
+                reserved,
+                tx,
+                Instant::now().into_std(),
+            )
+        };
+        if appended.new_batch || appended.batch_full {
+            self.inner.wake.notify_one();
+        }
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends everything buffered now (ignoring `linger`) and waits until
+    /// every record sent so far is acknowledged or failed. Records other
+    /// tasks send meanwhile are waited for too.
+    pub async fn flush(&self) {
+        let rx = {
+            let mut st = self.inner.lock();
+            if st.pending_records == 0 {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            st.flush_waiters.push(tx);
+            rx
+        };
+        self.inner.wake.notify_one();
+        let _ = rx.await;
+    }
+
+    /// Flushes, then stops: later sends fail with `Closed` and the sender
+    /// task exits. Other clones of this producer are closed too.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.inner.lock().closing = true;
+        self.inner.wake.notify_one();
+    }
+
+    /// Records enqueued and not yet acknowledged or failed.
+    pub fn pending_records(&self) -> usize {
+        self.inner.lock().pending_records
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The sender task: drains ready batches into Produce requests until the
+/// producer is closed and nothing is left.
+async fn run_sender(inner: Arc<Inner>) {
+    loop {
+        let now = Instant::now();
+        let (batches, next_wake, done) = {
+            let mut st = inner.lock();
+            let force = st.closing || !st.flush_waiters.is_empty();
+            let (ready, next) = st.acc.ready(now.into_std(), force);
+            let mut batches = Vec::with_capacity(ready.len());
+            for tp in ready {
+                if let Some(b) = st.acc.take(&tp) {
+                    batches.push(b);
+                }
+            }
+            let done = st.closing && st.pending_records == 0;
+            (batches, next, done)
+        };
+        if done {
+            tracing::debug!("producer closed; sender task exits");
+            return;
+        }
+        if !batches.is_empty() {
+            // Keyless records leave a partition once its batch is on its way.
+            {
+                let mut st = inner.lock();
+                for b in &batches {
+                    st.partitioner.batch_closed(&b.tp.topic, b.tp.partition);
+                }
+            }
+            dispatch(&inner, batches).await;
+            continue;
+        }
+        let notified = inner.wake.notified();
+        match next_wake {
+            Some(at) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+/// A batch ready to go to one leader, with its topic id.
+struct Outgoing {
+    topic_id: TopicId,
+    batch: Batch,
+}
+
+/// Encodes the batches, groups them by leader, and starts one request per
+/// group (per `max_request_bytes` of a group), waiting for in-flight room.
+async fn dispatch(inner: &Arc<Inner>, batches: Vec<Batch>) {
+    let mut by_leader: BTreeMap<i32, Vec<Outgoing>> = BTreeMap::new();
+    for mut batch in batches {
+        if batch.encoded.is_none() {
+            let builder = batch.builder.take().expect("an unencoded batch has its builder");
+            match builder.build() {
+                Ok(bytes) => batch.encoded = Some(bytes),
+                Err(e) => {
+                    finish_failed(inner, batch, ClientError::InvalidRecord(e.to_string()));
+                    continue;
+                }
+            }
+        }
+        let meta = match inner.client.topic_metadata(&batch.tp.topic).await {
+            Ok(m) => m,
+            Err(e) => {
+                retry_or_fail(inner, batch, e);
+                continue;
+            }
+        };
+        match meta.leader(batch.tp.partition) {
+            Ok(leader) => by_leader.entry(leader).or_default().push(Outgoing {
+                topic_id: meta.id,
+                batch,
+            }),
+            Err(e) => {
+                inner.client.invalidate_topic(&batch.tp.topic);
+                retry_or_fail(inner, batch, e);
+            }
+        }
+    }
+    for (leader, group) in by_leader {
+        let mut request: Vec<Outgoing> = Vec::new();
+        let mut bytes = 0usize;
+        for o in group {
+            let len = o.batch.encoded.as_ref().map_or(0, BytesMut::len);
+            if !request.is_empty() && bytes + len > inner.config.max_request_bytes {
+                start_request(inner, leader, std::mem::take(&mut request)).await;
+                bytes = 0;
+            }
+            bytes += len;
+            request.push(o);
+        }
+        if !request.is_empty() {
+            start_request(inner, leader, request).await;
+        }
+    }
+}
+
+async fn start_request(inner: &Arc<Inner>, leader: i32, batches: Vec<Outgoing>) {
+    let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
+        return;
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        send_request(&inner, leader, batches).await;
+        drop(permit);
+        inner.wake.notify_one();
+    });
+}
+
+/// Sends one Produce request and settles every batch in it.
+async fn send_request(inner: &Arc<Inner>, leader: i32, mut batches: Vec<Outgoing>) {
+    let cfg = &inner.config;
+    // Topics in the request, each with its partitions; the records are moved
+    // into the request and back out after encoding, so retries reuse them.
+    let mut topics: Vec<ProduceTopic> = Vec::new();
+    for o in &mut batches {
+        let records = o.batch.encoded.take().unwrap_or_default();
+        let part = ProducePartition {
+            partition: o.batch.tp.partition,
+            records,
+        };
+        match topics.iter_mut().find(|t| t.topic_id == o.topic_id) {
+            Some(t) => t.partitions.push(part),
+            None => topics.push(ProduceTopic {
+                topic_id: o.topic_id,
+                partitions: vec![part],
+            }),
+        }
+    }
+    let request = Request::Produce(ProduceRequest {
+        acks: cfg.acks.wire(),
+        timeout_ms: duration_ms(cfg.request_timeout),
+        topics,
+    });
+    let result = if cfg.acks == Acks::None {
+        inner
+            .client
+            .send_oneway_to(leader, &request, cfg.request_timeout)
+            .await
+            .map(|()| None)
+    } else {
+        // A little longer than the broker's own wait, so that its timeout
+        // answer arrives before ours fires.
+        match inner
+            .client
+            .send_to(leader, &request, cfg.request_timeout + Duration::from_secs(1))
+            .await
+        {
+            Ok(Response::Produce(r)) => Ok(Some(r)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
+        }
+    };
+    // Give every batch its encoded bytes back.
+    let Request::Produce(req) = request else {
+        unreachable!("built as a produce request")
+    };
+    for t in req.topics {
+        for p in t.partitions {
+            if let Some(o) = batches.iter_mut().find(|o| {
+                o.topic_id == t.topic_id && o.batch.tp.partition == p.partition && o.batch.encoded.is_none()
+            }) {
+                o.batch.encoded = Some(p.records);
+            }
+        }
+    }
+    match result {
+        Ok(None) => {
+            for o in batches {
+                finish_delivered(inner, o.batch, -1);
+            }
+        }
+        Ok(Some(resp)) => settle(inner, batches, resp),
+        Err(e) => {
+            if let Some(code) = e.code() {
+                for o in &batches {
+                    inner.client.on_error_code(&o.batch.tp.topic, code);
+                }
+            }
+            for o in batches {
+                retry_or_fail(inner, o.batch, e.clone());
+            }
+        }
+    }
+}
+
+/// Settles each batch by its partition's result in the response.
+fn settle(inner: &Arc<Inner>, batches: Vec<Outgoing>, resp: ProduceResponse) {
+    for o in batches {
+        let result = resp
+            .topics
+            .iter()
+            .filter(|t| t.topic_id == o.topic_id)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition == o.batch.tp.partition);
+        match result {
+            None => finish_failed(
+                inner,
+                o.batch,
+                ClientError::broker(
+                    ErrorCode::UnknownServerError,
+                    Some("the produce response has no result for this partition".into()),
+                ),
+            ),
+            Some(p) if p.error == ErrorCode::None => finish_delivered(inner, o.batch, p.base_offset),
+            Some(p) => {
+                inner.client.on_error_code(&o.batch.tp.topic, p.error);
+                let e = ClientError::broker(p.error, p.message.clone());
+                retry_or_fail(inner, o.batch, e);
+            }
+        }
+    }
+}
+
+/// Retries a batch after a backoff if the error allows and attempts remain;
+/// otherwise fails its records.
+fn retry_or_fail(inner: &Arc<Inner>, mut batch: Batch, error: ClientError) {
+    let cfg = &inner.config;
+    if !error.is_retriable() || batch.attempts >= cfg.retries {
+        finish_failed(inner, batch, error);
+        return;
+    }
+    batch.attempts += 1;
+    let factor = 1u32.checked_shl(batch.attempts - 1).unwrap_or(u32::MAX);
+    let backoff = cfg
+        .retry_backoff
+        .saturating_mul(factor)
+        .min(cfg.retry_backoff_max);
+    tracing::debug!(
+        topic = %batch.tp.topic,
+        partition = batch.tp.partition,
+        attempt = batch.attempts,
+        ?backoff,
+        %error,
+        "retrying a batch"
+    );
+    let until = Instant::now().into_std() + backoff;
+    inner.lock().acc.requeue(batch, until);
+    inner.wake.notify_one();
+}
+
+fn finish_delivered(inner: &Arc<Inner>, batch: Batch, base_offset: i64) {
+    let n = batch.records.len();
+    let topic = batch.tp.topic.to_string();
+    for (i, r) in batch.records.into_iter().enumerate() {
+        let offset = if base_offset < 0 {
+            -1
+        } else {
+            base_offset + i as i64
+        };
+        let _ = r.handle.send(Ok(RecordMetadata {
+            topic: topic.clone(),
+            partition: batch.tp.partition,
+            offset,
+            timestamp: r.timestamp,
+        }));
+    }
+    release(inner, &batch.tp, n, batch.reserved_bytes);
+}
+
+fn finish_failed(inner: &Arc<Inner>, batch: Batch, error: ClientError) {
+    tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, %error, "batch failed");
+    let n = batch.records.len();
+    for r in batch.records {
+        let _ = r.handle.send(Err(error.clone()));
+    }
+    release(inner, &batch.tp, n, batch.reserved_bytes);
+}
+
+/// Frees a settled batch's buffer bytes and partition slot, and wakes
+/// flushers once nothing is pending.
+fn release(inner: &Arc<Inner>, tp: &TopicPartition, records: usize, reserved_bytes: usize) {
+    let waiters = {
+        let mut st = inner.lock();
+        st.acc.complete(tp);
+        st.pending_records -= records;
+        if st.pending_records == 0 {
+            std::mem::take(&mut st.flush_waiters)
+        } else {
+            Vec::new()
+        }
+    };
+    // After the count drops, so that pending records never exceed what the
+    // buffer holds.
+    inner.buffer.add_permits(reserved_bytes);
+    for w in waiters {
+        let _ = w.send(());
+    }
+    inner.wake.notify_one();
+}
