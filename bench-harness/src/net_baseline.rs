@@ -21,7 +21,12 @@ pub fn pin_to_core(core: usize) -> std::io::Result<()> {
 /// Sends `total_bytes` over one loopback TCP connection in `chunk_bytes`
 /// writes, sender pinned to `send_core` and receiver to `recv_core`; returns
 /// MiB/s as seen by the receiver.
-pub fn loopback_tcp_mib_per_s(total_bytes: u64, chunk_bytes: usize, send_core: usize, recv_core: usize) -> f64 {
+pub fn loopback_tcp_mib_per_s(
+    total_bytes: u64,
+    chunk_bytes: usize,
+    send_core: usize,
+    recv_core: usize,
+) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let receiver = std::thread::spawn(move || {

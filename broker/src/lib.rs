@@ -10,7 +10,9 @@
 //! - `recompress.rs`: topic-level compression.
 //! - `notify.rs`: wake-ups for long polls.
 //! - `config.rs`: the TOML file and defaults.
+//! - `cli.rs`: the client subcommands of the `borges` binary.
 
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod handlers;

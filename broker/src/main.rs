@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use borges_broker::cli;
 use borges_broker::config::{BrokerConfig, FileConfig, FlushMode};
 use clap::{Args, Parser, Subcommand};
 
@@ -23,6 +24,33 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./borges-data, every core).
     Start(StartArgs),
+    /// Create, delete, list, describe or alter topics.
+    Topic {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::TopicCommand,
+    },
+    /// Send one record per line of stdin.
+    Produce {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(flatten)]
+        args: cli::ProduceArgs,
+    },
+    /// Print records, one per line.
+    Consume {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(flatten)]
+        args: cli::ConsumeArgs,
+    },
+    /// Earliest and latest offset of every partition of a topic.
+    Offsets {
+        #[command(flatten)]
+        target: cli::Target,
+        topic: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +125,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(a) => start(a),
+        Command::Topic { target, command } => cli::topic(target, command),
+        Command::Produce { target, args } => cli::produce(target, args),
+        Command::Consume { target, args } => cli::consume(target, args),
+        Command::Offsets { target, topic } => cli::offsets(target, topic),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

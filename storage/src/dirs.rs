@@ -66,10 +66,12 @@ impl DataDirs {
                 "at least one data directory is needed".into(),
             ));
         }
+        let mut absolute = Vec::with_capacity(dirs.len());
         for d in &dirs {
             std::fs::create_dir_all(d).map_err(|e| StorageError::io("create directory", d, e))?;
+            absolute.push(std::path::absolute(d).map_err(|e| StorageError::io("resolve directory", d, e))?);
         }
-        Ok(DataDirs { dirs })
+        Ok(DataDirs { dirs: absolute })
     }
 
     pub fn dirs(&self) -> &[PathBuf] {

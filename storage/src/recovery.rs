@@ -149,6 +149,9 @@ impl Log {
         config.validate()?;
         let dir: PathBuf = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
+        // glommio opens directories with openat(-1, ..), which refuses a
+        // relative path: keep every path absolute.
+        let dir = std::path::absolute(&dir).map_err(|e| StorageError::io("resolve directory", &dir, e))?;
         let interval = config.index_interval_bytes;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = read_optional(&clean_marker)?.is_some();

@@ -423,3 +423,21 @@ fn concurrent_appends_share_syncs() {
         assert_eq!(read_all(&log, Offset(0), 1 << 20).await.len(), 200);
     });
 }
+
+#[test]
+fn a_relative_directory_works() {
+    run(|| async {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let rel = dir
+            .path()
+            .strip_prefix(std::env::current_dir().unwrap())
+            .unwrap()
+            .join("p-0");
+        assert!(rel.is_relative());
+        let log = open(&rel, small_config()).await;
+        append(&log, numbered_batch(0, 3, 10, 0)).await;
+        log.close().await.unwrap();
+        let log = open(&rel, small_config()).await;
+        assert_eq!(log.log_end_offset(), Offset(3));
+    });
+}

@@ -14,6 +14,9 @@ use borges_system_tests::{Broker, RawConn};
 
 const PARTITIONS: u32 = 4;
 
+/// An acknowledged batch: partition, first value, record count, base offset.
+type Acked = (u32, u64, u64, i64);
+
 fn create(c: &mut RawConn, name: &str) -> TopicId {
     let Ok(Response::CreateTopics(r)) = c.call(Request::CreateTopics(CreateTopicsRequest {
         topics: vec![CreatableTopic {
@@ -78,8 +81,7 @@ fn sigkill_during_acks_all_loses_nothing_acknowledged() {
     let mut broker = Broker::start(dir.path(), 2, &[]);
     let topic = create(&mut RawConn::connect(broker.addr), "payments");
     let addr = broker.addr;
-    // (partition, first value, count, base offset) of every acknowledged batch.
-    let acked: Arc<Mutex<Vec<(u32, u64, u64, i64)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
     for t in 0..4u32 {

@@ -1,0 +1,337 @@
+//! The client subcommands of `borges`: topics, produce, consume, offsets.
+//! They use the native client over a small tokio runtime; none of this
+//! runs inside a broker.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use borges_client::{
+    Acks, AutoOffsetReset, Client, ClientConfig, ClientError, Compression, Consumer, ConsumerConfig,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Broker address(es) to bootstrap from.
+    #[arg(long, env = "BORGES_BROKERS", default_value = "127.0.0.1:9092", global = true)]
+    pub brokers: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u16,
+        /// A topic setting, key=value (repeatable), e.g. retention.ms=86400000.
+        #[arg(long = "config", value_parser = parse_kv)]
+        configs: Vec<(String, String)>,
+    },
+    /// Delete a topic and all its data.
+    Delete { name: String },
+    /// List topics.
+    List,
+    /// Show a topic's partitions and settings.
+    Describe { name: String },
+    /// Change topic settings: key=value sets, key= resets to the default.
+    Alter {
+        name: String,
+        #[arg(long = "config", value_parser = parse_kv, required = true)]
+        configs: Vec<(String, String)>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// none, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Send every record to this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// earliest, latest, or an offset (for every partition).
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+    /// Exit after this many records.
+    #[arg(long)]
+    pub max_records: Option<u64>,
+    /// Exit after this long without a record (milliseconds).
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Output format: {value} {key} {offset} {partition} {timestamp} {topic}.
+    #[arg(long, default_value = "{value}")]
+    pub format: String,
+    /// Only this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+async fn connect(t: &Target) -> Result<Client, String> {
+    Client::connect(&t.brokers, ClientConfig::default())
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", t.brokers))
+}
+
+fn err(e: ClientError) -> String {
+    e.to_string()
+}
+
+pub fn topic(t: Target, cmd: TopicCommand) -> Result<(), String> {
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        let admin = client.admin();
+        let mut out = std::io::stdout().lock();
+        match cmd {
+            TopicCommand::Create {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                let kv: Vec<(&str, &str)> = configs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let id = admin
+                    .create_topic(&name, partitions, replication_factor, &kv)
+                    .await
+                    .map_err(err)?;
+                writeln!(
+                    out,
+                    "created topic {name} (id {id}) with {partitions} partition(s)"
+                )
+                .ok();
+            }
+            TopicCommand::Delete { name } => {
+                admin.delete_topic(&name).await.map_err(err)?;
+                writeln!(out, "deleted topic {name}").ok();
+            }
+            TopicCommand::List => {
+                let mut topics = admin.list_topics().await.map_err(err)?;
+                topics.sort_by(|a, b| a.name.cmp(&b.name));
+                for t in topics {
+                    writeln!(out, "{}\t{} partition(s)", t.name, t.partition_count()).ok();
+                }
+            }
+            TopicCommand::Describe { name } => {
+                let d = admin.describe_topic(&name).await.map_err(err)?;
+                writeln!(
+                    out,
+                    "topic {} id {} partitions {}",
+                    name,
+                    d.metadata.id,
+                    d.metadata.partition_count()
+                )
+                .ok();
+                for p in &d.metadata.partitions {
+                    writeln!(
+                        out,
+                        "  partition {} leader {} epoch {} replicas {:?}",
+                        p.partition, p.leader, p.leader_epoch, p.replicas
+                    )
+                    .ok();
+                }
+                for c in &d.configs {
+                    let origin = if c.is_default { "default" } else { "topic" };
+                    writeln!(out, "  {}={} ({origin})", c.key, c.value.as_deref().unwrap_or("")).ok();
+                }
+            }
+            TopicCommand::Alter { name, configs } => {
+                let kv: Vec<(&str, Option<&str>)> = configs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), (!v.is_empty()).then_some(v.as_str())))
+                    .collect();
+                admin.alter_configs(&name, &kv).await.map_err(err)?;
+                writeln!(out, "altered topic {name}").ok();
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn produce(t: Target, a: ProduceArgs) -> Result<(), String> {
+    let acks = match a.acks.as_str() {
+        "0" => Acks::None,
+        "1" => Acks::Leader,
+        "all" | "-1" => Acks::All,
+        other => return Err(format!("--acks {other:?}: expected 0, 1 or all")),
+    };
+    let compression = match a.compression.as_str() {
+        "none" => Compression::None,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => return Err(format!("--compression {other:?}: expected none, lz4 or zstd")),
+    };
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        client.topic_metadata(&a.topic).await.map_err(err)?;
+        let producer = Producer::new(
+            client,
+            ProducerConfig {
+                acks,
+                compression,
+                ..ProducerConfig::default()
+            },
+        )
+        .map_err(err)?;
+        let mut deliveries = Vec::new();
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+            let (key, value) = match &a.key_separator {
+                Some(sep) => match line.split_once(sep.as_str()) {
+                    Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                    None => (None, line),
+                },
+                None => (None, line),
+            };
+            let mut r = ProducerRecord::new(&a.topic).value(Bytes::from(value));
+            if let Some(k) = key {
+                r = r.key(Bytes::from(k));
+            }
+            if let Some(p) = a.partition {
+                r = r.partition(p);
+            }
+            deliveries.push(producer.send(r).await.map_err(err)?);
+        }
+        producer.flush().await;
+        let total = deliveries.len();
+        let mut failed = 0;
+        for d in deliveries {
+            if let Err(e) = d.await {
+                failed += 1;
+                if failed <= 10 {
+                    eprintln!("borges: record not delivered: {e}");
+                }
+            }
+        }
+        producer.close().await;
+        if failed > 0 {
+            return Err(format!("{failed} of {total} records were not delivered"));
+        }
+        eprintln!("produced {total} record(s) to {}", a.topic);
+        Ok(())
+    })
+}
+
+fn render(format: &str, r: &borges_client::ConsumerRecord) -> String {
+    let text = |b: &Option<Bytes>| {
+        b.as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    format
+        .replace("{value}", &text(&r.value))
+        .replace("{key}", &text(&r.key))
+        .replace("{offset}", &r.offset.to_string())
+        .replace("{partition}", &r.partition.to_string())
+        .replace("{timestamp}", &r.timestamp.to_string())
+        .replace("{topic}", &r.topic)
+}
+
+pub fn consume(t: Target, a: ConsumeArgs) -> Result<(), String> {
+    let from = match a.from.as_str() {
+        "earliest" => SeekTo::Earliest,
+        "latest" => SeekTo::Latest,
+        n => SeekTo::Offset(
+            n.parse()
+                .map_err(|_| format!("--from {n:?}: expected earliest, latest or an offset"))?,
+        ),
+    };
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        let meta = client.topic_metadata(&a.topic).await.map_err(err)?;
+        let partitions: Vec<u32> = match a.partition {
+            Some(p) if p < meta.partition_count() => vec![p],
+            Some(p) => return Err(format!("topic {} has no partition {p}", a.topic)),
+            None => (0..meta.partition_count()).collect(),
+        };
+        let mut consumer = Consumer::new(
+            client,
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer.assign(partitions.iter().map(|&p| (a.topic.clone(), p)));
+        for &p in &partitions {
+            consumer.seek(&a.topic, p, from).await.map_err(err)?;
+        }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut seen = 0u64;
+        let mut idle_since = std::time::Instant::now();
+        loop {
+            if a.max_records.is_some_and(|m| seen >= m) {
+                break;
+            }
+            let records = consumer.poll(Duration::from_millis(200)).await.map_err(err)?;
+            if records.is_empty() {
+                if a.idle_timeout_ms
+                    .is_some_and(|ms| idle_since.elapsed() >= Duration::from_millis(ms))
+                {
+                    break;
+                }
+                continue;
+            }
+            idle_since = std::time::Instant::now();
+            for r in records {
+                if a.max_records.is_some_and(|m| seen >= m) {
+                    break;
+                }
+                writeln!(out, "{}", render(&a.format, &r)).map_err(|e| format!("writing stdout: {e}"))?;
+                seen += 1;
+            }
+            out.flush().ok();
+        }
+        out.flush().ok();
+        Ok(())
+    })
+}
+
+pub fn offsets(t: Target, topic: String) -> Result<(), String> {
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        let meta = client.topic_metadata(&topic).await.map_err(err)?;
+        let admin = client.admin();
+        println!("partition\tearliest\tlatest");
+        for p in 0..meta.partition_count() {
+            let e = admin
+                .list_offsets(&topic, p, OffsetSpec::Earliest)
+                .await
+                .map_err(err)?;
+            let l = admin
+                .list_offsets(&topic, p, OffsetSpec::Latest)
+                .await
+                .map_err(err)?;
+            println!("{p}\t{}\t{}", e.offset, l.offset);
+        }
+        Ok(())
+    })
+}
