@@ -10,9 +10,14 @@
 //!   [`LatencySummary`], [`median`], [`filesystem_name`],
 //!   [`mem_available_bytes`].
 //! - `net_baseline.rs`: raw loopback TCP throughput between pinned threads.
+//! - `broker_proc.rs`: a release broker process pinned to one core, and a
+//!   pinned tokio runtime for the load generator.
+//! - `bin/produce-bench.rs`, `bin/consume-bench.rs`: the broker through the
+//!   native client, against raw loopback TCP.
 //! - `bin/storage-bench.rs`: the storage engine's append throughput and
 //!   latency against raw O_DIRECT writes to the same disk.
 
+pub mod broker_proc;
 pub mod net_baseline;
 
 use std::io;

@@ -212,7 +212,7 @@ pub fn produce(t: Target, a: ProduceArgs) -> Result<(), String> {
                 },
                 None => (None, line),
             };
-            let mut r = ProducerRecord::new(&a.topic).value(Bytes::from(value));
+            let mut r = ProducerRecord::new(a.topic.as_str()).value(Bytes::from(value));
             if let Some(k) = key {
                 r = r.key(Bytes::from(k));
             }

@@ -107,7 +107,7 @@ impl TopicMetadata {
 struct MetadataCache {
     brokers: HashMap<i32, BrokerInfo>,
     controller_id: i32,
-    topics: HashMap<String, Arc<TopicMetadata>>,
+    topics: ahash::AHashMap<String, Arc<TopicMetadata>>,
 }
 
 struct ClientInner {
@@ -118,6 +118,9 @@ struct ClientInner {
     /// two tasks never open two connections to one broker.
     conns: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
     metadata: RwLock<MetadataCache>,
+    /// Bumped on every change of the metadata cache, so that holders of
+    /// derived copies (the producer's topic cache) know to look again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A handle to a Borges cluster: one pipelined connection per broker and a
@@ -171,6 +174,7 @@ impl Client {
                     controller_id: -1,
                     ..MetadataCache::default()
                 }),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         client.fetch_metadata(Some(Vec::new())).await?;
@@ -398,7 +402,17 @@ impl Client {
     }
 
     fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, MetadataCache> {
+        // Bumped before the change is made: a reader that saw the old
+        // generation may cache the old value, but will look again.
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.inner.metadata.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever the metadata cache changes.
+    pub(crate) fn metadata_generation(&self) -> u64 {
+        self.inner.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -11,9 +11,12 @@
 //! across retries. The cost is one round trip per batch per partition; many
 //! partitions, or larger batches, recover the throughput.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Waker;
 use std::time::{Duration, Instant};
+
+use ahash::AHashMap as HashMap;
 
 use borges_net::batch::{Compression, RecordBatchBuilder};
 use bytes::BytesMut;
@@ -42,22 +45,66 @@ pub(crate) fn record_size(
     n
 }
 
-/// One record of a batch: its timestamp (for the delivery report), the
-/// caller's completion handle, and the buffer bytes it holds.
+/// How a batch ended: the base offset the broker gave it (-1 when acks=0
+/// learns none), or the error that failed it. Every record's delivery
+/// future reads it, so completing a batch costs the same for one record or
+/// ten thousand.
 #[derive(Debug)]
-pub(crate) struct BatchRecord<T> {
-    pub(crate) timestamp: i64,
-    pub(crate) handle: T,
+pub(crate) struct BatchSignal {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    outcome: OnceLock<Result<i64, crate::ClientError>>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl BatchSignal {
+    fn new(tp: &TopicPartition) -> BatchSignal {
+        BatchSignal {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            outcome: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Settles the batch and wakes every waiting delivery future.
+    pub(crate) fn complete(&self, outcome: Result<i64, crate::ClientError>) {
+        let _ = self.outcome.set(outcome);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// The outcome, or `None` after registering `waker` to be woken by it.
+    pub(crate) fn poll_outcome(&self, waker: &Waker) -> Option<&Result<i64, crate::ClientError>> {
+        if let Some(o) = self.outcome.get() {
+            return Some(o);
+        }
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again under the lock: `complete` sets the outcome before it
+        // takes the wakers, so either it is visible here or this waker is.
+        if let Some(o) = self.outcome.get() {
+            return Some(o);
+        }
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        None
+    }
 }
 
 /// A batch of one partition, open (still taking records) or closed.
-pub(crate) struct ProducerBatch<T> {
+pub(crate) struct ProducerBatch {
+    /// Settled when the batch is acknowledged or fails.
+    pub(crate) signal: Arc<BatchSignal>,
     pub(crate) tp: TopicPartition,
     /// `Some` until the batch is encoded (on its first send).
     pub(crate) builder: Option<RecordBatchBuilder>,
     /// The encoded batch, kept for retries.
     pub(crate) encoded: Option<BytesMut>,
-    pub(crate) records: Vec<BatchRecord<T>>,
+    /// Records in the batch; each one's delivery future knows its index.
+    pub(crate) record_count: usize,
     pub(crate) created: Instant,
     /// Estimated uncompressed bytes, the measure `batch_size_bytes` caps.
     pub(crate) size_bytes: usize,
@@ -67,41 +114,35 @@ pub(crate) struct ProducerBatch<T> {
     pub(crate) attempts: u32,
 }
 
-struct PartitionQueue<T> {
-    batches: VecDeque<ProducerBatch<T>>,
+#[derive(Default)]
+struct PartitionQueue {
+    batches: VecDeque<ProducerBatch>,
     in_flight: bool,
     /// A retried batch waits until then.
     backoff_until: Option<Instant>,
 }
 
-impl<T> Default for PartitionQueue<T> {
-    fn default() -> Self {
-        PartitionQueue {
-            batches: VecDeque::new(),
-            in_flight: false,
-            backoff_until: None,
-        }
-    }
-}
-
-/// What an append did, so the producer knows whether to wake its sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an append did, so the producer knows whether to wake its sender,
+/// and where the record sits (its batch's signal and its index there).
+#[derive(Debug, Clone)]
 pub(crate) struct Appended {
     /// A new batch was opened (the sender must learn its linger deadline).
     pub(crate) new_batch: bool,
     /// A batch reached `batch_size_bytes` and is ready now.
     pub(crate) batch_full: bool,
+    pub(crate) signal: Arc<BatchSignal>,
+    pub(crate) index: u32,
 }
 
 /// Per-partition queues of batches.
-pub(crate) struct Accumulator<T> {
+pub(crate) struct Accumulator {
     batch_size_bytes: usize,
     linger: Duration,
     compression: Compression,
-    queues: HashMap<TopicPartition, PartitionQueue<T>>,
+    queues: HashMap<TopicPartition, PartitionQueue>,
 }
 
-impl<T> Accumulator<T> {
+impl Accumulator {
     pub(crate) fn new(batch_size_bytes: usize, linger: Duration, compression: Compression) -> Self {
         Accumulator {
             batch_size_bytes: batch_size_bytes.max(1),
@@ -118,7 +159,7 @@ impl<T> Accumulator<T> {
             .get(tp)
             .and_then(|q| q.batches.back())
             .is_some_and(|b| {
-                b.builder.is_some() && !b.records.is_empty() && b.size_bytes + size > self.batch_size_bytes
+                b.builder.is_some() && b.record_count > 0 && b.size_bytes + size > self.batch_size_bytes
             })
     }
 
@@ -134,47 +175,56 @@ impl<T> Accumulator<T> {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
         reserved_bytes: usize,
-        handle: T,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Appended {
         let size = record_size(key, value, headers);
-        let overflow = self.would_overflow(tp, size);
         let batch_size = self.batch_size_bytes;
         let compression = self.compression;
-        let q = self.queues.entry(tp.clone()).or_default();
+        // One lookup, and no key clone, on the common path: the partition
+        // already has a queue.
+        if !self.queues.contains_key(tp) {
+            self.queues.insert(tp.clone(), PartitionQueue::default());
+        }
+        let q = self.queues.get_mut(tp).expect("queue ensured above");
         let open = q.batches.back().is_some_and(|b| b.builder.is_some());
-        let mut appended = Appended {
-            new_batch: false,
-            batch_full: overflow,
-        };
+        let overflow = q
+            .batches
+            .back()
+            .is_some_and(|b| b.builder.is_some() && b.record_count > 0 && b.size_bytes + size > batch_size);
+        let mut new_batch = false;
         if !open || overflow {
             // Close the current open batch: encoding happens at send time,
             // but it takes no more records.
             q.batches.push_back(ProducerBatch {
+                signal: Arc::new(BatchSignal::new(tp)),
                 tp: tp.clone(),
+                // Full size up front: growing a 1 MiB batch by doubling
+                // copies it several times over.
                 builder: Some(RecordBatchBuilder::with_capacity(
                     compression,
-                    batch_size.min(64 << 10),
+                    batch_size.min(16 << 20),
                 )),
                 encoded: None,
-                records: Vec::new(),
-                created: now,
+                record_count: 0,
+                created: now(),
                 size_bytes: 0,
                 reserved_bytes: 0,
                 attempts: 0,
             });
-            appended.new_batch = true;
+            new_batch = true;
         }
         let batch = q.batches.back_mut().expect("a batch was just ensured");
         let builder = batch.builder.as_mut().expect("the back batch is open");
         builder.push(timestamp, key, value, headers);
         batch.size_bytes += size;
         batch.reserved_bytes += reserved_bytes;
-        batch.records.push(BatchRecord { timestamp, handle });
-        if batch.size_bytes >= batch_size {
-            appended.batch_full = true;
+        batch.record_count += 1;
+        Appended {
+            new_batch,
+            batch_full: overflow || batch.size_bytes >= batch_size,
+            signal: batch.signal.clone(),
+            index: (batch.record_count - 1) as u32,
         }
-        appended
     }
 
     /// The partitions whose front batch may be sent now, and the earliest
@@ -215,7 +265,7 @@ impl<T> Accumulator<T> {
     }
 
     /// Takes the front batch of `tp` to send, marking the partition in flight.
-    pub(crate) fn take(&mut self, tp: &TopicPartition) -> Option<ProducerBatch<T>> {
+    pub(crate) fn take(&mut self, tp: &TopicPartition) -> Option<ProducerBatch> {
         let q = self.queues.get_mut(tp)?;
         if q.in_flight {
             return None;
@@ -228,7 +278,7 @@ impl<T> Accumulator<T> {
 
     /// Puts a batch that must be retried back at the front of its queue; the
     /// partition sends nothing before `backoff_until`.
-    pub(crate) fn requeue(&mut self, batch: ProducerBatch<T>, backoff_until: Instant) {
+    pub(crate) fn requeue(&mut self, batch: ProducerBatch, backoff_until: Instant) {
         let q = self.queues.entry(batch.tp.clone()).or_default();
         q.in_flight = false;
         q.backoff_until = Some(backoff_until);
@@ -263,12 +313,12 @@ mod tests {
         }
     }
 
-    fn acc(batch: usize, linger_ms: u64) -> Accumulator<u32> {
+    fn acc(batch: usize, linger_ms: u64) -> Accumulator {
         Accumulator::new(batch, Duration::from_millis(linger_ms), Compression::None)
     }
 
-    fn push(a: &mut Accumulator<u32>, p: u32, value: &[u8], id: u32, now: Instant) -> Appended {
-        a.append(&tp(p), 0, None, Some(value), &[], value.len(), id, now)
+    fn push(a: &mut Accumulator, p: u32, value: &[u8], _id: u32, now: Instant) -> Appended {
+        a.append(&tp(p), 0, None, Some(value), &[], value.len(), || now)
     }
 
     #[test]
@@ -289,13 +339,13 @@ mod tests {
         assert!(r.new_batch && r.batch_full, "the 9th record opens a second batch");
         assert_eq!(a.ready(now, false).0, vec![tp(0)]);
         let b = a.take(&tp(0)).unwrap();
-        assert_eq!(b.records.len(), 8);
+        assert_eq!(b.record_count, 8);
         assert!(b.size_bytes <= 1000);
         // One batch in flight per partition: the second waits.
         assert_eq!(a.ready(now, true).0, vec![]);
         a.complete(&tp(0));
         assert_eq!(a.ready(now, true).0, vec![tp(0)]);
-        assert_eq!(a.take(&tp(0)).unwrap().records.len(), 1);
+        assert_eq!(a.take(&tp(0)).unwrap().record_count, 1);
     }
 
     #[test]
@@ -306,7 +356,7 @@ mod tests {
         assert!(r.new_batch && r.batch_full);
         let r = push(&mut a, 0, &[0u8; 10], 1, now);
         assert!(r.new_batch, "nothing more goes into a full batch");
-        assert_eq!(a.take(&tp(0)).unwrap().records.len(), 1);
+        assert_eq!(a.take(&tp(0)).unwrap().record_count, 1);
     }
 
     #[test]
@@ -333,10 +383,10 @@ mod tests {
     fn requeue_keeps_order_and_backs_off() {
         let t0 = Instant::now();
         let mut a = acc(150, 0);
-        push(&mut a, 0, &[1u8; 100], 0, t0);
-        push(&mut a, 0, &[2u8; 100], 1, t0);
+        let one = push(&mut a, 0, &[1u8; 100], 0, t0).signal;
+        let two = push(&mut a, 0, &[2u8; 100], 1, t0).signal;
         let mut first = a.take(&tp(0)).unwrap();
-        assert_eq!(first.records[0].handle, 0);
+        assert!(Arc::ptr_eq(&first.signal, &one));
         first.attempts += 1;
         a.requeue(first, t0 + Duration::from_millis(100));
         let (ready, next) = a.ready(t0 + Duration::from_millis(50), false);
@@ -344,13 +394,12 @@ mod tests {
         assert_eq!(next, Some(t0 + Duration::from_millis(100)));
         let (ready, _) = a.ready(t0 + Duration::from_millis(100), false);
         assert_eq!(ready, vec![tp(0)]);
-        assert_eq!(
-            a.take(&tp(0)).unwrap().records[0].handle,
-            0,
+        assert!(
+            Arc::ptr_eq(&a.take(&tp(0)).unwrap().signal, &one),
             "the retried batch goes first"
         );
         a.complete(&tp(0));
-        assert_eq!(a.take(&tp(0)).unwrap().records[0].handle, 1);
+        assert!(Arc::ptr_eq(&a.take(&tp(0)).unwrap().signal, &two));
         a.complete(&tp(0));
         assert!(a.is_empty());
     }

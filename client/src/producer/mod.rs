@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::admin::duration_ms;
 use crate::client::unexpected;
 use crate::{Client, ClientError};
-use accumulator::{record_size, Accumulator, ProducerBatch, TopicPartition};
+use accumulator::{record_size, Accumulator, BatchSignal, ProducerBatch, TopicPartition};
 use partitioner::Partitioner;
 
 /// When the broker acknowledges a produce request.
@@ -135,8 +135,9 @@ impl Default for ProducerConfig {
 /// A record to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerRecord {
-    /// The topic.
-    pub topic: String,
+    /// The topic. Shared, so that an application sending many records to
+    /// one topic can hand the same name to each without allocating.
+    pub topic: Arc<str>,
     /// The partition; `None` lets the partitioner choose (by key, or sticky).
     pub partition: Option<u32>,
     /// The key; records with one key go to one partition.
@@ -151,7 +152,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record for `topic` with no key, value or headers yet.
-    pub fn new(topic: impl Into<String>) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             ..ProducerRecord::default()
@@ -206,27 +207,38 @@ type Delivery = Result<RecordMetadata, ClientError>;
 
 /// Resolves when the broker has acknowledged the record (or it failed for
 /// good). Dropping it does not cancel the send.
+///
+/// It shares its batch's outcome with the batch's other records (one
+/// allocation per batch, not per record): the record's offset is the
+/// batch's base offset plus its index.
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Delivery>,
+    signal: Arc<BatchSignal>,
+    index: u32,
+    timestamp: i64,
 }
 
 impl Future for DeliveryFuture {
     type Output = Delivery;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
+        match self.signal.poll_outcome(cx.waker()) {
+            None => Poll::Pending,
+            Some(Err(e)) => Poll::Ready(Err(e.clone())),
+            Some(Ok(base)) => Poll::Ready(Ok(RecordMetadata {
+                topic: self.signal.topic.to_string(),
+                partition: self.signal.partition,
+                offset: if *base < 0 { -1 } else { base + self.index as i64 },
+                timestamp: self.timestamp,
+            })),
+        }
     }
 }
 
-/// The completion handle a batch keeps per record.
-type Handle = oneshot::Sender<Delivery>;
-type Batch = ProducerBatch<Handle>;
+type Batch = ProducerBatch;
 
 struct State {
-    acc: Accumulator<Handle>,
+    acc: Accumulator,
     partitioner: Partitioner,
     /// Records enqueued and not yet completed.
     pending_records: usize,
@@ -234,7 +246,21 @@ struct State {
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// No more sends; the sender task drains and exits.
     closing: bool,
+    /// The last topic sent to, the client metadata generation it was looked
+    /// up in, and its partition count.
+    topic_cache: Option<(Arc<str>, u64, u32)>,
+    /// Buffer bytes taken from `Inner::buffer` and not yet given to records.
+    credit: usize,
 }
+
+/// Why a send must leave the lock and wait.
+enum Slow {
+    Metadata,
+    Buffer,
+}
+
+/// Buffer space is drawn from the shared budget this much at a time.
+const BUFFER_CREDIT_CHUNK: usize = 256 << 10;
 
 struct Inner {
     client: Client,
@@ -306,6 +332,8 @@ impl Producer {
                 pending_records: 0,
                 flush_waiters: Vec::new(),
                 closing: false,
+                topic_cache: None,
+                credit: 0,
             }),
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_memory_bytes),
@@ -327,83 +355,131 @@ impl Producer {
     /// records free room. Fails at once for an unknown topic or partition, or
     /// once the producer is closed.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
-        if self.inner.lock().closing {
-            return Err(ClientError::Closed);
-        }
-        let meta = self.inner.client.topic_metadata(&record.topic).await?;
-        let partitions = meta.partition_count();
-        if partitions == 0 {
-            return Err(ClientError::UnknownPartition {
-                topic: record.topic,
-                partition: record.partition.unwrap_or(0),
-            });
-        }
-        if let Some(p) = record.partition {
-            if p >= partitions {
-                return Err(ClientError::UnknownPartition {
-                    topic: record.topic,
-                    partition: p,
-                });
-            }
-        }
-        let headers: Vec<(&str, Option<&[u8]>)> = record
-            .headers
+        let ProducerRecord {
+            topic,
+            partition: chosen,
+            key,
+            value,
+            headers: owned_headers,
+            timestamp,
+        } = record;
+        let headers: Vec<(&str, Option<&[u8]>)> = owned_headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
-        let size = record_size(record.key.as_deref(), record.value.as_deref(), &headers);
+        let size = record_size(key.as_deref(), value.as_deref(), &headers);
         let reserved = size.min(self.inner.config.buffer_memory_bytes);
-        self.inner
-            .buffer
-            .acquire_many(reserved as u32)
-            .await
-            .map_err(|_| ClientError::Closed)?
-            .forget();
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let topic: Arc<str> = Arc::from(meta.name.as_str());
-        let (tx, rx) = oneshot::channel();
-        let appended = {
-            let mut st = self.inner.lock();
-            if st.closing {
-                drop(st);
-                self.inner.buffer.add_permits(reserved);
-                return Err(ClientError::Closed);
-            }
-            let partition = match (record.partition, record.key.as_deref()) {
-                (Some(p), _) => p,
-                (None, Some(k)) => partitioner::key_partition(k, partitions),
-                (None, None) => {
-                    let p = st.partitioner.sticky(&topic, partitions);
-                    let tp = TopicPartition {
-                        topic: topic.clone(),
-                        partition: p,
-                    };
-                    if st.acc.would_overflow(&tp, size) {
-                        // Its batch is full: keyless records move on.
-                        st.partitioner.batch_closed(&topic, p);
-                        st.partitioner.sticky(&topic, partitions)
-                    } else {
-                        p
+        let timestamp = timestamp.unwrap_or_else(now_ms);
+        // Tokio's cooperative budget: a task that sends in a tight loop
+        // yields now and then, so that the sender task (on a single-threaded
+        // runtime, the same thread) ships batches while the buffer fills.
+        tokio::task::consume_budget().await;
+        // The common case takes one lock and touches no other shared state:
+        // the topic's partition count comes from a one-topic cache valid for
+        // a metadata generation, and buffer space from a credit drawn from
+        // the shared budget in chunks.
+        let mut tp = TopicPartition { topic, partition: 0 };
+        loop {
+            let generation = self.inner.client.metadata_generation();
+            let slow = {
+                let mut st = self.inner.lock();
+                if st.closing {
+                    return Err(ClientError::Closed);
+                }
+                let partitions = match &st.topic_cache {
+                    Some((t, g, n))
+                        if *g == generation && (Arc::ptr_eq(t, &tp.topic) || **t == *tp.topic) =>
+                    {
+                        Some(*n)
+                    }
+                    _ => None,
+                };
+                match partitions {
+                    None => Slow::Metadata,
+                    Some(partitions) => {
+                        if partitions == 0 || chosen.is_some_and(|p| p >= partitions) {
+                            return Err(ClientError::UnknownPartition {
+                                topic: tp.topic.to_string(),
+                                partition: chosen.unwrap_or(0),
+                            });
+                        }
+                        if st.credit < reserved {
+                            let chunk = reserved
+                                .max(BUFFER_CREDIT_CHUNK)
+                                .min(self.inner.config.buffer_memory_bytes);
+                            match self.inner.buffer.try_acquire_many(chunk as u32) {
+                                Ok(permit) => {
+                                    permit.forget();
+                                    st.credit += chunk;
+                                }
+                                Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+                                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+                            }
+                        }
+                        if st.credit < reserved {
+                            Slow::Buffer
+                        } else {
+                            st.credit -= reserved;
+                            tp.partition = match (chosen, key.as_deref()) {
+                                (Some(p), _) => p,
+                                (None, Some(k)) => partitioner::key_partition(k, partitions),
+                                (None, None) => {
+                                    let p = st.partitioner.sticky(&tp.topic, partitions);
+                                    tp.partition = p;
+                                    if st.acc.would_overflow(&tp, size) {
+                                        // Its batch is full: keyless records move on.
+                                        st.partitioner.batch_closed(&tp.topic, p);
+                                        st.partitioner.sticky(&tp.topic, partitions)
+                                    } else {
+                                        p
+                                    }
+                                }
+                            };
+                            st.pending_records += 1;
+                            let appended = st.acc.append(
+                                &tp,
+                                timestamp,
+                                key.as_deref(),
+                                value.as_deref(),
+                                &headers,
+                                reserved,
+                                || Instant::now().into_std(),
+                            );
+                            drop(st);
+                            if appended.new_batch || appended.batch_full {
+                                self.inner.wake.notify_one();
+                            }
+                            return Ok(DeliveryFuture {
+                                signal: appended.signal,
+                                index: appended.index,
+                                timestamp,
+                            });
+                        }
                     }
                 }
             };
-            let tp = TopicPartition { topic, partition };
-            st.pending_records += 1;
-            st.acc.append(
-                &tp,
-                timestamp,
-                record.key.as_deref(),
-                record.value.as_deref(),
-                &headers,
-                reserved,
-                tx,
-                Instant::now().into_std(),
-            )
-        };
-        if appended.new_batch || appended.batch_full {
-            self.inner.wake.notify_one();
+            match slow {
+                Slow::Metadata => {
+                    let n = self
+                        .inner
+                        .client
+                        .topic_metadata(&tp.topic)
+                        .await?
+                        .partition_count();
+                    self.inner.lock().topic_cache = Some((tp.topic.clone(), generation, n));
+                }
+                Slow::Buffer => {
+                    // Full: wait for acknowledged batches to return space.
+                    self.inner
+                        .buffer
+                        .acquire_many(reserved as u32)
+                        .await
+                        .map_err(|_| ClientError::Closed)?
+                        .forget();
+                    self.inner.lock().credit += reserved;
+                }
+            }
         }
-        Ok(DeliveryFuture { rx })
     }
 
     /// Sends everything buffered now (ignoring `linger`) and waits until
@@ -437,7 +513,19 @@ impl Producer {
     }
 }
 
+/// Milliseconds since the Unix epoch for record timestamps, from the
+/// coarse clock: millisecond timestamps need no finer source, and at
+/// millions of records a second the precise clock is a visible cost.
 fn now_ms() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // CLOCK_REALTIME_COARSE cannot fail on Linux; fall back to the precise
+    // clock if it ever does.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -692,31 +780,14 @@ fn retry_or_fail(inner: &Arc<Inner>, mut batch: Batch, error: ClientError) {
 }
 
 fn finish_delivered(inner: &Arc<Inner>, batch: Batch, base_offset: i64) {
-    let n = batch.records.len();
-    let topic = batch.tp.topic.to_string();
-    for (i, r) in batch.records.into_iter().enumerate() {
-        let offset = if base_offset < 0 {
-            -1
-        } else {
-            base_offset + i as i64
-        };
-        let _ = r.handle.send(Ok(RecordMetadata {
-            topic: topic.clone(),
-            partition: batch.tp.partition,
-            offset,
-            timestamp: r.timestamp,
-        }));
-    }
-    release(inner, &batch.tp, n, batch.reserved_bytes);
+    batch.signal.complete(Ok(base_offset));
+    release(inner, &batch.tp, batch.record_count, batch.reserved_bytes);
 }
 
 fn finish_failed(inner: &Arc<Inner>, batch: Batch, error: ClientError) {
     tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, %error, "batch failed");
-    let n = batch.records.len();
-    for r in batch.records {
-        let _ = r.handle.send(Err(error.clone()));
-    }
-    release(inner, &batch.tp, n, batch.reserved_bytes);
+    batch.signal.complete(Err(error));
+    release(inner, &batch.tp, batch.record_count, batch.reserved_bytes);
 }
 
 /// Frees a settled batch's buffer bytes and partition slot, and wakes

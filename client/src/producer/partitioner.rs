@@ -1,6 +1,6 @@
 //! Which partition a record goes to.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use xxhash_rust::xxh3::xxh3_64;
 

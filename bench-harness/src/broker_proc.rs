@@ -1,0 +1,121 @@
+//! Running a real broker for the network benchmarks: the release `borges`
+//! binary, one shard pinned to one core, data on the real disk; and a
+//! tokio runtime pinned to another core for the load generator.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::net_baseline::pin_to_core;
+
+/// The release broker binary beside this benchmark, built if missing or stale.
+pub fn broker_binary() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "borges-broker",
+            "--bin",
+            "borges",
+        ])
+        .current_dir(&workspace)
+        .status()
+        .expect("run cargo build for the broker");
+    assert!(status.success(), "building the broker failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("release").join("borges")
+}
+
+/// A broker process; killed when dropped.
+pub struct BrokerProc {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl BrokerProc {
+    /// Starts `bin` with one shard on `core`, data in `dir`, extra flags.
+    pub fn start(bin: &Path, dir: &Path, core: usize, extra: &[&str]) -> BrokerProc {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // `--cores 1` pins the only shard to core 0; taskset moves the whole
+        // process (and so the shard) to the core asked for.
+        let mut child = Command::new("taskset")
+            .arg("-c")
+            .arg(core.to_string())
+            .arg(bin)
+            .args([
+                "start",
+                "--cores",
+                "1",
+                "--listen",
+                &addr.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .env("BORGES_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the broker (is taskset installed?)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("listening on") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("the broker exited before listening"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        BrokerProc { addr, child }
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A single-threaded tokio runtime on a thread pinned to `core`; runs `f`
+/// there and returns its result.
+pub fn run_pinned<F, T>(core: usize, f: impl FnOnce() -> F + Send + 'static) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        let _ = pin_to_core(core);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(f())
+    })
+    .join()
+    .expect("load generator thread")
+}
