@@ -19,6 +19,8 @@ echo "== cargo test --workspace"
 cargo test --workspace --all-targets
 
 if [ "${1:-}" != "--no-bench" ]; then
-    echo "== storage-bench --quick (smoke run of the benchmark)"
+    echo "== benchmark smoke runs (--quick)"
     cargo run --release -p borges-bench --bin storage-bench -- --quick
+    cargo run --release -p borges-bench --bin produce-bench -- --quick
+    cargo run --release -p borges-bench --bin consume-bench -- --quick
 fi

@@ -15,9 +15,10 @@
 //! the response (the broker's byte limit) is dropped and fetched again.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
-use borges_net::batch::{decode_records_bytes, BatchError, BatchIter};
+use borges_net::batch::{for_each_record, BatchError, BatchIter};
 use borges_net::protocol::{
     ErrorCode, FetchPartition, FetchRequest, FetchResponse, FetchTopic, Request, Response,
 };
@@ -93,8 +94,8 @@ impl Default for ConsumerConfig {
 /// A record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// The topic.
-    pub topic: String,
+    /// The topic (shared by every record of the fetch: no copy per record).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// The record's offset.
@@ -493,9 +494,9 @@ impl Consumer {
                     if p.high_watermark >= 0 {
                         st.high_watermark = p.high_watermark;
                     }
-                    let (records, next) = decode_fetched(&a.key.0, a.key.1, &p.records, a.fetch_offset)
-                        .map_err(ClientError::CorruptBatch)?;
-                    st.buffered.extend(records);
+                    let next =
+                        decode_fetched_into(&a.key.0, a.key.1, &p.records, a.fetch_offset, &mut st.buffered)
+                            .map_err(ClientError::CorruptBatch)?;
                     st.fetch_position = next;
                 }
                 ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
@@ -533,12 +534,12 @@ impl Consumer {
 /// Takes up to `max` buffered records, partition by partition, moving each
 /// partition's position past what it hands out.
 fn drain(parts: &mut BTreeMap<PartKey, PartState>, max: usize) -> Vec<ConsumerRecord> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(max.min(parts.values().map(|st| st.buffered.len()).sum()));
     for st in parts.values_mut() {
-        while out.len() < max {
-            let Some(r) = st.buffered.pop_front() else { break };
-            st.position = Some(r.offset + 1);
-            out.push(r);
+        let n = st.buffered.len().min(max - out.len());
+        if n > 0 {
+            out.extend(st.buffered.drain(..n));
+            st.position = out.last().map(|r| r.offset + 1);
         }
         if st.buffered.is_empty() {
             // Offsets with no record (compaction, control batches) move the
@@ -563,38 +564,69 @@ fn set_position(st: &mut PartState, offset: i64) {
 /// after `fetch_offset`, and the offset to fetch next. Records below
 /// `fetch_offset` (the front of the first batch) are skipped; an incomplete
 /// trailing batch is dropped (it is fetched again from `next`).
+#[cfg(test)]
 pub(crate) fn decode_fetched(
     topic: &str,
     partition: u32,
     data: &Bytes,
     fetch_offset: i64,
 ) -> Result<(Vec<ConsumerRecord>, i64), BatchError> {
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
+    let next = decode_fetched_into(topic, partition, data, fetch_offset, &mut out)?;
+    Ok((out.into(), next))
+}
+
+/// `decode_fetched` appending to `out` directly (no intermediate vectors:
+/// this is the consumer's per-record hot path). On an error, `out` is left
+/// as it was.
+pub(crate) fn decode_fetched_into(
+    topic: &str,
+    partition: u32,
+    data: &Bytes,
+    fetch_offset: i64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<i64, BatchError> {
+    let before = out.len();
     let mut next = fetch_offset;
+    let topic: Arc<str> = Arc::from(topic);
     for item in BatchIter::new(data) {
-        let (header, range) = item?;
+        let (header, range) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                out.truncate(before);
+                return Err(e);
+            }
+        };
         if header.last_offset() < next {
             continue;
         }
         if !header.is_control() {
-            for r in decode_records_bytes(&data.slice(range))? {
-                if r.offset < next {
-                    continue;
+            let from = next;
+            let walked = for_each_record(&data.slice(range), |r| {
+                if r.offset >= from {
+                    out.push_back(ConsumerRecord {
+                        topic: topic.clone(),
+                        partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        key: r.key,
+                        value: r.value,
+                        headers: if r.headers.is_empty() {
+                            Vec::new()
+                        } else {
+                            r.headers.into_iter().map(|h| (h.key, h.value)).collect()
+                        },
+                    });
                 }
-                out.push(ConsumerRecord {
-                    topic: topic.to_string(),
-                    partition,
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                });
+            });
+            if let Err(e) = walked {
+                out.truncate(before);
+                return Err(e);
             }
         }
         next = header.last_offset() + 1;
     }
-    Ok((out, next))
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -646,7 +678,7 @@ mod tests {
             let (recs, next) = decode_fetched("t", 3, &data, 0).unwrap();
             assert_eq!(recs.len(), 10, "cut {cut}");
             assert_eq!(next, 10);
-            assert!(recs.iter().all(|r| r.partition == 3 && r.topic == "t"));
+            assert!(recs.iter().all(|r| r.partition == 3 && &*r.topic == "t"));
         }
         let (recs, next) = decode_fetched("t", 0, &Bytes::new(), 42).unwrap();
         assert!(recs.is_empty());

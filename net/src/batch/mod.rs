@@ -33,7 +33,9 @@ pub use header::{
 };
 pub use iter::BatchIter;
 pub use record::{Record, RecordHeader};
-pub use validate::{decode_records, decode_records_bytes, validate_batch, validate_batch_deep};
+pub use validate::{
+    decode_records, decode_records_bytes, for_each_record, validate_batch, validate_batch_deep,
+};
 
 /// The only record batch format Borges accepts (Kafka 0.11+).
 pub const MAGIC_V2: i8 = 2;

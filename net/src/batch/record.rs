@@ -163,6 +163,16 @@ pub(crate) fn decode_section(h: &BatchHeader, data: &Bytes) -> Result<Vec<Record
     // Bound the allocation by what the bytes can hold, not by recordsCount.
     let cap = (h.records_count.max(0) as usize).min(data.len() / MIN_RECORD_LEN);
     let mut out = Vec::with_capacity(cap);
+    visit_section(h, data, |r| out.push(r))?;
+    Ok(out)
+}
+
+/// Hands each record of a (decompressed) records section to `f`, in order.
+pub(crate) fn visit_section(
+    h: &BatchHeader,
+    data: &Bytes,
+    mut f: impl FnMut(Record),
+) -> Result<(), BatchError> {
     // As in Kafka, a LogAppendTime batch stamps every record with the time
     // the broker appended it, which it stores as maxTimestamp.
     let log_append_time = match h.timestamp_type() {
@@ -177,7 +187,7 @@ pub(crate) fn decode_section(h: &BatchHeader, data: &Bytes) -> Result<Vec<Record
                 value: v.map(|v| data.slice_ref(v)),
             })
         })?;
-        out.push(Record {
+        f(Record {
             offset: h.base_offset.wrapping_add(rec.offset_delta as i64),
             timestamp: log_append_time.unwrap_or_else(|| h.base_timestamp.wrapping_add(rec.timestamp_delta)),
             key: rec.key.map(|k| data.slice_ref(k)),
@@ -185,6 +195,5 @@ pub(crate) fn decode_section(h: &BatchHeader, data: &Bytes) -> Result<Vec<Record
             headers,
         });
         Ok(())
-    })?;
-    Ok(out)
+    })
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::compression::decompress;
-use super::record::{decode_section, walk_records};
+use super::record::{decode_section, visit_section, walk_records};
 use super::{BatchError, BatchHeader, Compression, Record, BATCH_HEADER_LEN, CRC_COVERED_FROM};
 
 /// Validates one complete batch that spans exactly `buf`: the header checks
@@ -83,4 +83,19 @@ pub fn decode_records_bytes(buf: &Bytes) -> Result<Vec<Record>, BatchError> {
         codec => Bytes::from(decompress(codec, &buf[BATCH_HEADER_LEN..])?),
     };
     decode_section(&h, &section)
+}
+
+/// `decode_records_bytes` without the vector: hands each record to `f` as
+/// it is decoded (for consumers that store records their own way). The CRC
+/// is checked before the first record; a record found malformed after it
+/// (a producer that wrote bad records under a good CRC) ends the walk with
+/// an error after the records before it were handed over.
+pub fn for_each_record(buf: &Bytes, f: impl FnMut(Record)) -> Result<BatchHeader, BatchError> {
+    let h = validate_batch(buf)?;
+    let section = match h.compression()? {
+        Compression::None => buf.slice(BATCH_HEADER_LEN..),
+        codec => Bytes::from(decompress(codec, &buf[BATCH_HEADER_LEN..])?),
+    };
+    visit_section(&h, &section, f)?;
+    Ok(h)
 }
