@@ -218,6 +218,16 @@ impl RawConn {
         }
     }
 
+    /// Whether the broker closes this connection within `wait` (without
+    /// sending anything).
+    pub fn is_closed_within(&mut self, wait: Duration) -> bool {
+        let _ = self.stream.set_read_timeout(Some(wait));
+        let mut b = [0u8; 1];
+        let closed = matches!(self.stream.read(&mut b), Ok(0));
+        let _ = self.stream.set_read_timeout(Some(Duration::from_secs(20)));
+        closed
+    }
+
     /// True once the broker has closed this connection.
     pub fn is_closed_by_peer(&mut self) -> bool {
         let mut b = [0u8; 1];
