@@ -61,7 +61,10 @@ impl BufferPool {
         };
         drop(free);
         if buf.len() < len {
-            buf.resize(len, 0);
+            // Room for the next frames too, which are rarely exactly this
+            // size: growing a buffer later would copy it into fresh memory.
+            let room = (len + len / 8).next_multiple_of(64 << 10);
+            buf = vec![0; room];
         }
         buf
     }
