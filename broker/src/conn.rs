@@ -178,9 +178,12 @@ async fn write_outgoing(w: &mut WriteHalf<TcpStream>, fd: RawFd, out: &Outgoing)
     w.flush().await
 }
 
-/// Sends `len` bytes of `file` from `position` with sendfile(2). When the
-/// socket is full, a small piece goes through the async write path, which
-/// waits for room without blocking the executor; then sendfile resumes.
+/// Sends `len` bytes of `file` from `position` with sendfile(2). The call
+/// runs on glommio's blocking-thread pool: when the pages are not in the
+/// page cache, sendfile reads them from the disk synchronously, and that
+/// must not stall the shard. When the socket is full, a small piece goes
+/// through the async write path, which waits for room without blocking the
+/// executor; then sendfile resumes.
 async fn send_file(
     w: &mut WriteHalf<TcpStream>,
     sock: RawFd,
@@ -189,20 +192,27 @@ async fn send_file(
     mut len: u64,
 ) -> io::Result<()> {
     while len > 0 {
-        let mut off = position as libc::off_t;
-        let n = unsafe { libc::sendfile(sock, file, &mut off, len.min(1 << 30) as usize) };
+        let (from, count) = (position, len.min(1 << 30) as usize);
+        // The descriptors stay open: the caller holds the socket and the
+        // file until this returns, and this awaits the call.
+        let (n, err) = glommio::executor()
+            .spawn_blocking(move || {
+                let mut off = from as libc::off_t;
+                let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
+                (n, (n < 0).then(io::Error::last_os_error))
+            })
+            .await;
         if n > 0 {
             position += n as u64;
             len -= n as u64;
             continue;
         }
-        if n == 0 {
+        let Some(e) = err else {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "segment shorter than the range sent",
             ));
-        }
-        let e = io::Error::last_os_error();
+        };
         match e.kind() {
             io::ErrorKind::Interrupted => {}
             io::ErrorKind::WouldBlock => {
