@@ -89,7 +89,12 @@ pub(crate) enum Submit {
 pub(crate) struct Writer {
     pub file: Rc<DmaFile>,
     cap: usize,
-    buf: DmaBuffer,
+    /// The aligned buffer, allocated when appends arrive: an idle partition
+    /// holds only `carry`, so thousands of quiet partitions cost little.
+    buf: Option<DmaBuffer>,
+    /// While `buf` is `None`: the bytes from `buf_start` to the end (the
+    /// partial last block, already on disk), to be copied into the next buffer.
+    carry: Vec<u8>,
     /// File position of `buf[0]`, block aligned.
     buf_start: u64,
     buf_len: usize,
@@ -116,12 +121,11 @@ impl Writer {
             size - buf_start,
             "tail must be the partial block"
         );
-        let mut buf = file.alloc_dma_buffer(cap);
-        buf.as_bytes_mut()[..tail.len()].copy_from_slice(tail);
         Writer {
             file,
             cap,
-            buf,
+            buf: None,
+            carry: tail.to_vec(),
             buf_start,
             buf_len: tail.len(),
             buf_on_disk: tail.len(),
@@ -134,16 +138,28 @@ impl Writer {
         }
     }
 
+    /// The buffer, allocated (with the carried partial block) if needed.
+    fn buf_mut(&mut self) -> &mut DmaBuffer {
+        if self.buf.is_none() {
+            let mut buf = self.file.alloc_dma_buffer(self.cap);
+            buf.as_bytes_mut()[..self.carry.len()].copy_from_slice(&self.carry);
+            self.carry.clear();
+            self.buf = Some(buf);
+        }
+        self.buf.as_mut().expect("allocated above")
+    }
+
     /// Copies appended bytes into the buffer, sealing each buffer that fills.
     pub fn copy_in(&mut self, mut data: &[u8]) {
         self.end += data.len() as u64;
         while !data.is_empty() {
             let n = (self.cap - self.buf_len).min(data.len());
-            self.buf.as_bytes_mut()[self.buf_len..self.buf_len + n].copy_from_slice(&data[..n]);
+            let at = self.buf_len;
+            self.buf_mut().as_bytes_mut()[at..at + n].copy_from_slice(&data[..n]);
             self.buf_len += n;
             data = &data[n..];
             if self.buf_len == self.cap {
-                let full = std::mem::replace(&mut self.buf, self.file.alloc_dma_buffer(self.cap));
+                let full = self.buf.take().expect("a full buffer exists");
                 self.sealed.push_back((full, self.buf_start));
                 self.buf_start += self.cap as u64;
                 self.buf_len = 0;
@@ -203,9 +219,9 @@ impl Writer {
             return p;
         }
         let keep = align_down(len as u64) as usize;
-        let mut next = self.file.alloc_dma_buffer(self.cap);
-        next.as_bytes_mut()[..len - keep].copy_from_slice(&self.buf.as_bytes()[keep..len]);
-        let mut out = std::mem::replace(&mut self.buf, next);
+        let mut out = self.buf.take().expect("bytes not on disk are in the buffer");
+        self.carry.clear();
+        self.carry.extend_from_slice(&out.as_bytes()[keep..len]);
         out.as_bytes_mut()[len..padded].fill(0);
         out.trim_to_size(padded);
         let pos = self.buf_start;
