@@ -64,6 +64,9 @@ pub struct BrokerConfig {
     pub max_connections_per_shard: usize,
     pub max_inflight_bytes_per_connection: usize,
     pub max_inflight_bytes_per_shard: usize,
+    /// Memory for recent batches, shared by a shard's partitions (each gets
+    /// between 256 KiB and `log.tail_cache_bytes_max`).
+    pub tail_cache_bytes_per_shard: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval: Duration,
 }
@@ -88,6 +91,7 @@ impl Default for BrokerConfig {
             max_connections_per_shard: 10_000,
             max_inflight_bytes_per_connection: 128 << 20,
             max_inflight_bytes_per_shard: 1 << 30,
+            tail_cache_bytes_per_shard: 256 << 20,
             retention_check_interval: Duration::from_secs(60),
         }
     }
@@ -113,6 +117,7 @@ pub struct FileConfig {
     pub max_connections_per_shard: Option<usize>,
     pub max_inflight_bytes_per_connection: Option<usize>,
     pub max_inflight_bytes_per_shard: Option<usize>,
+    pub tail_cache_bytes_per_shard: Option<usize>,
     pub retention_check_interval_ms: Option<u64>,
 }
 
@@ -179,6 +184,9 @@ impl BrokerConfig {
         }
         if let Some(v) = f.max_inflight_bytes_per_shard {
             self.max_inflight_bytes_per_shard = v;
+        }
+        if let Some(v) = f.tail_cache_bytes_per_shard {
+            self.tail_cache_bytes_per_shard = v;
         }
         if let Some(v) = f.retention_check_interval_ms {
             self.retention_check_interval = Duration::from_millis(v);

@@ -31,6 +31,9 @@ use crate::config::{BrokerConfig, FlushMode};
 use crate::notify::{changed_any, Notify};
 use crate::topics::{self, shard_for, TopicMeta, TopicSettings, Topics, MAX_PARTITIONS};
 
+/// The least tail cache a partition gets, however many share the budget.
+const TAIL_CACHE_MIN_BYTES: usize = 256 << 10;
+
 /// A partition by topic id and index.
 pub type PartKey = (TopicId, u32);
 
@@ -459,9 +462,14 @@ impl Shard {
                 tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "removing a deleted partition");
             }
         }
+        // The shard's tail-cache budget is shared by its partitions (bytes
+        // not yet written to their files are kept whatever the budget).
+        let cache_each = (self.config.tail_cache_bytes_per_shard / wanted.len().max(1))
+            .clamp(TAIL_CACHE_MIN_BYTES, self.config.log.tail_cache_bytes_max);
         for (key, t) in wanted {
             let mut settings = topics::settings(&self.config.log, &t.configs);
             settings.log.flush = self.config.log_flush_policy();
+            settings.log.tail_cache_bytes_max = cache_each;
             let existing = self.partitions.borrow().get(&key).cloned();
             if let Some(p) = existing {
                 if let Err(e) = p.log.set_config(settings.log.clone()) {
