@@ -25,6 +25,37 @@ pub enum ServerError {
     Metadata(String),
     #[error("shard {0}: {1}")]
     Shard(usize, String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, String),
+    #[error("data directory {0} is in use by another broker")]
+    DirInUse(std::path::PathBuf),
+    #[error("locking data directory {0}: {1}")]
+    Lock(std::path::PathBuf, String),
+}
+
+/// Takes an exclusive lock (flock) on `<dir>/.lock` in every data directory.
+fn lock_data_dirs(dirs: &[std::path::PathBuf]) -> Result<Vec<std::fs::File>, ServerError> {
+    use std::os::fd::AsRawFd;
+    let mut locks = Vec::new();
+    for d in dirs {
+        let path = d.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ServerError::Lock(d.clone(), e.to_string()))?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                ServerError::DirInUse(d.clone())
+            } else {
+                ServerError::Lock(d.clone(), e.to_string())
+            });
+        }
+        locks.push(f);
+    }
+    Ok(locks)
 }
 
 /// Set from a signal handler thread; shards poll it.
@@ -35,6 +66,13 @@ pub type StopFlag = Arc<AtomicBool>;
 pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
     config.validate()?;
     DataDirs::new(config.data_dirs.clone())?;
+    // One broker per data directory: two writing the same logs would
+    // corrupt them. The locks live as long as this call.
+    let _locks = lock_data_dirs(&config.data_dirs)?;
+    // The shards bind with SO_REUSEPORT, which would let a second broker
+    // share the port silently; a plain bind first fails if anyone has it.
+    std::net::TcpListener::bind(config.listen)
+        .map_err(|e| ServerError::Listen(config.listen, e.to_string()))?;
     // Read once up front so that a broken metadata file stops the start.
     Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
