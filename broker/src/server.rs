@@ -69,10 +69,20 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
     // One broker per data directory: two writing the same logs would
     // corrupt them. The locks live as long as this call.
     let _locks = lock_data_dirs(&config.data_dirs)?;
-    // The shards bind with SO_REUSEPORT, which would let a second broker
-    // share the port silently; a plain bind first fails if anyone has it.
-    std::net::TcpListener::bind(config.listen)
-        .map_err(|e| ServerError::Listen(config.listen, e.to_string()))?;
+    // The shards bind with SO_REUSEPORT, which would let a second broker of
+    // the same user share the port silently: refuse to start when something
+    // already accepts connections there. (A plain bind would also refuse
+    // the port while connections of a killed broker linger in FIN_WAIT.)
+    let mut probe = config.listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok() {
+        return Err(ServerError::Listen(
+            config.listen,
+            "another process is already listening there".into(),
+        ));
+    }
     // Read once up front so that a broken metadata file stops the start.
     Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
