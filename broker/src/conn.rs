@@ -197,6 +197,16 @@ async fn send_file(
         // file until this returns, and this awaits the call.
         let (n, err) = glommio::executor()
             .spawn_blocking(move || {
+                // Ask for the whole range at once: sendfile alone reads a
+                // cold file in readahead-window steps, one at a time.
+                unsafe {
+                    libc::posix_fadvise(
+                        file,
+                        from as libc::off_t,
+                        count as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
+                }
                 let mut off = from as libc::off_t;
                 let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
                 (n, (n < 0).then(io::Error::last_os_error))
