@@ -431,7 +431,7 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest) -> Outgoing {
             records.push(pieces);
         }
         let now = Instant::now();
-        if total >= r.min_bytes as u64 || total > 0 && r.min_bytes == 0 || errors || now >= deadline {
+        if total >= r.min_bytes as u64 || errors || now >= deadline {
             let mut head = BytesMut::new();
             let positions = encode_fetch_response_frame(corr, &heads, &mut head);
             return Outgoing {
