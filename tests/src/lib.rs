@@ -1,6 +1,8 @@
 //! Helpers for whole-system tests: start real `borges` broker processes on
 //! 127.0.0.1, wait until they listen, stop them with SIGTERM or SIGKILL, and
-//! talk to them with raw protocol frames.
+//! talk to them with raw protocol frames. The client crate's integration
+//! tests use the same `Broker` (a dev-dependency), so there is one copy of
+//! the process handling.
 //!
 //! Layout:
 //! - `lib.rs`: [`Broker`] (a broker process) and [`RawConn`] (a blocking
@@ -30,7 +32,8 @@ pub fn workspace() -> PathBuf {
 pub fn borges_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = Command::new(cargo)
             .args(["build", "-q", "-p", "borges-broker", "--bin", "borges"])
             .current_dir(workspace())
             .status()
@@ -52,6 +55,9 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// How long a broker may take to print its `listening on` line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running broker process, stopped (SIGKILL) when dropped.
 pub struct Broker {
     pub addr: SocketAddr,
@@ -62,20 +68,28 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on a free port with its data in `data_dir`.
+    /// Starts a broker on a free port with its data in `data_dir`. A port
+    /// found free can be taken by someone else before the broker binds it,
+    /// so a few ports are tried.
     pub fn start(data_dir: &Path, cores: usize, extra_args: &[&str]) -> Broker {
-        let mut b = Broker {
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            data_dir: data_dir.to_path_buf(),
-            cores,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        b.spawn();
-        b
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut b = Broker {
+                addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                data_dir: data_dir.to_path_buf(),
+                cores,
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            match b.spawn() {
+                Ok(()) => return b,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("the broker did not start: {last_error}");
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<(), String> {
         let mut child = Command::new(borges_bin())
             .arg("start")
             .arg("--listen")
@@ -85,14 +99,18 @@ impl Broker {
             .arg("--cores")
             .arg(self.cores.to_string())
             .args(&self.extra_args)
-            .env("BORGES_LOG", "warn")
+            .env(
+                "BORGES_LOG",
+                std::env::var("BORGES_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start borges");
-        let stdout = child.stdout.take().expect("stdout");
+            .map_err(|e| format!("cannot start borges: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Keeps draining after the line, so the broker never blocks on a full pipe.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line.contains("listening on") {
@@ -100,11 +118,15 @@ impl Broker {
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if rx.recv_timeout(START_TIMEOUT).is_err() {
             let _ = child.kill();
-            panic!("broker did not start listening within 30 s");
+            let status = child.wait().ok();
+            return Err(format!(
+                "no 'listening on' line within {START_TIMEOUT:?} (exit status {status:?})"
+            ));
         }
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -138,10 +160,20 @@ impl Broker {
         }
     }
 
-    /// Starts the same broker again (same port and data) after a stop.
+    /// Starts the same broker again (same port and data), killing it first
+    /// (SIGKILL) if it still runs: a crash and a recovery. The port was just
+    /// released, so a few attempts are made.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop it first");
-        self.spawn();
+        self.kill();
+        let mut last_error = String::new();
+        for _ in 0..10 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the broker did not restart: {last_error}");
     }
 
     pub fn is_running(&mut self) -> bool {
