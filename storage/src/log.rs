@@ -118,6 +118,12 @@ pub(crate) struct State {
     pub failed: Option<String>,
     pub closed: bool,
     pub last_sync_ms: i64,
+    /// The cleaner checkpoint: compaction has cleaned the log below this
+    /// offset, and recovery accepts gaps only there. Never above `leo`.
+    pub cleaned_to: u64,
+    /// Truncations since the log opened; a compaction that sees this change
+    /// under it stops, because the records it counted on may be gone.
+    pub truncations: u64,
 }
 
 impl State {
@@ -153,6 +159,13 @@ pub(crate) struct Inner {
     pub io_lock: Semaphore,
     /// One fdatasync at a time; appends that queue behind it share the next (group commit).
     pub sync_lock: Semaphore,
+    /// Serialises changes to sealed segments: compaction swapping in a
+    /// cleaned segment against truncation, retention and close (which take
+    /// it after `append_lock`; compaction never takes `append_lock`, so
+    /// appends go on while it works).
+    pub segments_lock: Semaphore,
+    /// One compaction at a time.
+    pub clean_lock: Semaphore,
     pub recovery: RecoveryReport,
 }
 
@@ -175,7 +188,7 @@ enum Step {
     Done(Rc<DmaFile>, u64),
 }
 
-fn lock_closed(dir: &Path) -> impl Fn(glommio::GlommioError<()>) -> StorageError + '_ {
+pub(crate) fn lock_closed(dir: &Path) -> impl Fn(glommio::GlommioError<()>) -> StorageError + '_ {
     move |_| StorageError::Closed(dir.to_path_buf())
 }
 
@@ -292,7 +305,7 @@ impl Log {
         self.st().epochs.clone()
     }
 
-    fn check_writable(&self, st: &State) -> Result<()> {
+    pub(crate) fn check_writable(&self, st: &State) -> Result<()> {
         if st.closed {
             return Err(StorageError::Closed(self.inner.dir.clone()));
         }
@@ -784,10 +797,18 @@ impl Log {
                 return Ok(ReadPlan::Ready(read));
             }
         }
+        // `from` may lie in a gap left by compaction: between batches, after
+        // a segment's last batch, or in a segment compaction emptied. The
+        // read then starts at the next batch.
         let seg = match st.segments.range(..=from).next_back() {
             Some((_, s)) if from < s.next_offset => s,
-            _ => match st.segments.range(from + 1..).next() {
-                Some((_, s)) => s,
+            _ => match st
+                .segments
+                .range(from + 1..)
+                .map(|(_, s)| s)
+                .find(|s| s.next_offset > s.base)
+            {
+                Some(s) => s,
                 None => return Ok(ReadPlan::Ready(read)),
             },
         };
@@ -822,6 +843,10 @@ impl Log {
     ) -> Option<LogRead> {
         let st = self.st();
         let seg = st.segments.get(&plan.seg_base)?;
+        // Compaction replaced the segment while the scan read the old file.
+        if !Rc::ptr_eq(&seg.reader, &plan.reader) {
+            return None;
+        }
         let (start, leo) = (st.log_start, st.leo);
         let bound = upto.map_or(leo, |u| u.0.min(leo));
         let mut read = LogRead {
@@ -929,6 +954,12 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;
+        let _segments = self
+            .inner
+            .segments_lock
+            .acquire_permit(1)
+            .await
+            .map_err(lock_closed(&self.inner.dir))?;
         let config = &self.config();
         let now = self.inner.clock.now_ms();
         let (victims, outcome, epoch_text) = {
@@ -1008,8 +1039,14 @@ impl Log {
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;
+        let _segments = self
+            .inner
+            .segments_lock
+            .acquire_permit(1)
+            .await
+            .map_err(lock_closed(&self.inner.dir))?;
         {
-            let st = self.st();
+            let mut st = self.st();
             self.check_writable(&st)?;
             if target.0 >= st.leo {
                 return Ok(Offset(st.leo));
@@ -1020,6 +1057,7 @@ impl Log {
                     log_start: Offset(st.log_start),
                 });
             }
+            st.truncations += 1;
         }
         // Everything on disk first, so the file is the whole truth.
         self.flush_writes().await?;
@@ -1077,6 +1115,7 @@ impl Log {
             self.config().index_interval_bytes,
             false,
             None,
+            0,
         )
         .await;
         let tail = match &rebuilt {
@@ -1090,19 +1129,28 @@ impl Log {
             self.config().write_buffer_bytes,
             self.config().preallocate_bytes,
         );
-        let epoch_text = {
+        let (epoch_text, cleaned_text) = {
             let mut st = self.st();
             st.segments.insert(seg_base, seg);
             st.writer = writer;
             // Batches are whole, so the new end is the end of the last batch
-            // kept: at or below the target.
+            // kept: at or below the target (below it when the target was in
+            // a gap left by compaction).
             st.leo = st.segments[&seg_base].next_offset;
             debug_assert!(st.leo <= new_leo);
             st.durable = st.leo;
             let leo = st.leo;
-            st.epochs
+            // Appends restart at the new end and must follow exactly: the
+            // region where recovery accepts gaps ends there at the latest.
+            let cleaned_text = (st.cleaned_to > leo).then(|| {
+                st.cleaned_to = leo;
+                leo.to_string()
+            });
+            let epoch_text = st
+                .epochs
                 .truncate_from_end(Offset(leo))
-                .then(|| st.epochs.encode())
+                .then(|| st.epochs.encode());
+            (epoch_text, cleaned_text)
         };
         let outcome = rebuilt.map_err(fail)?;
         tail.map_err(fail)?;
@@ -1111,6 +1159,14 @@ impl Log {
             write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes())
                 .await
                 .map_err(fail)?;
+        }
+        if let Some(text) = cleaned_text {
+            write_file_atomic(
+                &dir.join(crate::compact::CLEANER_CHECKPOINT_FILE),
+                text.as_bytes(),
+            )
+            .await
+            .map_err(fail)?;
         }
         remove_if_exists(&segment_path(&dir, seg_base, INDEX_SUFFIX))?;
         remove_if_exists(&segment_path(&dir, seg_base, TIME_INDEX_SUFFIX))?;
@@ -1127,6 +1183,14 @@ impl Log {
         let _permit = self
             .inner
             .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(lock_closed(&self.inner.dir))?;
+        // A compaction swapping a segment in finishes first; one still
+        // preparing stops at its next step.
+        let _segments = self
+            .inner
+            .segments_lock
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;

@@ -2,6 +2,13 @@
 //! durable checkpoint vouches for, and scan the rest batch by batch,
 //! checking every CRC. The first invalid batch ends the log: the file is
 //! cut there, later segments are deleted, and the report says what went.
+//!
+//! Base offsets are outside the CRC, so recovery checks that each batch
+//! follows the previous one exactly; below the cleaner checkpoint
+//! (`cleaner-offset-checkpoint`, written by compaction) a batch may also
+//! follow a gap ([`crate::segment::follows`]). Leftovers of an interrupted
+//! compaction (`.log.cleaned` files) are deleted: the segment they were to
+//! replace is still in place.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +21,7 @@ use glommio::sync::Semaphore;
 
 use crate::cache::TailCache;
 use crate::clock::Clock;
+use crate::compact::{CLEANED_SUFFIX, CLEANER_CHECKPOINT_FILE};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
@@ -24,8 +32,8 @@ use crate::log::{
     RECOVERY_POINT_FILE,
 };
 use crate::segment::{
-    parse_segment_name, rebuild_segment, resume_segment, segment_path, ScanStop, Segment, INDEX_SUFFIX,
-    LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    follows, parse_segment_name, rebuild_segment, resume_segment, segment_path, ScanStop, Segment,
+    INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::writer::Writer;
 
@@ -70,6 +78,11 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") {
             // An interrupted atomic write; the old file (if any) is intact.
+            remove_if_exists(&entry.path())?;
+        } else if name.ends_with(CLEANED_SUFFIX) {
+            // An interrupted compaction: the segment it was rewriting was
+            // not replaced yet and is intact.
+            tracing::info!(dir = %dir.display(), file = name, "removing an unfinished compaction output");
             remove_if_exists(&entry.path())?;
         } else if let Some(base) = parse_segment_name(name, LOG_SUFFIX) {
             bases.push(base);
@@ -141,6 +154,27 @@ fn load_indexes(dir: &Path, seg: &mut Segment, file_size: u64) -> Result<bool> {
     Ok(true)
 }
 
+/// Reads the cleaner checkpoint: `None` when the log was never compacted.
+/// An unreadable one cannot say where compaction left gaps, so every gap
+/// is accepted (batches must still be in order) rather than have cleaned
+/// data cut; it is rewritten once the log end is known.
+fn read_cleaner_checkpoint(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(CLEANER_CHECKPOINT_FILE);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    match std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+    {
+        Some(c) => Ok(Some(c)),
+        None => {
+            tracing::warn!(path = %path.display(), "cleaner checkpoint unreadable; gaps accepted everywhere");
+            Ok(Some(u64::MAX))
+        }
+    }
+}
+
 impl Log {
     /// Opens the log in `dir` (creating it when empty), recovering from a
     /// crash if the last close was not clean. Must run inside the glommio
@@ -157,6 +191,8 @@ impl Log {
         let clean = read_optional(&clean_marker)?.is_some();
         let recovery_point = read_u64_checkpoint(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(0);
         let start_checkpoint = read_u64_checkpoint(&dir.join(LOG_START_FILE))?;
+        let cleaned_checkpoint = read_cleaner_checkpoint(&dir)?;
+        let cleaned_to = cleaned_checkpoint.unwrap_or(0);
         let mut report = RecoveryReport {
             clean_shutdown: clean,
             ..Default::default()
@@ -203,7 +239,7 @@ impl Log {
             let trusted = clean || base < first_unsafe;
             let mut resumed = false;
             if trusted && load_indexes(&dir, &mut seg, file_size)? {
-                resumed = resume_segment(&mut seg, &path, file_size, check_epochs).await?;
+                resumed = resume_segment(&mut seg, &path, file_size, check_epochs, cleaned_to).await?;
             }
             let mut stop = ScanStop::End;
             let mut valid = file_size;
@@ -212,14 +248,23 @@ impl Log {
                     report.indexes_rebuilt += 1;
                 }
                 report.segments_scanned += 1;
-                let outcome =
-                    rebuild_segment(&mut seg, &path, file_size, interval, true, check_epochs).await?;
+                let outcome = rebuild_segment(
+                    &mut seg,
+                    &path,
+                    file_size,
+                    interval,
+                    true,
+                    check_epochs,
+                    cleaned_to,
+                )
+                .await?;
                 stop = outcome.stop;
                 valid = outcome.valid_size;
             }
-            // The segment's last batch must end before the next segment begins.
+            // The segment's last batch must end where the next segment
+            // begins (or before it, after a gap in the cleaned region).
             if let Some(&next_base) = bases.get(i + 1) {
-                if stop.is_clean() && seg.next_offset != next_base {
+                if stop.is_clean() && !follows(seg.next_offset, next_base, cleaned_to) {
                     stop = ScanStop::OffsetMismatch {
                         expected: seg.next_offset,
                         found: next_base as i64,
@@ -228,7 +273,7 @@ impl Log {
             }
             // A previous segment must end before this one begins.
             if let Some(prev) = found.last() {
-                if prev.seg.next_offset != base {
+                if !follows(prev.seg.next_offset, base, cleaned_to) {
                     stop = ScanStop::OffsetMismatch {
                         expected: prev.seg.next_offset,
                         found: base as i64,
@@ -328,6 +373,16 @@ impl Log {
         if epochs_changed {
             write_file_atomic(&dir.join(EPOCH_FILE), epochs.encode().as_bytes()).await?;
         }
+        // Gaps are allowed only where compaction made them, below the log
+        // end: batches appended from here on must follow exactly.
+        let cleaned_to = cleaned_to.min(leo);
+        if cleaned_checkpoint.is_some_and(|c| c != cleaned_to) {
+            write_file_atomic(
+                &dir.join(CLEANER_CHECKPOINT_FILE),
+                cleaned_to.to_string().as_bytes(),
+            )
+            .await?;
+        }
         // From here on the active segment changes: the next open must not
         // trust it, whatever the previous close was.
         write_file_atomic(&dir.join(RECOVERY_POINT_FILE), active_base.to_string().as_bytes()).await?;
@@ -348,6 +403,8 @@ impl Log {
             failed: None,
             closed: false,
             last_sync_ms: now,
+            cleaned_to,
+            truncations: 0,
         };
         Ok(Log {
             inner: Rc::new(Inner {
@@ -358,6 +415,8 @@ impl Log {
                 append_lock: Semaphore::new(1),
                 io_lock: Semaphore::new(1),
                 sync_lock: Semaphore::new(1),
+                segments_lock: Semaphore::new(1),
+                clean_lock: Semaphore::new(1),
                 recovery: report,
             }),
         })

@@ -22,6 +22,15 @@ pub(crate) fn segment_path(dir: &Path, base: u64, suffix: &str) -> PathBuf {
     dir.join(format!("{base:020}.{suffix}"))
 }
 
+/// The gap rule of recovery. A batch starting at `base` may follow a batch
+/// that ended just before `expected` when it starts exactly there, or when
+/// it starts after a gap that lies entirely below `cleaned_to` (the cleaner
+/// checkpoint): compaction drops batches whose records are all superseded,
+/// so a cleaned segment legitimately skips offsets, but nothing else does.
+pub(crate) fn follows(expected: u64, base: u64, cleaned_to: u64) -> bool {
+    base == expected || (base > expected && base <= cleaned_to)
+}
+
 /// Parses `00000000000000001234.log` into 1234.
 pub(crate) fn parse_segment_name(name: &str, suffix: &str) -> Option<u64> {
     let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
@@ -132,7 +141,8 @@ pub enum ScanStop {
     /// A batch that fails validation.
     Corrupt(BatchError),
     /// A batch whose base offset does not follow the previous batch (or
-    /// the segment's base offset, for the first).
+    /// the segment's base offset, for the first). Below the cleaner
+    /// checkpoint a batch may also start after a gap (see docs/FORMAT.md).
     OffsetMismatch { expected: u64, found: i64 },
     /// A batch whose partition leader epoch disagrees with the epoch
     /// history (a field outside the CRC, so checked against the checkpoint).
@@ -196,6 +206,18 @@ impl HeaderScanner {
         Ok(&self.window[off..off + len])
     }
 
+    /// The `len` bytes at `pos` (within the limit), read through the window.
+    pub async fn bytes_at(&mut self, pos: u64, len: usize) -> Result<&[u8]> {
+        if pos + len as u64 > self.limit {
+            return Err(StorageError::io(
+                "read",
+                &self.path,
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the scan limit"),
+            ));
+        }
+        self.ensure(pos, len).await
+    }
+
     /// The header of the batch at `pos`, or why there is no valid batch there.
     /// With `verify`, the whole batch is read and its CRC checked.
     pub async fn batch_at(&mut self, pos: u64, verify: bool) -> Result<Result<BatchHeader, ScanStop>> {
@@ -240,10 +262,10 @@ pub(crate) struct ScanOutcome {
 /// Rebuilds `seg`'s size, offsets, timestamps and indexes by reading every
 /// batch header from position 0 to `file_size`. With `verify` (recovery),
 /// each batch's CRC is checked, and so is one field the CRC does not
-/// cover: the base offset must follow the previous batch exactly; with
-/// `epochs`, another: the leader epoch must be the one the history gives
-/// for that offset. Stops at the first invalid batch; `seg` then describes
-/// the valid prefix.
+/// cover: the base offset must follow the previous batch exactly, or after
+/// a gap below `cleaned_to` ([`follows`]); with `epochs`, another: the
+/// leader epoch must be the one the history gives for that offset. Stops at
+/// the first invalid batch; `seg` then describes the valid prefix.
 pub(crate) async fn rebuild_segment(
     seg: &mut Segment,
     path: &Path,
@@ -251,6 +273,7 @@ pub(crate) async fn rebuild_segment(
     interval: u32,
     verify: bool,
     epochs: Option<&LeaderEpochCache>,
+    cleaned_to: u64,
 ) -> Result<ScanOutcome> {
     let mut scanner = HeaderScanner::new(seg.reader.clone(), path.to_path_buf(), file_size, SCAN_WINDOW);
     seg.size = 0;
@@ -273,8 +296,8 @@ pub(crate) async fn rebuild_segment(
             Err(s) => return stop(s),
         };
         let rel_ok = (h.last_offset() as u64).saturating_sub(seg.base) <= u32::MAX as u64;
-        let contiguous = h.base_offset == seg.next_offset as i64;
-        if !rel_ok || h.base_offset < seg.next_offset as i64 || (verify && !contiguous) {
+        let in_order = h.base_offset >= seg.next_offset as i64;
+        if !rel_ok || !in_order || (verify && !follows(seg.next_offset, h.base_offset as u64, cleaned_to)) {
             return stop(ScanStop::OffsetMismatch {
                 expected: seg.next_offset,
                 found: h.base_offset,
@@ -296,18 +319,23 @@ pub(crate) async fn rebuild_segment(
 
 /// Restores a sealed, trusted segment from its index files: positions and
 /// offsets come from the index, and only the batches after its last entry
-/// are read (and CRC-checked) to find where the segment ends. Returns
-/// `false` when that tail does not end cleanly at `file_size`; the caller
-/// then rebuilds the segment from scratch.
+/// are read (and CRC-checked) to find where the segment ends. The batch at
+/// the last entry must start exactly at the entry's offset; the ones after
+/// it follow the gap rule ([`follows`]). Returns `false` when that tail does
+/// not end cleanly at `file_size`; the caller then rebuilds the segment
+/// from scratch.
 pub(crate) async fn resume_segment(
     seg: &mut Segment,
     path: &Path,
     file_size: u64,
     epochs: Option<&LeaderEpochCache>,
+    cleaned_to: u64,
 ) -> Result<bool> {
-    let (rel, pos) = seg.index.last().unwrap_or((0, 0));
+    let last_entry = seg.index.last();
+    let (rel, pos) = last_entry.unwrap_or((0, 0));
     let mut scanner = HeaderScanner::new(seg.reader.clone(), path.to_path_buf(), file_size, 64 << 10);
     let mut next = seg.base + rel as u64;
+    let mut exact = last_entry.is_some();
     let mut p = pos as u64;
     loop {
         match scanner.batch_at(p, true).await? {
@@ -315,10 +343,13 @@ pub(crate) async fn resume_segment(
                 let epoch_ok = epochs.is_none_or(|e| {
                     e.epoch_for(Offset(h.base_offset as u64)).map_or(-1, |e| e.0) == h.partition_leader_epoch
                 });
-                if h.base_offset != next as i64
-                    || (h.last_offset() as u64) - seg.base > u32::MAX as u64
-                    || !epoch_ok
-                {
+                let placed = if exact {
+                    h.base_offset == next as i64
+                } else {
+                    h.base_offset >= 0 && follows(next, h.base_offset as u64, cleaned_to)
+                };
+                exact = false;
+                if !placed || (h.last_offset() as u64) - seg.base > u32::MAX as u64 || !epoch_ok {
                     return Ok(false);
                 }
                 next = h.last_offset() as u64 + 1;

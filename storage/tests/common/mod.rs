@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use borges_net::batch::{decode_records, BatchIter, Compression, RecordBatchBuilder};
+use borges_net::batch::{decode_records, BatchHeader, BatchIter, Compression, Record, RecordBatchBuilder};
 use borges_net::types::{LeaderEpoch, Offset};
 use borges_storage::{Chunk, Clock, Log, LogConfig, SystemClock};
 use bytes::BytesMut;
@@ -80,6 +80,40 @@ pub async fn read_all(log: &Log, from: Offset, max_bytes: usize) -> Vec<(u64, Ve
                         out.push((rec.offset as u64, rec.value.expect("value").to_vec()));
                     }
                 }
+            }
+            assert_eq!(it.position(), bytes.len(), "chunks end on batch boundaries");
+        }
+        next = r.next_offset;
+    }
+    out
+}
+
+/// The bytes of a read chunk.
+pub fn chunk_bytes(c: &Chunk) -> Vec<u8> {
+    match c {
+        Chunk::Memory(b) => b.to_vec(),
+        Chunk::File(f) => f.read_to_vec().expect("pread"),
+    }
+}
+
+/// Every batch from the one holding `from` on, with its decoded records,
+/// read with reads of at most `max_bytes`. Stops at the first empty read:
+/// the log end, or a gap left by compaction that nothing follows yet.
+pub async fn read_batches(log: &Log, from: Offset, max_bytes: usize) -> Vec<(BatchHeader, Vec<Record>)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let r = log.read(next, max_bytes, None).await.expect("read");
+        if r.chunks.is_empty() {
+            break;
+        }
+        assert!(r.next_offset > next, "reads advance");
+        for c in &r.chunks {
+            let bytes = chunk_bytes(c);
+            let mut it = BatchIter::new(&bytes);
+            for item in &mut it {
+                let (h, range) = item.expect("whole batches");
+                out.push((h, decode_records(&bytes[range]).expect("valid batch")));
             }
             assert_eq!(it.position(), bytes.len(), "chunks end on batch boundaries");
         }
