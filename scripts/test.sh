@@ -23,4 +23,5 @@ if [ "${1:-}" != "--no-bench" ]; then
     cargo run --release -p borges-bench --bin storage-bench -- --quick
     cargo run --release -p borges-bench --bin produce-bench -- --quick
     cargo run --release -p borges-bench --bin consume-bench -- --quick
+    cargo run --release -p borges-bench --bin group-bench -- --quick
 fi

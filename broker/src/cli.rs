@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use borges_client::{
     Acks, AutoOffsetReset, Client, ClientConfig, ClientError, Compression, Consumer, ConsumerConfig,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    ErrorCode, GroupConfig, NoopListener, OffsetSpec, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -78,6 +78,17 @@ pub struct ConsumeArgs {
     /// Output format: {value} {key} {offset} {partition} {timestamp} {topic}.
     #[arg(long, default_value = "{value}")]
     pub format: String,
+    /// Consume as a member of this group: the group's committed offsets
+    /// decide where to start (--from only applies to partitions without
+    /// one), and what is printed is committed.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// With --group: a static member instance id.
+    #[arg(long, requires = "group")]
+    pub instance_id: Option<String>,
+    /// With --group: session timeout in milliseconds.
+    #[arg(long, requires = "group", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
     /// Only this partition.
     #[arg(long)]
     pub partition: Option<u32>,
@@ -265,6 +276,9 @@ pub fn consume(t: Target, a: ConsumeArgs) -> Result<(), String> {
                 .map_err(|_| format!("--from {n:?}: expected earliest, latest or an offset"))?,
         ),
     };
+    if let Some(group) = a.group.clone() {
+        return consume_group(t, a, group);
+    }
     runtime()?.block_on(async move {
         let client = connect(&t).await?;
         let meta = client.topic_metadata(&a.topic).await.map_err(err)?;
@@ -311,6 +325,225 @@ pub fn consume(t: Target, a: ConsumeArgs) -> Result<(), String> {
             out.flush().ok();
         }
         out.flush().ok();
+        Ok(())
+    })
+}
+
+/// `consume --group`: a group member that commits what it printed.
+fn consume_group(t: Target, a: ConsumeArgs, group: String) -> Result<(), String> {
+    let reset = match a.from.as_str() {
+        "earliest" => AutoOffsetReset::Earliest,
+        "latest" => AutoOffsetReset::Latest,
+        other => {
+            return Err(format!(
+                "--from {other:?} with --group: expected earliest or latest (use `borges group reset-offsets` to start elsewhere)"
+            ))
+        }
+    };
+    if a.partition.is_some() {
+        return Err("--partition and --group exclude each other: the group assigns partitions".into());
+    }
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        client.topic_metadata(&a.topic).await.map_err(err)?;
+        let mut consumer = Consumer::new(
+            client,
+            ConsumerConfig {
+                auto_offset_reset: reset,
+                ..ConsumerConfig::default()
+            },
+        );
+        let session = Duration::from_millis(a.session_timeout_ms);
+        let mut gc = GroupConfig::new(group);
+        gc.instance_id = a.instance_id.clone();
+        gc.session_timeout = session;
+        gc.heartbeat_interval = (session / 3).max(Duration::from_millis(10));
+        gc.enable_auto_commit = false;
+        consumer
+            .subscribe(gc, &[a.topic.as_str()], Box::new(NoopListener))
+            .map_err(err)?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut seen = 0u64;
+        let mut idle_since = std::time::Instant::now();
+        let stop = stop_flag();
+        loop {
+            if a.max_records.is_some_and(|m| seen >= m) || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let records = consumer.poll(Duration::from_millis(200)).await.map_err(err)?;
+            if records.is_empty() {
+                if a.idle_timeout_ms
+                    .is_some_and(|ms| idle_since.elapsed() >= Duration::from_millis(ms))
+                {
+                    break;
+                }
+                continue;
+            }
+            idle_since = std::time::Instant::now();
+            let mut next: std::collections::BTreeMap<(String, u32), i64> = Default::default();
+            for r in records {
+                if a.max_records.is_some_and(|m| seen >= m) {
+                    break;
+                }
+                writeln!(out, "{}", render(&a.format, &r)).map_err(|e| format!("writing stdout: {e}"))?;
+                next.insert((r.topic.to_string(), r.partition), r.offset + 1);
+                seen += 1;
+            }
+            out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+            // Printed, then committed: at least once.
+            let offsets: Vec<((String, u32), i64)> = next.into_iter().collect();
+            if let Err(e) = consumer.commit_offsets(&offsets).await {
+                eprintln!("borges: commit failed ({e}); the records may be delivered again");
+            }
+        }
+        out.flush().ok();
+        consumer.close().await.map_err(err)
+    })
+}
+
+/// Set on SIGINT or SIGTERM, so that `consume --group` leaves its group cleanly.
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = flag.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        f.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    flag
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List consumer groups.
+    List,
+    /// Show a group's members, assignments, committed offsets and lag.
+    Describe { group: String },
+    /// Set a group's committed offsets for a topic (the group must have no members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, or an offset (for every partition).
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete a group with no members, and its committed offsets.
+    Delete { group: String },
+}
+
+pub fn group(t: Target, c: GroupCommand) -> Result<(), String> {
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        let admin = client.admin();
+        match c {
+            GroupCommand::List => {
+                println!("group	state	protocol_type");
+                for g in admin.list_groups().await.map_err(err)? {
+                    println!("{}	{}	{}", g.group_id, g.state, g.protocol_type);
+                }
+            }
+            GroupCommand::Describe { group } => {
+                let d = admin.describe_group(&group).await.map_err(err)?;
+                println!(
+                    "group {}: state {}, protocol {}, generation {}, {} member(s)",
+                    d.group_id,
+                    d.state,
+                    if d.protocol.is_empty() { "-" } else { &d.protocol },
+                    d.generation,
+                    d.members.len()
+                );
+                let mut owner: std::collections::HashMap<(String, u32), String> = Default::default();
+                for m in &d.members {
+                    println!(
+                        "member {} instance {} client {} host {} topics {}",
+                        m.member_id,
+                        m.instance_id.as_deref().unwrap_or("-"),
+                        m.client_id,
+                        m.client_host,
+                        m.topics.join(",")
+                    );
+                    for tp in &m.assignment {
+                        owner.insert(tp.clone(), m.member_id.clone());
+                    }
+                }
+                println!("topic	partition	committed	end	lag	member");
+                let committed = admin.group_offsets(&group).await.map_err(err)?;
+                let mut rows: std::collections::BTreeMap<(String, u32), i64> =
+                    committed.into_iter().collect();
+                for tp in owner.keys() {
+                    rows.entry(tp.clone()).or_insert(-1);
+                }
+                for ((topic, p), off) in rows {
+                    let end = admin
+                        .list_offsets(&topic, p, OffsetSpec::Latest)
+                        .await
+                        .map(|o| o.offset)
+                        .unwrap_or(-1);
+                    let lag = if off >= 0 && end >= 0 {
+                        (end - off).max(0).to_string()
+                    } else {
+                        "-".into()
+                    };
+                    let shown = if off >= 0 { off.to_string() } else { "-".into() };
+                    let member = owner.get(&(topic.clone(), p)).map_or("-", String::as_str);
+                    println!("{topic}	{p}	{shown}	{end}	{lag}	{member}");
+                }
+            }
+            GroupCommand::ResetOffsets { group, topic, to } => {
+                let meta = client.topic_metadata(&topic).await.map_err(err)?;
+                let spec = match to.as_str() {
+                    "earliest" => Some(OffsetSpec::Earliest),
+                    "latest" => Some(OffsetSpec::Latest),
+                    _ => None,
+                };
+                let fixed: Option<i64> = match spec {
+                    Some(_) => None,
+                    None => Some(
+                        to.parse()
+                            .ok()
+                            .filter(|o: &i64| *o >= 0)
+                            .ok_or_else(|| format!("--to {to:?}: expected earliest, latest or an offset"))?,
+                    ),
+                };
+                let mut offsets = Vec::new();
+                for p in 0..meta.partition_count() {
+                    let o = match (spec, fixed) {
+                        (Some(s), _) => admin.list_offsets(&topic, p, s).await.map_err(err)?.offset,
+                        (None, Some(o)) => o,
+                        (None, None) => unreachable!("one of the two is set"),
+                    };
+                    offsets.push(((topic.clone(), p), o));
+                }
+                admin
+                    .set_group_offsets(&group, &offsets)
+                    .await
+                    .map_err(|e| match e.code() {
+                        Some(ErrorCode::UnknownMemberId) => {
+                            format!("group {group} has active members; stop its consumers first")
+                        }
+                        _ => err(e),
+                    })?;
+                for ((t, p), o) in offsets {
+                    println!("{t}	{p}	{o}");
+                }
+            }
+            GroupCommand::Delete { group } => {
+                admin.delete_group(&group).await.map_err(|e| match e.code() {
+                    Some(ErrorCode::NonEmptyGroup) => format!("group {group} has active members"),
+                    Some(ErrorCode::GroupIdNotFound) => format!("no group {group}"),
+                    _ => err(e),
+                })?;
+                println!("deleted group {group}");
+            }
+        }
         Ok(())
     })
 }

@@ -69,6 +69,14 @@ pub struct BrokerConfig {
     pub tail_cache_bytes_per_shard: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval: Duration,
+    /// Partitions of `__consumer_offsets`, fixed when the topic is first created.
+    pub offsets_topic_partitions: u32,
+    /// Consumer-group coordinator settings.
+    pub groups: crate::group::GroupSettings,
+    /// How often each shard's cleaner looks for compacted topics to clean.
+    pub cleaner_interval: Duration,
+    /// The cleaner's read+write budget per shard, bytes per second.
+    pub cleaner_max_bytes_per_sec: u64,
 }
 
 impl Default for BrokerConfig {
@@ -93,6 +101,10 @@ impl Default for BrokerConfig {
             max_inflight_bytes_per_shard: 1 << 30,
             tail_cache_bytes_per_shard: 256 << 20,
             retention_check_interval: Duration::from_secs(60),
+            offsets_topic_partitions: 16,
+            groups: crate::group::GroupSettings::default(),
+            cleaner_interval: Duration::from_secs(15),
+            cleaner_max_bytes_per_sec: 64 << 20,
         }
     }
 }
@@ -119,6 +131,13 @@ pub struct FileConfig {
     pub max_inflight_bytes_per_shard: Option<usize>,
     pub tail_cache_bytes_per_shard: Option<usize>,
     pub retention_check_interval_ms: Option<u64>,
+    pub offsets_topic_partitions: Option<u32>,
+    pub group_min_session_timeout_ms: Option<u64>,
+    pub group_max_session_timeout_ms: Option<u64>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub group_max_size: Option<usize>,
+    pub cleaner_interval_ms: Option<u64>,
+    pub cleaner_max_bytes_per_sec: Option<u64>,
 }
 
 impl FileConfig {
@@ -191,6 +210,27 @@ impl BrokerConfig {
         if let Some(v) = f.retention_check_interval_ms {
             self.retention_check_interval = Duration::from_millis(v);
         }
+        if let Some(v) = f.offsets_topic_partitions {
+            self.offsets_topic_partitions = v;
+        }
+        if let Some(v) = f.group_min_session_timeout_ms {
+            self.groups.min_session_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = f.group_max_session_timeout_ms {
+            self.groups.max_session_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = f.group_initial_rebalance_delay_ms {
+            self.groups.initial_rebalance_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = f.group_max_size {
+            self.groups.max_group_size = v;
+        }
+        if let Some(v) = f.cleaner_interval_ms {
+            self.cleaner_interval = Duration::from_millis(v);
+        }
+        if let Some(v) = f.cleaner_max_bytes_per_sec {
+            self.cleaner_max_bytes_per_sec = v;
+        }
         Ok(())
     }
 
@@ -217,6 +257,22 @@ impl BrokerConfig {
                 "max_inflight_bytes_per_connection",
                 "must be at least max_frame_bytes".into(),
             ));
+        }
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > crate::topics::MAX_PARTITIONS
+        {
+            return Err(ConfigError::Invalid(
+                "offsets_topic_partitions",
+                self.offsets_topic_partitions.to_string(),
+            ));
+        }
+        if self.groups.min_session_timeout > self.groups.max_session_timeout {
+            return Err(ConfigError::Invalid(
+                "group_min_session_timeout_ms",
+                "exceeds group_max_session_timeout_ms".into(),
+            ));
+        }
+        if self.cleaner_max_bytes_per_sec == 0 {
+            return Err(ConfigError::Invalid("cleaner_max_bytes_per_sec", "0".into()));
         }
         if self.default_partitions == 0 {
             return Err(ConfigError::Invalid("default_partitions", "0".into()));

@@ -44,17 +44,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Outgoing>(256);
     let writer_task = glommio::spawn_local(write_loop(writer, fd, rx)).detach();
-    if let Err(e) = read_loop(&shard, reader, tx).await {
+    let host: Rc<str> = stream_host(&peer).into();
+    if let Err(e) = read_loop(&shard, reader, tx, host).await {
         tracing::debug!(%peer, error = %e, "connection closed");
     }
     // The sending side ends when every handler has sent its response.
     let _ = writer_task.await;
 }
 
+/// The host part of a peer address (`ip:port`).
+fn stream_host(peer: &str) -> String {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| peer.to_string())
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     mut reader: ReadHalf<TcpStream>,
     tx: LocalSender<Outgoing>,
+    host: Rc<str>,
 ) -> io::Result<()> {
     let tx = Rc::new(tx);
     let limits = Limits {
@@ -114,8 +123,9 @@ async fn read_loop(
             Ok((header, request)) => {
                 let shard = shard.clone();
                 let tx = tx.clone();
+                let peer_host = host.clone();
                 glommio::spawn_local(async move {
-                    let out = handle(&shard, header, request).await;
+                    let out = handle(&shard, header, request, &peer_host).await;
                     if let Some(mut out) = out {
                         out.permits = Some((conn_permit, shard_permit));
                         let _ = tx.send(out).await;

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use borges_net::protocol::{
     encode_error_response, encode_fetch_response_frame, encode_response, ApiKey, ApiVersionRange,
-    ApiVersionsResponse, BrokerMeta, ConfigEntry, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeConfigsResult, ErrorCode, FetchPartitionHead, FetchRequest, ListOffsetsPartitionResponse,
-    ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse, MetadataRequest, MetadataResponse,
-    PartitionMeta, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, Request,
-    RequestHeader, Response, TopicMeta as WireTopicMeta,
+    ApiVersionsResponse, BrokerMeta, ConfigEntry, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeConfigsResult, DescribeGroupsRequest,
+    DescribeGroupsResponse, DescribedGroup, ErrorCode, FetchPartitionHead, FetchRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupResult, ListGroupsResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
+    MetadataRequest, MetadataResponse, PartitionMeta, ProducePartitionResponse, ProduceRequest,
+    ProduceResponse, ProduceTopicResponse, Request, RequestHeader, Response, TopicMeta as WireTopicMeta,
 };
 use borges_net::types::TopicId;
 use borges_storage::Chunk;
@@ -88,9 +90,30 @@ impl Outgoing {
 }
 
 /// Handles one request; `None` for a produce with acks=0, which gets no answer.
-pub async fn handle(shard: &Rc<Shard>, header: RequestHeader, request: Request) -> Option<Outgoing> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    request: Request,
+    peer_host: &str,
+) -> Option<Outgoing> {
     let corr = header.correlation_id;
     let resp = match request {
+        Request::FindCoordinator(r) => Response::FindCoordinator(find_coordinator(shard, r)),
+        Request::ListGroups(_) => Response::ListGroups(list_groups(shard).await),
+        Request::DescribeGroups(r) => Response::DescribeGroups(describe_groups(shard, r).await),
+        Request::DeleteGroups(r) => Response::DeleteGroups(delete_groups(shard, r).await),
+        r @ (Request::JoinGroup(_)
+        | Request::SyncGroup(_)
+        | Request::Heartbeat(_)
+        | Request::LeaveGroup(_)
+        | Request::OffsetCommit(_)
+        | Request::OffsetFetch(_)) => {
+            let group = crate::group::group_of(&r).unwrap_or_default().to_string();
+            match group_call(shard, &group, r, header.client_id.clone(), peer_host).await {
+                Ok(resp) => resp,
+                Err((code, msg)) => return Some(Outgoing::error(corr, code, &msg)),
+            }
+        }
         Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
             apis: ApiKey::ALL
                 .iter()
@@ -118,6 +141,140 @@ pub async fn handle(shard: &Rc<Shard>, header: RequestHeader, request: Request) 
         Request::Fetch(r) => return Some(fetch(shard, corr, r).await),
     };
     Some(Outgoing::whole(corr, &resp))
+}
+
+/// Passes a group request to the shard that coordinates the group.
+async fn group_call(
+    shard: &Rc<Shard>,
+    group: &str,
+    req: Request,
+    client_id: String,
+    peer_host: &str,
+) -> Result<Response, (ErrorCode, String)> {
+    if group.is_empty() {
+        return Err((ErrorCode::InvalidGroupId, "the group id is empty".into()));
+    }
+    let key = crate::group::offsets_key(shard, group).ok_or((
+        ErrorCode::CoordinatorNotAvailable,
+        "the offsets topic does not exist yet".to_string(),
+    ))?;
+    let owner = shard.owner(key);
+    let call = ShardRequest::Group {
+        req,
+        client_id,
+        client_host: peer_host.to_string(),
+    };
+    match shard.call(owner, call).await {
+        ShardResponse::Group(resp) => Ok(resp),
+        _ => Err((
+            ErrorCode::CoordinatorNotAvailable,
+            "the coordinating shard is not available".into(),
+        )),
+    }
+}
+
+fn find_coordinator(shard: &Rc<Shard>, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let error = if r.group_id.is_empty() {
+        ErrorCode::InvalidGroupId
+    } else if crate::group::offsets_key(shard, &r.group_id).is_none() {
+        ErrorCode::CoordinatorNotAvailable
+    } else {
+        ErrorCode::None
+    };
+    FindCoordinatorResponse {
+        error,
+        node_id: shard.config.node_id,
+        host: shard.config.advertised.ip().to_string(),
+        port: shard.config.advertised.port(),
+    }
+}
+
+async fn list_groups(shard: &Rc<Shard>) -> ListGroupsResponse {
+    let mut groups = Vec::new();
+    let mut error = ErrorCode::None;
+    for s in 0..shard.count {
+        match shard.call(s, ShardRequest::ListGroups).await {
+            ShardResponse::Groups(g) => groups.extend(g),
+            _ => error = ErrorCode::CoordinatorNotAvailable,
+        }
+    }
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    ListGroupsResponse { error, groups }
+}
+
+/// Asks each group's coordinating shard; the answers keep the request's order.
+async fn per_group<T>(
+    shard: &Rc<Shard>,
+    groups: Vec<String>,
+    make: impl Fn(Vec<String>) -> Request,
+    take: impl Fn(Response) -> Option<Vec<T>>,
+    failed: impl Fn(String, ErrorCode) -> T,
+    id_of: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let mut by_owner: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    let mut out: Vec<T> = Vec::new();
+    for g in &groups {
+        match crate::group::offsets_key(shard, g) {
+            Some(key) if !g.is_empty() => by_owner.entry(shard.owner(key)).or_default().push(g.clone()),
+            _ => out.push(failed(g.clone(), ErrorCode::InvalidGroupId)),
+        }
+    }
+    for (owner, ids) in by_owner {
+        let call = ShardRequest::Group {
+            req: make(ids.clone()),
+            client_id: String::new(),
+            client_host: String::new(),
+        };
+        match shard.call(owner, call).await {
+            ShardResponse::Group(resp) => match take(resp) {
+                Some(v) => out.extend(v),
+                None => out.extend(ids.into_iter().map(|g| failed(g, ErrorCode::UnknownServerError))),
+            },
+            _ => out.extend(
+                ids.into_iter()
+                    .map(|g| failed(g, ErrorCode::CoordinatorNotAvailable)),
+            ),
+        }
+    }
+    let pos = |id: &str| groups.iter().position(|g| g == id).unwrap_or(usize::MAX);
+    out.sort_by_key(|t| pos(id_of(t)));
+    out
+}
+
+async fn describe_groups(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = per_group(
+        shard,
+        r.groups,
+        |groups| Request::DescribeGroups(DescribeGroupsRequest { groups }),
+        |resp| match resp {
+            Response::DescribeGroups(d) => Some(d.groups),
+            _ => None,
+        },
+        |group_id, error| DescribedGroup {
+            error,
+            group_id,
+            ..DescribedGroup::default()
+        },
+        |g| &g.group_id,
+    )
+    .await;
+    DescribeGroupsResponse { groups }
+}
+
+async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = per_group(
+        shard,
+        r.groups,
+        |groups| Request::DeleteGroups(DeleteGroupsRequest { groups }),
+        |resp| match resp {
+            Response::DeleteGroups(d) => Some(d.results),
+            _ => None,
+        },
+        |group_id, error| GroupResult { group_id, error },
+        |g| &g.group_id,
+    )
+    .await;
+    DeleteGroupsResponse { results }
 }
 
 async fn admin(shard: &Rc<Shard>, corr: u32, req: AdminRequest) -> Outgoing {

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod group;
 pub mod handlers;
 pub mod notify;
 pub mod recompress;

@@ -45,6 +45,13 @@ enum Command {
         #[command(flatten)]
         args: cli::ConsumeArgs,
     },
+    /// List, describe, reset or delete consumer groups.
+    Group {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::GroupCommand,
+    },
     /// Earliest and latest offset of every partition of a topic.
     Offsets {
         #[command(flatten)]
@@ -129,6 +136,7 @@ fn main() -> ExitCode {
         Command::Produce { target, args } => cli::produce(target, args),
         Command::Consume { target, args } => cli::consume(target, args),
         Command::Offsets { target, topic } => cli::offsets(target, topic),
+        Command::Group { target, command } => cli::group(target, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use borges_storage::{DataDirs, SHARD_PREEMPT_TIMER};
+use borges_storage::{CompactionConfig, DataDirs, SHARD_PREEMPT_TIMER};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -83,19 +83,27 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
             "another process is already listening there".into(),
         ));
     }
-    // Read once up front so that a broken metadata file stops the start.
-    Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
+    // Read once up front so that a broken metadata file stops the start;
+    // create the internal topic of consumer groups on the first start.
+    let mut topics = Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
+    if topics.ensure_offsets_topic(config.offsets_topic_partitions) {
+        topics
+            .save(&config.data_dirs[0])
+            .map_err(|e| ServerError::Metadata(e.to_string()))?;
+    }
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
     let config = Arc::new(config);
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut handles = Vec::new();
     for core in 0..config.cores {
         let mesh = mesh.clone();
         let config = config.clone();
         let stop = stop.clone();
+        let ready = ready.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{core}"))
             .preempt_timer(SHARD_PREEMPT_TIMER)
-            .spawn(move || async move { shard_main((*config).clone(), mesh, stop).await })
+            .spawn(move || async move { shard_main((*config).clone(), mesh, stop, ready).await })
             .map_err(|e| ServerError::Shard(core, e.to_string()))?;
         handles.push(handle);
     }
@@ -125,6 +133,7 @@ async fn shard_main(
     config: BrokerConfig,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     stop: StopFlag,
+    ready: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<(), String> {
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("listen on {}: {e}", config.listen))?;
@@ -149,7 +158,21 @@ async fn shard_main(
         .detach();
     }
     spawn_housekeeping(&shard);
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            crate::group::tick(&s);
+        }
+    })
+    .detach();
+    ready.fetch_add(1, Ordering::SeqCst);
     if id == 0 {
+        // The broker is ready once every shard has opened its partitions
+        // (a connection may land on any shard's socket).
+        while ready.load(Ordering::SeqCst) < count && !stop.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         // The line tests and operators wait for.
         println!("borges: listening on {}", shard.config.listen);
         tracing::info!(listen = %shard.config.listen, shards = count, "broker started");
@@ -190,7 +213,8 @@ async fn shard_main(
     Ok(())
 }
 
-/// Periodic work on every shard: interval flushes and retention.
+/// Periodic work on every shard: interval flushes, retention, and the log
+/// cleaner of compacted topics.
 fn spawn_housekeeping(shard: &Rc<Shard>) {
     let s = shard.clone();
     glommio::spawn_local(async move {
@@ -215,6 +239,33 @@ fn spawn_housekeeping(shard: &Rc<Shard>) {
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "retention failed"),
+                }
+            }
+        }
+    })
+    .detach();
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(s.config.cleaner_interval).await;
+            for p in s.local_partitions() {
+                let cfg = {
+                    let settings = p.settings.borrow();
+                    if settings.cleanup == crate::topics::CleanupPolicy::Delete {
+                        continue;
+                    }
+                    CompactionConfig {
+                        delete_retention_ms: settings.delete_retention_ms,
+                        min_compaction_lag_ms: settings.min_compaction_lag_ms,
+                        max_bytes_per_sec: Some(s.config.cleaner_max_bytes_per_sec),
+                    }
+                };
+                match p.log.compact(&cfg, None).await {
+                    Ok(out) if out.segments_rewritten > 0 => {
+                        tracing::info!(topic = %p.topic, partition = p.key.1, ?out, "compacted")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "compaction failed"),
                 }
             }
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use borges_net::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, Response, TopicResult,
+    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, ListedGroup, Request, Response, TopicResult,
 };
 use borges_net::types::{LeaderEpoch, Offset, PartitionId, TimestampMs, TopicId};
 use borges_storage::{Chunk, Clock, DataDirs, Log, StorageError, SystemClock};
@@ -74,6 +74,14 @@ pub enum ShardRequest {
     Admin(AdminRequest),
     /// A new metadata snapshot from shard 0.
     Apply(Arc<Topics>),
+    /// A consumer-group request, for the shard that coordinates the group.
+    Group {
+        req: Request,
+        client_id: String,
+        client_host: String,
+    },
+    /// The groups this shard coordinates.
+    ListGroups,
 }
 
 pub enum AdminRequest {
@@ -109,6 +117,8 @@ pub enum ShardResponse {
     DataReady,
     Admin(Response),
     Applied,
+    Group(Response),
+    Groups(Vec<ListedGroup>),
     /// The other shard could not be reached (it is stopping).
     Unavailable,
 }
@@ -153,6 +163,8 @@ pub struct Shard {
     pub inflight: Rc<Semaphore>,
     pub connections: Cell<usize>,
     pub probe: ShardProbe,
+    /// The consumer groups this shard coordinates.
+    pub coordinator: crate::group::Coordinator,
 }
 
 fn storage_error(e: StorageError) -> PartError {
@@ -194,6 +206,7 @@ impl Shard {
             inflight,
             connections: Cell::new(0),
             probe: ShardProbe::default(),
+            coordinator: crate::group::Coordinator::default(),
         }
     }
 
@@ -212,6 +225,11 @@ impl Shard {
                 format!("partition {} of topic id {} is not here", key.1, key.0),
             )
         })
+    }
+
+    /// The partition if this shard has it open.
+    pub fn local_partition(&self, key: PartKey) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&key).cloned()
     }
 
     pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
@@ -320,6 +338,12 @@ impl Shard {
                 self.apply(snap).await;
                 ShardResponse::Applied
             }
+            ShardRequest::Group {
+                req,
+                client_id,
+                client_host,
+            } => ShardResponse::Group(crate::group::handle(self, req, client_id, client_host).await),
+            ShardRequest::ListGroups => ShardResponse::Groups(self.coordinator.list()),
         }
     }
 
@@ -454,6 +478,10 @@ impl Shard {
             keys.iter().filter_map(|k| parts.remove(k)).collect()
         };
         for p in gone {
+            if p.topic == crate::group::OFFSETS_TOPIC {
+                let partitions = self.topics().topics.get(&p.topic).map_or(1, |t| t.partitions);
+                self.coordinator.unload(p.key.1, partitions);
+            }
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "closing a deleted partition");
             }
@@ -498,6 +526,10 @@ impl Shard {
                         notify: Notify::default(),
                         settings: RefCell::new(settings),
                     });
+                    if t.name == crate::group::OFFSETS_TOPIC {
+                        // The groups are known before any request can reach them.
+                        crate::group::load(self, &p).await;
+                    }
                     self.partitions.borrow_mut().insert(key, p);
                 }
                 Err(e) => {
@@ -634,7 +666,13 @@ fn delete_topics(topics: &mut Topics, r: DeleteTopicsRequest) -> (Response, bool
         .names
         .into_iter()
         .map(|name| {
-            if topics.topics.remove(&name).is_some() {
+            if name.starts_with("__") && topics.topics.contains_key(&name) {
+                TopicResult {
+                    message: Some(format!("{name} is an internal topic")),
+                    name,
+                    error: ErrorCode::PolicyViolation,
+                }
+            } else if topics.topics.remove(&name).is_some() {
                 changed = true;
                 TopicResult {
                     name,

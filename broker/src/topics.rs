@@ -45,6 +45,34 @@ impl Topics {
         self.topics.values().find(|t| t.id == id.0)
     }
 
+    /// Adds `__consumer_offsets` if it is missing; true if it was added.
+    pub fn ensure_offsets_topic(&mut self, partitions: u32) -> bool {
+        let name = crate::group::OFFSETS_TOPIC;
+        if self.topics.contains_key(name) {
+            return false;
+        }
+        let id = self.next_id.max(1);
+        self.next_id = id + 1;
+        let configs = [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "16777216"),
+            ("compression.type", "producer"),
+        ];
+        self.topics.insert(
+            name.to_string(),
+            TopicMeta {
+                name: name.to_string(),
+                id,
+                partitions,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+        true
+    }
+
     pub fn path(meta_home: &Path) -> PathBuf {
         meta_home.join(META_DIR).join(TOPICS_FILE)
     }
@@ -89,7 +117,9 @@ pub enum CleanupPolicy {
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
     "max.message.bytes",
+    "min.compaction.lag.ms",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -106,6 +136,7 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
     };
     match key {
         "retention.ms" | "retention.bytes" => int(-1),
+        "delete.retention.ms" | "min.compaction.lag.ms" => int(0),
         "segment.bytes" => match value.parse::<i64>() {
             Ok(v) if (1024..=i32::MAX as i64).contains(&v) => Ok(()),
             _ => Err(format!(
@@ -142,9 +173,15 @@ pub struct TopicSettings {
     /// `None`: keep what the producer sent.
     pub compression: Option<Compression>,
     pub max_message_bytes: usize,
+    /// Compacted topics: how long tombstones survive cleaning.
+    pub delete_retention_ms: i64,
+    /// Compacted topics: records younger than this are never cleaned.
+    pub min_compaction_lag_ms: i64,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Kafka's default: a day.
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 pub fn settings(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> TopicSettings {
     let mut log = defaults.clone();
@@ -153,6 +190,8 @@ pub fn settings(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Top
         cleanup: CleanupPolicy::Delete,
         compression: None,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+        min_compaction_lag_ms: 0,
     };
     for (k, v) in configs {
         match (k.as_str(), v.parse::<i64>()) {
@@ -161,6 +200,8 @@ pub fn settings(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Top
             ("segment.bytes", Ok(b)) => log.segment_bytes_max = b as u64,
             ("segment.ms", Ok(ms)) => log.segment_ms_max = Some(ms),
             ("max.message.bytes", Ok(b)) => s.max_message_bytes = b as usize,
+            ("delete.retention.ms", Ok(ms)) => s.delete_retention_ms = ms,
+            ("min.compaction.lag.ms", Ok(ms)) => s.min_compaction_lag_ms = ms,
             ("cleanup.policy", _) => {
                 s.cleanup = match v.as_str() {
                     "compact" => CleanupPolicy::Compact,
@@ -179,6 +220,11 @@ pub fn settings(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Top
             _ => {}
         }
     }
+    if s.cleanup == CleanupPolicy::Compact {
+        // Compaction alone keeps the latest value of every key forever.
+        log.retention_ms = None;
+        log.retention_bytes = None;
+    }
     s.log = log;
     s
 }
@@ -191,6 +237,8 @@ pub fn describe(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Vec
             "cleanup.policy" => "delete".into(),
             "compression.type" => "producer".into(),
             "max.message.bytes" => DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+            "delete.retention.ms" => DEFAULT_DELETE_RETENTION_MS.to_string(),
+            "min.compaction.lag.ms" => "0".into(),
             "retention.bytes" => opt(defaults.retention_bytes.map(|b| b as i64)),
             "retention.ms" => opt(defaults.retention_ms),
             "segment.bytes" => defaults.segment_bytes_max.to_string(),

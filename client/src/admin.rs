@@ -83,6 +83,10 @@ impl Admin {
         Admin { client }
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn timeout_ms(&self) -> u32 {
         duration_ms(self.client.config().request_timeout)
     }
@@ -140,13 +144,15 @@ impl Admin {
         topic_result(name, resp.topics)
     }
 
-    /// Every topic the cluster has, sorted by name.
+    /// Every topic the cluster has, sorted by name, except the internal ones
+    /// (names starting with `__`, such as `__consumer_offsets`), as Kafka's
+    /// admin lists them by default.
     pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>, ClientError> {
         let resp = self.client.fetch_metadata(None).await?;
         let mut topics: Vec<TopicMetadata> = resp
             .topics
             .iter()
-            .filter(|t| t.error == ErrorCode::None)
+            .filter(|t| t.error == ErrorCode::None && !t.name.starts_with("__"))
             .map(topic_from_wire)
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));

@@ -287,6 +287,21 @@ impl Client {
         Ok(resp)
     }
 
+    /// Adds a broker the cluster told about (a group coordinator) to the cache.
+    pub(crate) fn learn_broker(&self, node_id: i32, host: &str, port: u16) {
+        let known = self.read_cache().brokers.contains_key(&node_id);
+        if !known {
+            self.write_cache().brokers.insert(
+                node_id,
+                BrokerInfo {
+                    node_id,
+                    host: host.to_string(),
+                    port,
+                },
+            );
+        }
+    }
+
     /// Sends `request` to broker `node_id` and waits for the response, at
     /// most `timeout`. Public for tools (the load generator) that build
     /// their own requests; applications use the producer, consumer and admin.

@@ -14,7 +14,7 @@
 //! asked for: records below it are skipped. A batch cut short at the end of
 //! the response (the broker's byte limit) is dropped and fetched again.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::admin::{duration_ms, list_offsets, OffsetSpec};
 use crate::client::unexpected;
 use crate::error::{code_invalidates_metadata, code_is_retriable};
+use crate::group::{GroupConfig, Membership, RebalanceListener, RebalanceProtocol, TopicPartition};
 use crate::{Client, ClientError};
 
 /// What the consumer does when it has no position for a partition, or its
@@ -172,6 +173,8 @@ pub struct Consumer {
     /// Rotates the partition order of fetch requests, so that the broker's
     /// byte budget does not always favour the same partitions.
     rotation: usize,
+    /// Set by `subscribe`: the assignment comes from a consumer group.
+    group: Option<Membership>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -192,6 +195,213 @@ impl Consumer {
             fetches: JoinSet::new(),
             fetching_nodes: HashSet::new(),
             rotation: 0,
+            group: None,
+        }
+    }
+
+    /// Joins consumer group `group.group_id`, subscribed to `topics`: the
+    /// group's members share the topics' partitions, and `poll` follows the
+    /// group's rebalances (see the `group` module). Replaces any manual
+    /// assignment; do not call `assign` afterwards.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), borges_client::ClientError> {
+    /// use borges_client::{Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig, NoopListener};
+    /// let client = Client::connect("127.0.0.1:9092", ClientConfig::default()).await?;
+    /// let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    /// consumer.subscribe(GroupConfig::new("billing"), &["payments"], Box::new(NoopListener))?;
+    /// loop {
+    ///     for record in consumer.poll(std::time::Duration::from_secs(1)).await? {
+    ///         println!("{}/{} @{}", record.topic, record.partition, record.offset);
+    ///     }
+    ///     // With auto-commit (the default) the next poll commits what this one returned.
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe(
+        &mut self,
+        group: GroupConfig,
+        topics: &[&str],
+        listener: Box<dyn RebalanceListener>,
+    ) -> Result<(), ClientError> {
+        if group.group_id.is_empty() {
+            return Err(ClientError::Config("the group id is empty".into()));
+        }
+        if topics.is_empty() {
+            return Err(ClientError::Config("subscribe to at least one topic".into()));
+        }
+        if group.assignors.is_empty() {
+            return Err(ClientError::Config("at least one assignor is needed".into()));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::Config(
+                "subscribe must be called inside a tokio runtime (it starts the heartbeat task)".into(),
+            ));
+        }
+        if group.heartbeat_interval >= group.session_timeout {
+            return Err(ClientError::Config(
+                "heartbeat_interval must be shorter than session_timeout".into(),
+            ));
+        }
+        self.parts.clear();
+        self.group = Some(Membership::new(
+            &self.client,
+            group,
+            topics.iter().map(|t| t.to_string()).collect(),
+            listener,
+            self.config.request_timeout,
+        ));
+        Ok(())
+    }
+
+    /// The group's generation and this member's id, once joined.
+    pub fn group_member(&self) -> Option<(i32, String)> {
+        let g = self.group.as_ref()?;
+        let st = g.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.joined.then(|| (st.generation, st.member_id.clone()))
+    }
+
+    /// Commits the positions of every assigned partition (the offsets of the
+    /// next records `poll` would return) for the subscribed group.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let offsets = self.positions();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits the given next-offsets to read for the subscribed group.
+    pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), ClientError> {
+        let Some(g) = self.group.as_mut() else {
+            return Err(ClientError::Config(
+                "commit needs a group: call subscribe first".into(),
+            ));
+        };
+        g.commit(&self.client, offsets).await
+    }
+
+    /// The group's committed offset of a partition; `None` if it has none.
+    pub async fn committed(&mut self, topic: &str, partition: u32) -> Result<Option<i64>, ClientError> {
+        let Some(g) = self.group.as_mut() else {
+            return Err(ClientError::Config(
+                "committed needs a group: call subscribe first".into(),
+            ));
+        };
+        let tp = (topic.to_string(), partition);
+        let got = g.committed(&self.client, std::slice::from_ref(&tp)).await?;
+        Ok(got.get(&tp).copied().filter(|o| *o >= 0))
+    }
+
+    /// Leaves the group cleanly: commits (with auto-commit), tells the
+    /// listener the partitions are revoked, and sends LeaveGroup so the
+    /// others take over at once (a static member just stops, see
+    /// `GroupConfig::instance_id`).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let Some(mut g) = self.group.take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if g.joined && !g.owned.is_empty() {
+            if g.config.enable_auto_commit && !g.needs_rejoin() {
+                let offsets = self.positions();
+                result = g.commit(&self.client, &offsets).await;
+            }
+            let owned: Vec<TopicPartition> = g.owned.iter().cloned().collect();
+            g.listener.on_partitions_revoked(&owned);
+        }
+        g.leave(&self.client).await;
+        result
+    }
+
+    /// `(partition, position)` of every assigned partition with a position.
+    fn positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.parts
+            .iter()
+            .filter_map(|(k, s)| s.position.map(|p| (k.clone(), p)))
+            .collect()
+    }
+
+    /// Group work before a poll: lost partitions, auto-commit, rebalances.
+    async fn maintain_group(&mut self) -> Result<(), ClientError> {
+        let Some(mut g) = self.group.take() else {
+            return Ok(());
+        };
+        let r = self.maintain_with(&mut g).await;
+        self.group = Some(g);
+        r
+    }
+
+    async fn maintain_with(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+        if g.shared.lost.swap(false, std::sync::atomic::Ordering::SeqCst) && !g.owned.is_empty() {
+            let lost: Vec<TopicPartition> = std::mem::take(&mut g.owned).into_iter().collect();
+            tracing::info!(group = %g.config.group_id, partitions = lost.len(), "membership lost");
+            g.listener.on_partitions_lost(&lost);
+            self.unassign(&lost);
+        }
+        if g.config.enable_auto_commit
+            && g.joined
+            && !g.needs_rejoin()
+            && g.last_commit.elapsed() >= g.config.auto_commit_interval
+        {
+            let offsets = self.positions();
+            if let Err(e) = g.commit(&self.client, &offsets).await {
+                tracing::debug!(group = %g.config.group_id, error = %e, "auto-commit failed");
+            }
+            g.last_commit = Instant::now();
+        }
+        while g.needs_rejoin() {
+            let eager = g
+                .protocol
+                .is_none_or(|p| p.protocol() == RebalanceProtocol::Eager);
+            if eager && !g.owned.is_empty() {
+                let all: Vec<TopicPartition> = g.owned.iter().cloned().collect();
+                self.revoke(g, &all).await;
+            }
+            let new: BTreeSet<TopicPartition> = g.join_and_sync(&self.client).await?.into_iter().collect();
+            let revoked: Vec<TopicPartition> = g.owned.difference(&new).cloned().collect();
+            if !revoked.is_empty() {
+                self.revoke(g, &revoked).await;
+                // Cooperative: the partitions revoked go to their new owners
+                // in a second rebalance, which this member starts at once.
+                g.shared.rejoin.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let added: Vec<TopicPartition> = new.difference(&g.owned).cloned().collect();
+            if !added.is_empty() {
+                let committed = g.committed(&self.client, &added).await?;
+                for tp in &added {
+                    let st = self.parts.entry(tp.clone()).or_default();
+                    match committed.get(tp) {
+                        Some(&o) if o >= 0 => set_position(st, o),
+                        _ => {} // auto_offset_reset decides
+                    }
+                }
+                g.owned.extend(added.iter().cloned());
+                g.listener.on_partitions_assigned(&added);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes partitions away: commits their positions first (auto-commit)
+    /// and tells the listener.
+    async fn revoke(&mut self, g: &mut Membership, parts: &[TopicPartition]) {
+        if g.config.enable_auto_commit {
+            let offsets: Vec<(TopicPartition, i64)> = parts
+                .iter()
+                .filter_map(|k| self.parts.get(k).and_then(|s| s.position).map(|p| (k.clone(), p)))
+                .collect();
+            if let Err(e) = g.commit(&self.client, &offsets).await {
+                tracing::info!(group = %g.config.group_id, error = %e, "commit before revocation failed");
+            }
+        }
+        g.listener.on_partitions_revoked(parts);
+        self.unassign(parts);
+        for p in parts {
+            g.owned.remove(p);
+        }
+    }
+
+    fn unassign(&mut self, parts: &[TopicPartition]) {
+        for p in parts {
+            self.parts.remove(p);
         }
     }
 
@@ -258,7 +468,9 @@ impl Consumer {
     /// `timeout`. The next fetches are in flight when it returns.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
+        let wake = self.group.as_ref().map(|g| g.shared.clone());
         loop {
+            self.maintain_group().await?;
             self.resolve_all().await?;
             let out = drain(&mut self.parts, self.config.max_poll_records);
             self.start_fetches().await?;
@@ -268,23 +480,42 @@ impl Consumer {
             if self.fetches.is_empty() {
                 // Nothing could be fetched (no assignment, or every partition
                 // backing off): wait a little, not in a busy loop.
-                let wake = self
+                let wake_at = self
                     .parts
                     .values()
                     .filter_map(|s| s.retry_at)
                     .min()
                     .unwrap_or(deadline)
                     .min(deadline);
-                tokio::time::sleep_until(wake).await;
+                match &wake {
+                    Some(w) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(wake_at) => {}
+                            _ = w.wake.notified() => {}
+                        }
+                    }
+                    None => tokio::time::sleep_until(wake_at).await,
+                }
                 if Instant::now() >= deadline {
                     return Ok(Vec::new());
                 }
                 continue;
             }
-            match timeout_at(deadline, self.fetches.join_next()).await {
+            let next = async {
+                match &wake {
+                    Some(w) => tokio::select! {
+                        r = self.fetches.join_next() => Some(r),
+                        _ = w.wake.notified() => None,
+                    },
+                    None => Some(self.fetches.join_next().await),
+                }
+            };
+            match timeout_at(deadline, next).await {
                 Err(_) => return Ok(Vec::new()),
-                Ok(None) => {}
-                Ok(Some(Err(e))) => {
+                // The group needs this member to rejoin: do it now.
+                Ok(None) => continue,
+                Ok(Some(None)) => {}
+                Ok(Some(Some(Err(e)))) => {
                     // The fetch task panicked or was cancelled; its node is
                     // unknown here, so every node may fetch again.
                     tracing::warn!(error = %e, "fetch task failed");
@@ -293,7 +524,7 @@ impl Consumer {
                         st.in_flight = false;
                     }
                 }
-                Ok(Some(Ok(outcome))) => self.apply(outcome)?,
+                Ok(Some(Some(Ok(outcome)))) => self.apply(outcome)?,
             }
         }
     }
@@ -307,18 +538,27 @@ impl Consumer {
             })
     }
 
-    async fn lookup(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<i64, ClientError> {
-        if !self.parts.contains_key(&(topic.to_string(), partition)) {
-            return Err(ClientError::NotAssigned {
-                topic: topic.to_string(),
-                partition,
-            });
-        }
-        Ok(
-            list_offsets(&self.client, topic, partition, spec, self.config.request_timeout)
+    /// Looks an offset up for an assigned partition. Borrows only the
+    /// client across the wait, so that a `Consumer` future stays `Send`
+    /// (the rebalance listener need not be `Sync`).
+    fn lookup(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> impl std::future::Future<Output = Result<i64, ClientError>> + Send + 'static {
+        let assigned = self.parts.contains_key(&(topic.to_string(), partition));
+        let client = self.client.clone();
+        let timeout = self.config.request_timeout;
+        let topic = topic.to_string();
+        async move {
+            if !assigned {
+                return Err(ClientError::NotAssigned { topic, partition });
+            }
+            Ok(list_offsets(&client, &topic, partition, spec, timeout)
                 .await?
-                .offset,
-        )
+                .offset)
+        }
     }
 
     /// Gives a position to every partition without one.

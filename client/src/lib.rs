@@ -73,12 +73,17 @@ mod client;
 mod conn;
 mod consumer;
 mod error;
+pub mod group;
 mod producer;
 
 pub use admin::{Admin, ListedOffset, OffsetSpec, TopicConfig, TopicDescription};
 pub use client::{BrokerInfo, Client, ClientConfig, PartitionMetadata, TopicMetadata};
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::ClientError;
+pub use group::{
+    Assignment, Assignor, GroupConfig, GroupDescription, GroupListing, MemberDescription, NoopListener,
+    RebalanceListener, RebalanceProtocol, Subscription, TopicPartition,
+};
 pub use producer::{
     Acks, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

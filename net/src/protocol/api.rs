@@ -43,11 +43,21 @@ pub enum ApiKey {
     ListOffsets = 6,
     DescribeConfigs = 7,
     AlterConfigs = 8,
+    FindCoordinator = 9,
+    JoinGroup = 10,
+    SyncGroup = 11,
+    Heartbeat = 12,
+    LeaveGroup = 13,
+    OffsetCommit = 14,
+    OffsetFetch = 15,
+    ListGroups = 16,
+    DescribeGroups = 17,
+    DeleteGroups = 18,
 }
 
 impl ApiKey {
     /// Every api, in key order.
-    pub const ALL: [ApiKey; 9] = [
+    pub const ALL: [ApiKey; 19] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -57,6 +67,16 @@ impl ApiKey {
         ApiKey::ListOffsets,
         ApiKey::DescribeConfigs,
         ApiKey::AlterConfigs,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -89,6 +109,16 @@ impl ApiKey {
             ApiKey::ListOffsets => "ListOffsets",
             ApiKey::DescribeConfigs => "DescribeConfigs",
             ApiKey::AlterConfigs => "AlterConfigs",
+            ApiKey::FindCoordinator => "FindCoordinator",
+            ApiKey::JoinGroup => "JoinGroup",
+            ApiKey::SyncGroup => "SyncGroup",
+            ApiKey::Heartbeat => "Heartbeat",
+            ApiKey::LeaveGroup => "LeaveGroup",
+            ApiKey::OffsetCommit => "OffsetCommit",
+            ApiKey::OffsetFetch => "OffsetFetch",
+            ApiKey::ListGroups => "ListGroups",
+            ApiKey::DescribeGroups => "DescribeGroups",
+            ApiKey::DeleteGroups => "DeleteGroups",
         }
     }
 }

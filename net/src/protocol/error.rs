@@ -16,10 +16,20 @@ pub enum ErrorCode {
     NotLeaderOrFollower = 6,
     RequestTimedOut = 7,
     MessageTooLarge = 10,
+    OffsetMetadataTooLarge = 12,
+    CoordinatorLoadInProgress = 14,
+    CoordinatorNotAvailable = 15,
+    NotCoordinator = 16,
     InvalidTopicException = 17,
     RecordListTooLarge = 18,
     NotEnoughReplicas = 19,
     InvalidRequiredAcks = 21,
+    IllegalGeneration = 22,
+    InconsistentGroupProtocol = 23,
+    InvalidGroupId = 24,
+    UnknownMemberId = 25,
+    InvalidSessionTimeout = 26,
+    RebalanceInProgress = 27,
     InvalidTimestamp = 32,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
@@ -29,6 +39,10 @@ pub enum ErrorCode {
     InvalidRequest = 42,
     PolicyViolation = 44,
     KafkaStorageError = 56,
+    NonEmptyGroup = 68,
+    GroupIdNotFound = 69,
+    GroupMaxSizeReached = 81,
+    FencedInstanceId = 82,
     InvalidRecord = 87,
     ThrottlingQuotaExceeded = 89,
     UnknownTopicId = 100,
@@ -36,7 +50,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order of their Kafka numbers (`UnknownServerError` first).
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -47,10 +61,20 @@ impl ErrorCode {
         ErrorCode::NotLeaderOrFollower,
         ErrorCode::RequestTimedOut,
         ErrorCode::MessageTooLarge,
+        ErrorCode::OffsetMetadataTooLarge,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
         ErrorCode::InvalidTopicException,
         ErrorCode::RecordListTooLarge,
         ErrorCode::NotEnoughReplicas,
         ErrorCode::InvalidRequiredAcks,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
         ErrorCode::InvalidTimestamp,
         ErrorCode::UnsupportedVersion,
         ErrorCode::TopicAlreadyExists,
@@ -60,6 +84,10 @@ impl ErrorCode {
         ErrorCode::InvalidRequest,
         ErrorCode::PolicyViolation,
         ErrorCode::KafkaStorageError,
+        ErrorCode::NonEmptyGroup,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
         ErrorCode::InvalidRecord,
         ErrorCode::ThrottlingQuotaExceeded,
         ErrorCode::UnknownTopicId,
@@ -95,6 +123,20 @@ impl ErrorCode {
             87 => ErrorCode::InvalidRecord,
             89 => ErrorCode::ThrottlingQuotaExceeded,
             100 => ErrorCode::UnknownTopicId,
+            12 => ErrorCode::OffsetMetadataTooLarge,
+            14 => ErrorCode::CoordinatorLoadInProgress,
+            15 => ErrorCode::CoordinatorNotAvailable,
+            16 => ErrorCode::NotCoordinator,
+            22 => ErrorCode::IllegalGeneration,
+            23 => ErrorCode::InconsistentGroupProtocol,
+            24 => ErrorCode::InvalidGroupId,
+            25 => ErrorCode::UnknownMemberId,
+            26 => ErrorCode::InvalidSessionTimeout,
+            27 => ErrorCode::RebalanceInProgress,
+            68 => ErrorCode::NonEmptyGroup,
+            69 => ErrorCode::GroupIdNotFound,
+            81 => ErrorCode::GroupMaxSizeReached,
+            82 => ErrorCode::FencedInstanceId,
             _ => ErrorCode::UnknownServerError,
         }
     }
@@ -117,6 +159,9 @@ impl ErrorCode {
                 | ErrorCode::KafkaStorageError
                 | ErrorCode::UnknownTopicOrPartition
                 | ErrorCode::ThrottlingQuotaExceeded
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
         )
     }
 
@@ -151,6 +196,20 @@ impl ErrorCode {
             ErrorCode::InvalidRecord => "a record failed validation",
             ErrorCode::ThrottlingQuotaExceeded => "a quota was exceeded; retry later",
             ErrorCode::UnknownTopicId => "no topic has this id",
+            ErrorCode::FencedInstanceId => "another member with this group instance id has replaced this one",
+            ErrorCode::GroupMaxSizeReached => "the group has reached its maximum size",
+            ErrorCode::GroupIdNotFound => "no group has this id",
+            ErrorCode::NonEmptyGroup => "the group still has members",
+            ErrorCode::RebalanceInProgress => "the group is rebalancing; rejoin",
+            ErrorCode::InvalidSessionTimeout => "the session timeout is outside the allowed range",
+            ErrorCode::UnknownMemberId => "the group does not know this member id",
+            ErrorCode::InvalidGroupId => "the group id is invalid",
+            ErrorCode::InconsistentGroupProtocol => "the member's protocols do not match the group's",
+            ErrorCode::IllegalGeneration => "the group generation in the request is not the current one",
+            ErrorCode::NotCoordinator => "this server is not the coordinator of the group",
+            ErrorCode::CoordinatorNotAvailable => "the group coordinator is not available",
+            ErrorCode::CoordinatorLoadInProgress => "the group coordinator is still loading its state; retry",
+            ErrorCode::OffsetMetadataTooLarge => "the offset commit's metadata string is too long",
         }
     }
 }

@@ -64,6 +64,16 @@ pub enum Request {
     ListOffsets(ListOffsetsRequest),
     DescribeConfigs(DescribeConfigsRequest),
     AlterConfigs(AlterConfigsRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 impl Request {
@@ -78,6 +88,16 @@ impl Request {
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::DescribeConfigs(_) => ApiKey::DescribeConfigs,
             Request::AlterConfigs(_) => ApiKey::AlterConfigs,
+            Request::FindCoordinator(_) => ApiKey::FindCoordinator,
+            Request::JoinGroup(_) => ApiKey::JoinGroup,
+            Request::SyncGroup(_) => ApiKey::SyncGroup,
+            Request::Heartbeat(_) => ApiKey::Heartbeat,
+            Request::LeaveGroup(_) => ApiKey::LeaveGroup,
+            Request::OffsetCommit(_) => ApiKey::OffsetCommit,
+            Request::OffsetFetch(_) => ApiKey::OffsetFetch,
+            Request::ListGroups(_) => ApiKey::ListGroups,
+            Request::DescribeGroups(_) => ApiKey::DescribeGroups,
+            Request::DeleteGroups(_) => ApiKey::DeleteGroups,
         }
     }
 
@@ -92,6 +112,16 @@ impl Request {
             Request::ListOffsets(m) => m.encode(out),
             Request::DescribeConfigs(m) => m.encode(out),
             Request::AlterConfigs(m) => m.encode(out),
+            Request::FindCoordinator(m) => m.encode(out),
+            Request::JoinGroup(m) => m.encode(out),
+            Request::SyncGroup(m) => m.encode(out),
+            Request::Heartbeat(m) => m.encode(out),
+            Request::LeaveGroup(m) => m.encode(out),
+            Request::OffsetCommit(m) => m.encode(out),
+            Request::OffsetFetch(m) => m.encode(out),
+            Request::ListGroups(m) => m.encode(out),
+            Request::DescribeGroups(m) => m.encode(out),
+            Request::DeleteGroups(m) => m.encode(out),
         }
     }
 
@@ -106,6 +136,16 @@ impl Request {
             ApiKey::ListOffsets => Request::ListOffsets(Decode::decode(r)?),
             ApiKey::DescribeConfigs => Request::DescribeConfigs(Decode::decode(r)?),
             ApiKey::AlterConfigs => Request::AlterConfigs(Decode::decode(r)?),
+            ApiKey::FindCoordinator => Request::FindCoordinator(Decode::decode(r)?),
+            ApiKey::JoinGroup => Request::JoinGroup(Decode::decode(r)?),
+            ApiKey::SyncGroup => Request::SyncGroup(Decode::decode(r)?),
+            ApiKey::Heartbeat => Request::Heartbeat(Decode::decode(r)?),
+            ApiKey::LeaveGroup => Request::LeaveGroup(Decode::decode(r)?),
+            ApiKey::OffsetCommit => Request::OffsetCommit(Decode::decode(r)?),
+            ApiKey::OffsetFetch => Request::OffsetFetch(Decode::decode(r)?),
+            ApiKey::ListGroups => Request::ListGroups(Decode::decode(r)?),
+            ApiKey::DescribeGroups => Request::DescribeGroups(Decode::decode(r)?),
+            ApiKey::DeleteGroups => Request::DeleteGroups(Decode::decode(r)?),
         })
     }
 }
@@ -122,6 +162,16 @@ pub enum Response {
     ListOffsets(ListOffsetsResponse),
     DescribeConfigs(DescribeConfigsResponse),
     AlterConfigs(AlterConfigsResponse),
+    FindCoordinator(FindCoordinatorResponse),
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
+    ListGroups(ListGroupsResponse),
+    DescribeGroups(DescribeGroupsResponse),
+    DeleteGroups(DeleteGroupsResponse),
 }
 
 impl Response {
@@ -136,6 +186,16 @@ impl Response {
             Response::ListOffsets(_) => ApiKey::ListOffsets,
             Response::DescribeConfigs(_) => ApiKey::DescribeConfigs,
             Response::AlterConfigs(_) => ApiKey::AlterConfigs,
+            Response::FindCoordinator(_) => ApiKey::FindCoordinator,
+            Response::JoinGroup(_) => ApiKey::JoinGroup,
+            Response::SyncGroup(_) => ApiKey::SyncGroup,
+            Response::Heartbeat(_) => ApiKey::Heartbeat,
+            Response::LeaveGroup(_) => ApiKey::LeaveGroup,
+            Response::OffsetCommit(_) => ApiKey::OffsetCommit,
+            Response::OffsetFetch(_) => ApiKey::OffsetFetch,
+            Response::ListGroups(_) => ApiKey::ListGroups,
+            Response::DescribeGroups(_) => ApiKey::DescribeGroups,
+            Response::DeleteGroups(_) => ApiKey::DeleteGroups,
         }
     }
 
@@ -150,6 +210,16 @@ impl Response {
             Response::ListOffsets(m) => m.encode(out),
             Response::DescribeConfigs(m) => m.encode(out),
             Response::AlterConfigs(m) => m.encode(out),
+            Response::FindCoordinator(m) => m.encode(out),
+            Response::JoinGroup(m) => m.encode(out),
+            Response::SyncGroup(m) => m.encode(out),
+            Response::Heartbeat(m) => m.encode(out),
+            Response::LeaveGroup(m) => m.encode(out),
+            Response::OffsetCommit(m) => m.encode(out),
+            Response::OffsetFetch(m) => m.encode(out),
+            Response::ListGroups(m) => m.encode(out),
+            Response::DescribeGroups(m) => m.encode(out),
+            Response::DeleteGroups(m) => m.encode(out),
         }
     }
 
@@ -164,6 +234,16 @@ impl Response {
             ApiKey::ListOffsets => Response::ListOffsets(Decode::decode(r)?),
             ApiKey::DescribeConfigs => Response::DescribeConfigs(Decode::decode(r)?),
             ApiKey::AlterConfigs => Response::AlterConfigs(Decode::decode(r)?),
+            ApiKey::FindCoordinator => Response::FindCoordinator(Decode::decode(r)?),
+            ApiKey::JoinGroup => Response::JoinGroup(Decode::decode(r)?),
+            ApiKey::SyncGroup => Response::SyncGroup(Decode::decode(r)?),
+            ApiKey::Heartbeat => Response::Heartbeat(Decode::decode(r)?),
+            ApiKey::LeaveGroup => Response::LeaveGroup(Decode::decode(r)?),
+            ApiKey::OffsetCommit => Response::OffsetCommit(Decode::decode(r)?),
+            ApiKey::OffsetFetch => Response::OffsetFetch(Decode::decode(r)?),
+            ApiKey::ListGroups => Response::ListGroups(Decode::decode(r)?),
+            ApiKey::DescribeGroups => Response::DescribeGroups(Decode::decode(r)?),
+            ApiKey::DeleteGroups => Response::DeleteGroups(Decode::decode(r)?),
         })
     }
 }

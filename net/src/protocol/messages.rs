@@ -850,3 +850,8 @@ wire_struct! { AlterConfigsResponse, min = 1,
     encode(self, out) { put_array(out, &self.topics); }
     decode(r) { Ok(AlterConfigsResponse { topics: r.array("topics")? }) }
 }
+
+// ------------------------------------------------------------ consumer groups
+
+mod group;
+pub use group::*;

@@ -22,17 +22,25 @@ const VARINT_MAX_BYTES: usize = 5;
 pub(crate) trait Input: Buf + Sized {
     /// The first `n` bytes, removed from `self`; `n` is already checked.
     fn split_front(&mut self, n: usize) -> Self;
+    /// The bytes as an immutable `Bytes`, without copying.
+    fn into_bytes(self) -> Bytes;
 }
 
 impl Input for BytesMut {
     fn split_front(&mut self, n: usize) -> Self {
         self.split_to(n)
     }
+    fn into_bytes(self) -> Bytes {
+        self.freeze()
+    }
 }
 
 impl Input for Bytes {
     fn split_front(&mut self, n: usize) -> Self {
         self.split_to(n)
+    }
+    fn into_bytes(self) -> Bytes {
+        self
     }
 }
 

@@ -1,0 +1,979 @@
+//! The group coordinator: consumer-group membership and committed offsets.
+//!
+//! A group belongs to one partition of the internal compacted topic
+//! `__consumer_offsets` (by a hash of its id), and the shard that owns that
+//! partition coordinates it: every group request is passed to that shard,
+//! which keeps the group's state in memory and writes every change that
+//! must survive a restart (committed offsets, the membership of each
+//! completed rebalance, deletions) to the partition before answering. When a
+//! shard opens such a partition it replays it to rebuild its groups.
+//!
+//! Membership follows Kafka's protocol. A rebalance starts when a member
+//! joins, leaves, changes its subscription or misses its session timeout;
+//! every member must rejoin (JoinGroup) within the rebalance timeout, or is
+//! removed. The coordinator then bumps the generation, picks a protocol all
+//! members support, answers every join, and gives the leader the members'
+//! subscriptions; the leader computes the assignment (the assignors are in
+//! the client) and sends it with its SyncGroup; every member's SyncGroup is
+//! answered with its part. A request that carries a stale generation or an
+//! unknown member id is refused (fencing). A member with an instance id
+//! (static membership) that comes back takes over its previous identity and
+//! assignment without a rebalance.
+//!
+//! Layout: `records.rs` is the format of the records kept in
+//! `__consumer_offsets`; `state.rs` is a group's state machine.
+
+pub mod records;
+mod state;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use borges_net::batch::{decode_records_bytes, BatchIter, Compression, RecordBatchBuilder};
+use borges_net::protocol::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup,
+    ErrorCode, GroupResult, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, LeftMember, ListedGroup, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetCommitTopicResponse, OffsetFetchPartition, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetFetchTopicResponse, PartitionError, Request, Response, SyncGroupRequest,
+    SyncGroupResponse,
+};
+use borges_net::types::Offset;
+use borges_storage::Chunk;
+use bytes::Bytes;
+use glommio::channels::local_channel;
+
+use crate::shard::{PartKey, Partition, Shard};
+use records::{GroupValue, OffsetValue, RecordKey};
+pub use state::GroupState;
+use state::{Group, Member};
+
+/// The internal topic of committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Longest metadata string an offset commit may carry.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// The partition of `__consumer_offsets` that holds `group`.
+pub fn partition_for(group: &str, partitions: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(group.as_bytes()) % u64::from(partitions.max(1))) as u32
+}
+
+/// Settings of the coordinator, from the broker's configuration.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    /// How long a group with no members waits for more to join before its
+    /// first rebalance completes, so that a group starting up does not
+    /// rebalance once per member.
+    pub initial_rebalance_delay: Duration,
+    pub max_group_size: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            min_session_timeout: Duration::from_millis(1000),
+            max_session_timeout: Duration::from_secs(300),
+            initial_rebalance_delay: Duration::from_millis(300),
+            max_group_size: 1000,
+        }
+    }
+}
+
+type GroupRef = Rc<RefCell<Group>>;
+
+/// The groups one shard coordinates.
+#[derive(Default)]
+pub struct Coordinator {
+    groups: RefCell<HashMap<String, GroupRef>>,
+    next_member: Cell<u64>,
+}
+
+impl Coordinator {
+    fn get(&self, id: &str) -> Option<GroupRef> {
+        self.groups.borrow().get(id).cloned()
+    }
+
+    fn get_or_create(&self, id: &str) -> GroupRef {
+        self.groups
+            .borrow_mut()
+            .entry(id.to_string())
+            .or_insert_with(|| Rc::new(RefCell::new(Group::new(id.to_string()))))
+            .clone()
+    }
+
+    fn new_member_id(&self, shard: usize, client_id: &str) -> String {
+        let n = self.next_member.get();
+        self.next_member.set(n + 1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let tag = xxhash_rust::xxh3::xxh3_64(
+            &[nanos.to_be_bytes(), n.to_be_bytes(), (shard as u64).to_be_bytes()].concat(),
+        );
+        let prefix = if client_id.is_empty() { "member" } else { client_id };
+        format!("{prefix}-{tag:016x}")
+    }
+
+    /// Groups of this shard: id, protocol type, state.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        self.groups
+            .borrow()
+            .values()
+            .map(|g| {
+                let g = g.borrow();
+                ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name().to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets the groups of an offsets partition this shard no longer owns.
+    pub fn unload(&self, partition: u32, partitions: u32) {
+        self.groups
+            .borrow_mut()
+            .retain(|id, _| partition_for(id, partitions) != partition);
+    }
+}
+
+/// The partition of `__consumer_offsets` that holds `group`, if the topic exists.
+pub fn offsets_key(shard: &Shard, group: &str) -> Option<PartKey> {
+    let topics = shard.topics();
+    let t = topics.topics.get(OFFSETS_TOPIC)?;
+    Some((t.topic_id(), partition_for(group, t.partitions)))
+}
+
+/// The group a request is about, for routing.
+pub fn group_of(req: &Request) -> Option<&str> {
+    Some(match req {
+        Request::JoinGroup(r) => &r.group_id,
+        Request::SyncGroup(r) => &r.group_id,
+        Request::Heartbeat(r) => &r.group_id,
+        Request::LeaveGroup(r) => &r.group_id,
+        Request::OffsetCommit(r) => &r.group_id,
+        Request::OffsetFetch(r) => &r.group_id,
+        _ => return None,
+    })
+}
+
+/// Handles a group request on the shard that coordinates its group.
+pub async fn handle(shard: &Rc<Shard>, req: Request, client_id: String, client_host: String) -> Response {
+    match req {
+        Request::JoinGroup(r) => Response::JoinGroup(join(shard, r, client_id, client_host).await),
+        Request::SyncGroup(r) => Response::SyncGroup(sync(shard, r).await),
+        Request::Heartbeat(r) => Response::Heartbeat(heartbeat(shard, r)),
+        Request::LeaveGroup(r) => Response::LeaveGroup(leave(shard, r)),
+        Request::OffsetCommit(r) => Response::OffsetCommit(commit(shard, r).await),
+        Request::OffsetFetch(r) => Response::OffsetFetch(fetch_offsets(shard, r)),
+        Request::DescribeGroups(r) => Response::DescribeGroups(describe(shard, r)),
+        Request::DeleteGroups(r) => Response::DeleteGroups(delete(shard, r).await),
+        other => unreachable!("{:?} is not a group request", other.api_key()),
+    }
+}
+
+/// Checks this shard coordinates `group` now: its offsets partition is open here.
+fn coordinates(shard: &Shard, group: &str) -> Result<PartKey, ErrorCode> {
+    if group.is_empty() {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    let key = offsets_key(shard, group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    if shard.owner(key) != shard.id {
+        return Err(ErrorCode::NotCoordinator);
+    }
+    if shard.local_partition(key).is_none() {
+        return Err(ErrorCode::CoordinatorLoadInProgress);
+    }
+    Ok(key)
+}
+
+fn join_error(member_id: &str, error: ErrorCode) -> JoinGroupResponse {
+    JoinGroupResponse {
+        error,
+        generation_id: -1,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: member_id.to_string(),
+        members: Vec::new(),
+    }
+}
+
+async fn join(
+    shard: &Rc<Shard>,
+    r: JoinGroupRequest,
+    client_id: String,
+    client_host: String,
+) -> JoinGroupResponse {
+    let settings = &shard.config.groups;
+    let key = match coordinates(shard, &r.group_id) {
+        Ok(k) => k,
+        Err(e) => return join_error(&r.member_id, e),
+    };
+    let session = Duration::from_millis(r.session_timeout_ms.max(0) as u64);
+    if r.session_timeout_ms <= 0
+        || session < settings.min_session_timeout
+        || session > settings.max_session_timeout
+    {
+        return join_error(&r.member_id, ErrorCode::InvalidSessionTimeout);
+    }
+    if r.protocol_type.is_empty() || r.protocols.is_empty() {
+        return join_error(&r.member_id, ErrorCode::InconsistentGroupProtocol);
+    }
+    let rebalance = Duration::from_millis(r.rebalance_timeout_ms.max(r.session_timeout_ms) as u64);
+    let coordinator = &shard.coordinator;
+    if !r.member_id.is_empty() && coordinator.get(&r.group_id).is_none() {
+        return join_error(&r.member_id, ErrorCode::UnknownMemberId);
+    }
+    let group = coordinator.get_or_create(&r.group_id);
+    let now = Instant::now();
+    let (rx, persist) = {
+        let mut g = group.borrow_mut();
+        if g.state == GroupState::Dead {
+            return join_error(&r.member_id, ErrorCode::CoordinatorNotAvailable);
+        }
+        if !g.accepts_protocols(&r.protocol_type, &r.protocols) {
+            return join_error(&r.member_id, ErrorCode::InconsistentGroupProtocol);
+        }
+        let protocols: Vec<(String, Bytes)> = r
+            .protocols
+            .iter()
+            .map(|p| (p.name.clone(), p.metadata.clone()))
+            .collect();
+        let member_id = if r.member_id.is_empty() {
+            let new_id = coordinator.new_member_id(shard.id, &client_id);
+            match r
+                .group_instance_id
+                .as_ref()
+                .and_then(|i| g.instances.get(i).cloned())
+            {
+                Some(old_id) => {
+                    // A static member is back: it takes over its old identity.
+                    let unchanged = g.replace_static_member(&old_id, &new_id, &protocols);
+                    if let Some(m) = g.members.get_mut(&new_id) {
+                        m.session_timeout = session;
+                        m.rebalance_timeout = rebalance;
+                        m.client_id = client_id.clone();
+                        m.client_host = client_host.clone();
+                        m.last_heartbeat = now;
+                    }
+                    if g.state == GroupState::Stable && unchanged {
+                        let resp = JoinGroupResponse {
+                            error: ErrorCode::None,
+                            generation_id: g.generation,
+                            protocol_name: g.protocol.clone(),
+                            leader: g.leader.clone().unwrap_or_default(),
+                            member_id: new_id.clone(),
+                            members: Vec::new(),
+                        };
+                        let value = g.to_value();
+                        drop(g);
+                        spawn_persist_group(shard, key, &r.group_id, value);
+                        return resp;
+                    }
+                    // The leader may have assigned to the old id: rebalance.
+                    if g.state != GroupState::PreparingRebalance {
+                        g.prepare_rebalance(now, settings);
+                    }
+                    new_id
+                }
+                None => {
+                    if g.members.len() >= settings.max_group_size {
+                        return join_error("", ErrorCode::GroupMaxSizeReached);
+                    }
+                    g.members.insert(
+                        new_id.clone(),
+                        Member {
+                            id: new_id.clone(),
+                            instance_id: r.group_instance_id.clone(),
+                            client_id: client_id.clone(),
+                            client_host: client_host.clone(),
+                            session_timeout: session,
+                            rebalance_timeout: rebalance,
+                            protocols: protocols.clone(),
+                            assignment: Bytes::new(),
+                            last_heartbeat: now,
+                            join_waiter: None,
+                            sync_waiter: None,
+                        },
+                    );
+                    if let Some(i) = &r.group_instance_id {
+                        g.instances.insert(i.clone(), new_id.clone());
+                    }
+                    if g.state != GroupState::PreparingRebalance {
+                        g.prepare_rebalance(now, settings);
+                    }
+                    new_id
+                }
+            }
+        } else {
+            if let Err(e) = g.check_member(&r.member_id, r.group_instance_id.as_deref()) {
+                return join_error(&r.member_id, e);
+            }
+            let is_leader = g.leader.as_deref() == Some(r.member_id.as_str());
+            let m = g.members.get_mut(&r.member_id).expect("checked above");
+            let changed = m.protocols != protocols;
+            m.protocols = protocols;
+            m.session_timeout = session;
+            m.rebalance_timeout = rebalance;
+            m.last_heartbeat = now;
+            match g.state {
+                GroupState::PreparingRebalance => {}
+                GroupState::CompletingRebalance if !changed => {
+                    // A repeated join: answer with the generation in progress.
+                    return g.join_response(&r.member_id);
+                }
+                GroupState::Stable if !changed && !is_leader => return g.join_response(&r.member_id),
+                _ => g.prepare_rebalance(now, settings),
+            }
+            r.member_id.clone()
+        };
+        if g.state == GroupState::Empty {
+            g.prepare_rebalance(now, settings);
+        }
+        let (tx, rx) = local_channel::new_bounded(1);
+        if let Some(m) = g.members.get_mut(&member_id) {
+            m.join_waiter = Some(tx);
+        }
+        let persist = g.try_complete_join(now);
+        (rx, persist)
+    };
+    if let Some(value) = persist {
+        spawn_persist_group(shard, key, &r.group_id, value);
+    }
+    rx.recv()
+        .await
+        .unwrap_or_else(|| join_error(&r.member_id, ErrorCode::UnknownMemberId))
+}
+
+fn sync_error(error: ErrorCode) -> SyncGroupResponse {
+    SyncGroupResponse {
+        error,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}
+
+async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
+    let key = match coordinates(shard, &r.group_id) {
+        Ok(k) => k,
+        Err(e) => return sync_error(e),
+    };
+    let Some(group) = shard.coordinator.get(&r.group_id) else {
+        return sync_error(ErrorCode::UnknownMemberId);
+    };
+    let (rx, persist) = {
+        let mut g = group.borrow_mut();
+        if let Err(e) = g.check_member(&r.member_id, r.group_instance_id.as_deref()) {
+            return sync_error(e);
+        }
+        if r.generation_id != g.generation {
+            return sync_error(ErrorCode::IllegalGeneration);
+        }
+        match g.state {
+            GroupState::PreparingRebalance => return sync_error(ErrorCode::RebalanceInProgress),
+            GroupState::Stable => {
+                let m = &g.members[&r.member_id];
+                return SyncGroupResponse {
+                    error: ErrorCode::None,
+                    protocol_name: g.protocol.clone(),
+                    assignment: m.assignment.clone(),
+                };
+            }
+            GroupState::Empty | GroupState::Dead => return sync_error(ErrorCode::UnknownMemberId),
+            GroupState::CompletingRebalance => {}
+        }
+        let (tx, rx) = local_channel::new_bounded(1);
+        let now = Instant::now();
+        let m = g.members.get_mut(&r.member_id).expect("checked above");
+        m.sync_waiter = Some(tx);
+        m.last_heartbeat = now;
+        let mut persist = None;
+        if g.leader.as_deref() == Some(r.member_id.as_str()) {
+            let given: HashMap<&str, &Bytes> = r
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.as_str(), &a.assignment))
+                .collect();
+            for m in g.members.values_mut() {
+                m.assignment = given.get(m.id.as_str()).map(|b| (*b).clone()).unwrap_or_default();
+            }
+            g.assignments_pending = false;
+            persist = Some((g.generation, g.to_value()));
+        }
+        (rx, persist)
+    };
+    if let Some((generation, value)) = persist {
+        // The assignment is answered only once it is on disk, so that a
+        // coordinator restart finds the group as its members know it.
+        let stored = persist_records(
+            shard,
+            key,
+            vec![(
+                RecordKey::Group {
+                    group: r.group_id.clone(),
+                },
+                Some(value.encode()),
+            )],
+        )
+        .await;
+        let mut g = group.borrow_mut();
+        if g.generation == generation && g.state == GroupState::CompletingRebalance {
+            match stored {
+                Ok(()) => g.complete_sync(),
+                Err(e) => {
+                    tracing::warn!(group = %r.group_id, error = ?e, "cannot persist the group's assignment");
+                    g.fail_sync(ErrorCode::CoordinatorNotAvailable);
+                    g.prepare_rebalance(Instant::now(), &shard.config.groups);
+                }
+            }
+        }
+    }
+    rx.recv()
+        .await
+        .unwrap_or_else(|| sync_error(ErrorCode::UnknownMemberId))
+}
+
+fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
+    let error = (|| {
+        coordinates(shard, &r.group_id)?;
+        let group = shard
+            .coordinator
+            .get(&r.group_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
+        let mut g = group.borrow_mut();
+        g.check_member(&r.member_id, r.group_instance_id.as_deref())?;
+        if r.generation_id != g.generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        let state = g.state;
+        g.members.get_mut(&r.member_id).expect("checked").last_heartbeat = Instant::now();
+        match state {
+            GroupState::PreparingRebalance => Err(ErrorCode::RebalanceInProgress),
+            GroupState::Empty | GroupState::Dead => Err(ErrorCode::UnknownMemberId),
+            GroupState::Stable | GroupState::CompletingRebalance => Ok(()),
+        }
+    })()
+    .err()
+    .unwrap_or(ErrorCode::None);
+    HeartbeatResponse { error }
+}
+
+fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    let key = match coordinates(shard, &r.group_id) {
+        Ok(k) => k,
+        Err(e) => {
+            return LeaveGroupResponse {
+                error: e,
+                members: Vec::new(),
+            }
+        }
+    };
+    let Some(group) = shard.coordinator.get(&r.group_id) else {
+        return LeaveGroupResponse {
+            error: ErrorCode::UnknownMemberId,
+            members: Vec::new(),
+        };
+    };
+    let mut results = Vec::new();
+    let persist = {
+        let mut g = group.borrow_mut();
+        let mut removed = false;
+        for m in r.members {
+            // An instance id alone names a static member (tools use that).
+            let id = if m.member_id.is_empty() {
+                m.group_instance_id
+                    .as_ref()
+                    .and_then(|i| g.instances.get(i).cloned())
+            } else {
+                Some(m.member_id.clone())
+            };
+            let error = match id {
+                None => ErrorCode::UnknownMemberId,
+                Some(id) => match g.check_member(&id, m.group_instance_id.as_deref()) {
+                    Ok(()) => {
+                        g.remove_member(&id);
+                        removed = true;
+                        ErrorCode::None
+                    }
+                    Err(e) => e,
+                },
+            };
+            results.push(LeftMember {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                error,
+            });
+        }
+        if removed {
+            g.on_members_removed(Instant::now(), &shard.config.groups)
+        } else {
+            None
+        }
+    };
+    if let Some(value) = persist {
+        spawn_persist_group(shard, key, &r.group_id, value);
+    }
+    LeaveGroupResponse {
+        error: ErrorCode::None,
+        members: results,
+    }
+}
+
+async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let all_failed = |error: ErrorCode, r: &OffsetCommitRequest| OffsetCommitResponse {
+        topics: r
+            .topics
+            .iter()
+            .map(|t| OffsetCommitTopicResponse {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionError {
+                        partition: p.partition,
+                        error,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let key = match coordinates(shard, &r.group_id) {
+        Ok(k) => k,
+        Err(e) => return all_failed(e, &r),
+    };
+    let outside = r.generation_id < 0 && r.member_id.is_empty();
+    let group = if outside {
+        shard.coordinator.get_or_create(&r.group_id)
+    } else {
+        match shard.coordinator.get(&r.group_id) {
+            Some(g) => g,
+            None => return all_failed(ErrorCode::UnknownMemberId, &r),
+        }
+    };
+    {
+        let g = group.borrow();
+        let check = if outside {
+            // A commit from outside the group's membership (tools, manual
+            // assignment): only while nobody is a member.
+            if g.members.is_empty() {
+                Ok(())
+            } else {
+                Err(ErrorCode::UnknownMemberId)
+            }
+        } else {
+            g.check_member(&r.member_id, r.group_instance_id.as_deref())
+                .and_then(|()| {
+                    if r.generation_id != g.generation {
+                        Err(ErrorCode::IllegalGeneration)
+                    } else if g.state == GroupState::CompletingRebalance {
+                        Err(ErrorCode::RebalanceInProgress)
+                    } else {
+                        Ok(())
+                    }
+                })
+        };
+        if let Err(e) = check {
+            return all_failed(e, &r);
+        }
+    }
+    let topics = shard.topics();
+    let now_ms = now_ms();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let mut accepted = Vec::new();
+    for t in &r.topics {
+        let meta = topics.topics.get(&t.name);
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let error = if meta.is_none_or(|m| p.partition >= m.partitions) {
+                ErrorCode::UnknownTopicOrPartition
+            } else if p
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+            {
+                ErrorCode::OffsetMetadataTooLarge
+            } else if p.offset < 0 {
+                ErrorCode::InvalidRequest
+            } else {
+                let k = RecordKey::Offset {
+                    group: r.group_id.clone(),
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                };
+                let v = OffsetValue {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata: p.metadata.clone(),
+                    commit_timestamp: now_ms,
+                };
+                records.push((k, Some(v.encode())));
+                accepted.push(((t.name.clone(), p.partition), v));
+                ErrorCode::None
+            };
+            parts.push(PartitionError {
+                partition: p.partition,
+                error,
+            });
+        }
+        results.push(OffsetCommitTopicResponse {
+            name: t.name.clone(),
+            partitions: parts,
+        });
+    }
+    if !records.is_empty() {
+        if let Err(e) = persist_records(shard, key, records).await {
+            return all_failed(e, &r);
+        }
+        let mut g = group.borrow_mut();
+        for (k, v) in accepted {
+            g.offsets.insert(k, v);
+        }
+    }
+    OffsetCommitResponse { topics: results }
+}
+
+fn fetch_offsets(shard: &Rc<Shard>, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    if let Err(error) = coordinates(shard, &r.group_id) {
+        return OffsetFetchResponse {
+            error,
+            topics: Vec::new(),
+        };
+    }
+    let group = shard.coordinator.get(&r.group_id);
+    let entry = |topic: &str, partition: u32| -> OffsetFetchPartition {
+        let committed = group
+            .as_ref()
+            .and_then(|g| g.borrow().offsets.get(&(topic.to_string(), partition)).cloned());
+        match committed {
+            Some(v) => OffsetFetchPartition {
+                partition,
+                offset: v.offset,
+                leader_epoch: v.leader_epoch,
+                metadata: v.metadata,
+                error: ErrorCode::None,
+            },
+            None => OffsetFetchPartition {
+                partition,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: None,
+                error: ErrorCode::None,
+            },
+        }
+    };
+    let topics = match r.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| OffsetFetchTopicResponse {
+                partitions: t.partitions.iter().map(|&p| entry(&t.name, p)).collect(),
+                name: t.name,
+            })
+            .collect(),
+        None => {
+            let mut by_topic: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+            if let Some(g) = &group {
+                for (t, p) in g.borrow().offsets.keys() {
+                    by_topic.entry(t.clone()).or_default().push(*p);
+                }
+            }
+            by_topic
+                .into_iter()
+                .map(|(name, mut parts)| {
+                    parts.sort_unstable();
+                    OffsetFetchTopicResponse {
+                        partitions: parts.iter().map(|&p| entry(&name, p)).collect(),
+                        name,
+                    }
+                })
+                .collect()
+        }
+    };
+    OffsetFetchResponse {
+        error: ErrorCode::None,
+        topics,
+    }
+}
+
+fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = r
+        .groups
+        .into_iter()
+        .map(|id| {
+            if let Err(error) = coordinates(shard, &id) {
+                return DescribedGroup {
+                    error,
+                    group_id: id,
+                    ..DescribedGroup::default()
+                };
+            }
+            match shard.coordinator.get(&id) {
+                None => DescribedGroup {
+                    error: ErrorCode::None,
+                    group_id: id,
+                    state: GroupState::Dead.name().to_string(),
+                    ..DescribedGroup::default()
+                },
+                Some(g) => g.borrow().describe(),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse { groups }
+}
+
+async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for id in r.groups {
+        let error = match delete_one(shard, &id).await {
+            Ok(()) => ErrorCode::None,
+            Err(e) => e,
+        };
+        results.push(GroupResult { group_id: id, error });
+    }
+    DeleteGroupsResponse { results }
+}
+
+async fn delete_one(shard: &Rc<Shard>, id: &str) -> Result<(), ErrorCode> {
+    let key = coordinates(shard, id)?;
+    let group = shard.coordinator.get(id).ok_or(ErrorCode::GroupIdNotFound)?;
+    let records = {
+        let mut g = group.borrow_mut();
+        if !g.members.is_empty() || g.state != GroupState::Empty {
+            return Err(ErrorCode::NonEmptyGroup);
+        }
+        g.state = GroupState::Dead;
+        let mut records: Vec<(RecordKey, Option<Bytes>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    RecordKey::Offset {
+                        group: id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        records.push((
+            RecordKey::Group {
+                group: id.to_string(),
+            },
+            None,
+        ));
+        records
+    };
+    let stored = persist_records(shard, key, records).await;
+    match stored {
+        Ok(()) => {
+            shard.coordinator.groups.borrow_mut().remove(id);
+            Ok(())
+        }
+        Err(e) => {
+            group.borrow_mut().state = GroupState::Empty;
+            Err(e)
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Appends records to the group's offsets partition and waits until they
+/// are as durable as an acks=all produce.
+async fn persist_records(
+    shard: &Rc<Shard>,
+    key: PartKey,
+    records: Vec<(RecordKey, Option<Bytes>)>,
+) -> Result<(), ErrorCode> {
+    let ts = now_ms();
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    for (k, v) in &records {
+        b.push(ts, Some(&k.encode()), v.as_deref(), &[]);
+    }
+    let batch = b.build().map_err(|e| {
+        tracing::error!(error = %e, "cannot build a batch of group records");
+        ErrorCode::UnknownServerError
+    })?;
+    shard
+        .produce_local(key, batch, -1)
+        .await
+        .map(|_| ())
+        .map_err(|(code, msg)| {
+            tracing::warn!(?code, %msg, "cannot write to __consumer_offsets");
+            match code {
+                ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeaderOrFollower => {
+                    ErrorCode::NotCoordinator
+                }
+                _ => ErrorCode::CoordinatorNotAvailable,
+            }
+        })
+}
+
+fn spawn_persist_group(shard: &Rc<Shard>, key: PartKey, group: &str, value: GroupValue) {
+    let shard = shard.clone();
+    let group = group.to_string();
+    glommio::spawn_local(async move {
+        let rec = vec![(RecordKey::Group { group: group.clone() }, Some(value.encode()))];
+        if let Err(e) = persist_records(&shard, key, rec).await {
+            tracing::warn!(%group, error = ?e, "cannot persist group metadata");
+        }
+    })
+    .detach();
+}
+
+/// Session timeouts and rebalance deadlines; every shard calls this often.
+pub fn tick(shard: &Rc<Shard>) {
+    let now = Instant::now();
+    let groups: Vec<GroupRef> = shard.coordinator.groups.borrow().values().cloned().collect();
+    for group in groups {
+        let persist = {
+            let mut g = group.borrow_mut();
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| {
+                    m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            for id in &expired {
+                tracing::info!(group = %g.id, member = %id, "member missed its session timeout");
+                g.remove_member(id);
+            }
+            if !expired.is_empty() {
+                g.on_members_removed(now, &shard.config.groups)
+            } else {
+                g.try_complete_join(now)
+            }
+        };
+        if let Some(value) = persist {
+            let id = group.borrow().id.clone();
+            if let Some(key) = offsets_key(shard, &id) {
+                spawn_persist_group(shard, key, &id, value);
+            }
+        }
+    }
+}
+
+/// Rebuilds the groups of one `__consumer_offsets` partition from its log.
+pub async fn load(shard: &Shard, p: &Partition) {
+    let started = Instant::now();
+    let mut from = p.log.log_start_offset().0;
+    let end = p.log.log_end_offset().0;
+    let mut records = 0u64;
+    let mut skipped = 0u64;
+    let mut applied: HashMap<String, Group> = HashMap::new();
+    while from < end {
+        let read = match p.log.read(Offset(from), 4 << 20, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(partition = p.key.1, error = %e, "cannot read __consumer_offsets");
+                break;
+            }
+        };
+        let before = from;
+        for chunk in read.chunks {
+            let bytes = match chunk {
+                Chunk::Memory(b) => b,
+                Chunk::File(s) => match s.read_to_vec() {
+                    Ok(v) => Bytes::from(v),
+                    Err(e) => {
+                        tracing::error!(partition = p.key.1, error = %e, "cannot read __consumer_offsets");
+                        return;
+                    }
+                },
+            };
+            for item in BatchIter::new(&bytes) {
+                let Ok((h, range)) = item else { break };
+                from = from.max(h.last_offset() as u64 + 1);
+                let Ok(batch) = decode_records_bytes(&bytes.slice(range)) else {
+                    skipped += 1;
+                    continue;
+                };
+                for rec in batch {
+                    records += 1;
+                    if !apply_record(&mut applied, rec.key, rec.value) {
+                        skipped += 1;
+                    }
+                }
+            }
+        }
+        if from == before {
+            break;
+        }
+    }
+    let now = Instant::now();
+    let mut groups = shard.coordinator.groups.borrow_mut();
+    let loaded = applied.len();
+    for (id, mut g) in applied {
+        g.restore(now);
+        groups.insert(id, Rc::new(RefCell::new(g)));
+    }
+    tracing::info!(partition = p.key.1, groups = loaded, records, skipped, elapsed = ?started.elapsed(), "loaded consumer groups");
+}
+
+/// Applies one record; false if it could not be read.
+fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: Option<Bytes>) -> bool {
+    let Some(key) = key.and_then(|k| RecordKey::decode(k).ok()) else {
+        return false;
+    };
+    match (key, value) {
+        (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            Some(v),
+        ) => match OffsetValue::decode(v) {
+            Ok(v) => {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .offsets
+                    .insert((topic, partition), v);
+                true
+            }
+            Err(_) => false,
+        },
+        (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            None,
+        ) => {
+            if let Some(g) = groups.get_mut(&group) {
+                g.offsets.remove(&(topic, partition));
+            }
+            true
+        }
+        (RecordKey::Group { group }, Some(v)) => match GroupValue::decode(v) {
+            Ok(v) => {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .load_value(v);
+                true
+            }
+            Err(_) => false,
+        },
+        (RecordKey::Group { group }, None) => {
+            groups.remove(&group);
+            true
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! One group's state machine.
+//!
+//! ```text
+//!            join                  all rejoined /          leader's
+//!  Empty ----------> Preparing ---- timeout -------> Completing ---------> Stable
+//!    ^               Rebalance                       Rebalance   SyncGroup   |
+//!    |  last member      ^   ^                          |                    |
+//!    +---- leaves -------+   +-- join, leave, expiry ---+--------------------+
+//! ```
+//!
+//! Waiting requests are parked as one-shot channels on their member
+//! (`join_waiter`, `sync_waiter`) and answered when the transition they wait
+//! for happens; a member removed while waiting has its channel dropped and
+//! gets `UnknownMemberId`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use borges_net::protocol::{
+    DescribedGroup, DescribedMember, ErrorCode, JoinGroupMember, JoinGroupProtocol, JoinGroupResponse,
+    SyncGroupResponse,
+};
+use bytes::Bytes;
+use glommio::channels::local_channel::LocalSender;
+
+use super::records::{GroupValue, MemberValue, OffsetValue};
+use super::GroupSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members (it may still have committed offsets).
+    Empty,
+    /// Waiting for every member to (re)join.
+    PreparingRebalance,
+    /// Waiting for the leader's assignment.
+    CompletingRebalance,
+    Stable,
+    /// Being deleted.
+    Dead,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    /// Protocol names with this member's metadata, in its order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    pub last_heartbeat: Instant,
+    pub join_waiter: Option<LocalSender<JoinGroupResponse>>,
+    pub sync_waiter: Option<LocalSender<SyncGroupResponse>>,
+}
+
+impl Member {
+    fn metadata(&self, protocol: Option<&str>) -> Bytes {
+        protocol
+            .and_then(|p| self.protocols.iter().find(|(n, _)| n == p))
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Group {
+    pub id: String,
+    pub state: GroupState,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    /// By member id; ordered so that choices (the leader) are deterministic.
+    pub members: BTreeMap<String, Member>,
+    /// Static members: instance id to member id.
+    pub instances: HashMap<String, String>,
+    pub offsets: HashMap<(String, u32), OffsetValue>,
+    /// The leader has not sent this generation's assignment yet.
+    pub assignments_pending: bool,
+    /// A rebalance completes no earlier than this (the initial delay) ...
+    pub rebalance_not_before: Instant,
+    /// ... and no later than this, without the members that did not rejoin.
+    pub rebalance_deadline: Instant,
+}
+
+impl Group {
+    pub fn new(id: String) -> Group {
+        let now = Instant::now();
+        Group {
+            id,
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            instances: HashMap::new(),
+            offsets: HashMap::new(),
+            assignments_pending: false,
+            rebalance_not_before: now,
+            rebalance_deadline: now,
+        }
+    }
+
+    /// Whether a member with these protocols may join: same protocol type,
+    /// and at least one protocol every current member also supports.
+    pub fn accepts_protocols(&self, protocol_type: &str, protocols: &[JoinGroupProtocol]) -> bool {
+        if self.members.is_empty() {
+            return true;
+        }
+        if self.protocol_type.as_deref().is_some_and(|t| t != protocol_type) {
+            return false;
+        }
+        protocols.iter().any(|p| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| *n == p.name))
+        })
+    }
+
+    /// `Ok` if `member_id` is a current member and `instance_id` (if given)
+    /// still maps to it; `FencedInstanceId` when another member has taken
+    /// the instance over.
+    pub fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
+        if let Some(i) = instance_id {
+            if let Some(current) = self.instances.get(i) {
+                if current != member_id {
+                    return Err(ErrorCode::FencedInstanceId);
+                }
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        Ok(())
+    }
+
+    /// Moves a static member to a new member id, keeping its assignment;
+    /// the old id's parked requests are answered `FencedInstanceId`. Returns
+    /// whether its protocols are unchanged.
+    pub fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        new_id: &str,
+        protocols: &[(String, Bytes)],
+    ) -> bool {
+        let Some(mut m) = self.members.remove(old_id) else {
+            return false;
+        };
+        if let Some(tx) = m.join_waiter.take() {
+            let _ = tx.try_send(super::join_error(old_id, ErrorCode::FencedInstanceId));
+        }
+        if let Some(tx) = m.sync_waiter.take() {
+            let _ = tx.try_send(super::sync_error(ErrorCode::FencedInstanceId));
+        }
+        let unchanged = m.protocols == protocols;
+        m.id = new_id.to_string();
+        m.protocols = protocols.to_vec();
+        if let Some(i) = &m.instance_id {
+            self.instances.insert(i.clone(), new_id.to_string());
+        }
+        if self.leader.as_deref() == Some(old_id) {
+            self.leader = Some(new_id.to_string());
+        }
+        self.members.insert(new_id.to_string(), m);
+        unchanged
+    }
+
+    /// Starts a rebalance: every member must rejoin.
+    pub fn prepare_rebalance(&mut self, now: Instant, settings: &GroupSettings) {
+        self.fail_sync(ErrorCode::RebalanceInProgress);
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.rebalance_not_before = if self.state == GroupState::Empty {
+            now + settings.initial_rebalance_delay
+        } else {
+            now
+        };
+        self.rebalance_deadline = now + timeout.max(settings.initial_rebalance_delay);
+        self.state = GroupState::PreparingRebalance;
+    }
+
+    /// Answers parked SyncGroups with `error` (a rebalance started or failed).
+    pub fn fail_sync(&mut self, error: ErrorCode) {
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.sync_waiter.take() {
+                let _ = tx.try_send(super::sync_error(error));
+            }
+        }
+    }
+
+    /// Removes a member; its parked requests see their channel closed.
+    pub fn remove_member(&mut self, id: &str) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some(i) = &m.instance_id {
+                if self.instances.get(i).map(String::as_str) == Some(id) {
+                    self.instances.remove(i);
+                }
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    /// After members left or expired: rebalance the rest. Returns the value
+    /// to persist when the group became empty.
+    pub fn on_members_removed(&mut self, now: Instant, settings: &GroupSettings) -> Option<GroupValue> {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now, settings),
+            GroupState::Empty | GroupState::Dead => return None,
+            GroupState::PreparingRebalance => {}
+        }
+        if self.members.is_empty() {
+            // Nobody left to wait for.
+            self.rebalance_not_before = now;
+        }
+        self.try_complete_join(now)
+    }
+
+    /// Completes the rebalance in progress if every member has rejoined (and
+    /// the initial delay has passed) or its deadline has come. Returns the
+    /// value to persist when the group became empty.
+    pub fn try_complete_join(&mut self, now: Instant) -> Option<GroupValue> {
+        if self.state != GroupState::PreparingRebalance {
+            return None;
+        }
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        if !(all_joined && now >= self.rebalance_not_before) && now < self.rebalance_deadline {
+            return None;
+        }
+        let late: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in late {
+            tracing::info!(group = %self.id, member = %id, "member did not rejoin in time");
+            self.remove_member(&id);
+        }
+        self.generation = self.generation.wrapping_add(1).max(1);
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return Some(self.to_value());
+        }
+        self.protocol = self.choose_protocol();
+        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+            self.leader = self.members.keys().next().cloned();
+        }
+        if self.protocol_type.is_none() {
+            self.protocol_type = Some("consumer".into());
+        }
+        self.state = GroupState::CompletingRebalance;
+        self.assignments_pending = true;
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let resp = self.join_response(&id);
+            let m = self.members.get_mut(&id).expect("listed above");
+            m.last_heartbeat = now;
+            m.assignment = Bytes::new();
+            if let Some(tx) = m.join_waiter.take() {
+                let _ = tx.try_send(resp);
+            }
+        }
+        None
+    }
+
+    /// The protocol every member supports that most members prefer.
+    fn choose_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(x, _)| x == *n))
+            })
+            .collect();
+        let mut votes: Vec<(usize, usize, &String)> = candidates
+            .iter()
+            .enumerate()
+            .map(|(order, c)| {
+                let v = self
+                    .members
+                    .values()
+                    .filter(|m| {
+                        m.protocols
+                            .iter()
+                            .find(|(n, _)| candidates.contains(&n))
+                            .map(|(n, _)| n)
+                            == Some(*c)
+                    })
+                    .count();
+                (v, usize::MAX - order, *c)
+            })
+            .collect();
+        votes.sort();
+        votes.last().map(|(_, _, c)| (*c).clone())
+    }
+
+    /// The JoinGroup answer of the current generation for `member_id`: the
+    /// leader gets every member's subscription.
+    pub fn join_response(&self, member_id: &str) -> JoinGroupResponse {
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        JoinGroupResponse {
+            error: ErrorCode::None,
+            generation_id: self.generation,
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members: if is_leader {
+                self.members
+                    .values()
+                    .map(|m| JoinGroupMember {
+                        member_id: m.id.clone(),
+                        group_instance_id: m.instance_id.clone(),
+                        metadata: m.metadata(self.protocol.as_deref()),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The leader's assignment is stored: the group is stable; every parked
+    /// SyncGroup gets its member's part.
+    pub fn complete_sync(&mut self) {
+        self.state = GroupState::Stable;
+        let protocol = self.protocol.clone();
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.sync_waiter.take() {
+                let _ = tx.try_send(SyncGroupResponse {
+                    error: ErrorCode::None,
+                    protocol_name: protocol.clone(),
+                    assignment: m.assignment.clone(),
+                });
+            }
+        }
+    }
+
+    /// The membership as persisted.
+    pub fn to_value(&self) -> GroupValue {
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as i32,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
+                    metadata: m.metadata(self.protocol.as_deref()),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes the membership read back from `__consumer_offsets`.
+    pub fn load_value(&mut self, v: GroupValue) {
+        let now = Instant::now();
+        self.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+        self.generation = v.generation;
+        self.protocol = v.protocol;
+        self.leader = v.leader;
+        self.members.clear();
+        self.instances.clear();
+        for m in v.members {
+            if let Some(i) = &m.instance_id {
+                self.instances.insert(i.clone(), m.member_id.clone());
+            }
+            let protocols = self
+                .protocol
+                .clone()
+                .map(|p| vec![(p, m.metadata.clone())])
+                .unwrap_or_default();
+            self.members.insert(
+                m.member_id.clone(),
+                Member {
+                    id: m.member_id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
+                    protocols,
+                    assignment: m.assignment,
+                    last_heartbeat: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+    }
+
+    /// After a load: members get a fresh session to come back in.
+    pub fn restore(&mut self, now: Instant) {
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        for m in self.members.values_mut() {
+            m.last_heartbeat = now;
+        }
+    }
+
+    pub fn describe(&self) -> DescribedGroup {
+        DescribedGroup {
+            error: ErrorCode::None,
+            group_id: self.id.clone(),
+            state: self.state.name().to_string(),
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            generation_id: self.generation,
+            members: self
+                .members
+                .values()
+                .map(|m| DescribedMember {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata(self.protocol.as_deref()),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
