@@ -3,7 +3,7 @@
 //! tokio runtime pinned to another core for the load generator.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -45,11 +45,8 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Starts `bin` with one shard on `core`, data in `dir`, extra flags.
     pub fn start(bin: &Path, dir: &Path, core: usize, extra: &[&str]) -> BrokerProc {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Port 0: the broker takes a free port and prints it.
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         // `--cores 1` pins the only shard to core 0; taskset moves the whole
         // process (and so the shard) to the core asked for.
         let mut child = Command::new("taskset")
@@ -73,13 +70,16 @@ impl BrokerProc {
             .expect("start the broker (is taskset installed?)");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        loop {
+        let addr = loop {
             match lines.next() {
-                Some(Ok(l)) if l.contains("listening on") => break,
-                Some(Ok(_)) => continue,
+                Some(Ok(l)) => {
+                    if let Some(a) = l.split("listening on ").nth(1) {
+                        break a.trim().parse::<SocketAddr>().expect("the broker's address");
+                    }
+                }
                 _ => panic!("the broker exited before listening"),
             }
-        }
+        };
         std::thread::spawn(move || for _ in lines {});
         BrokerProc { addr, child }
     }

@@ -1,6 +1,7 @@
 //! Starting and stopping a broker: one pinned executor per core, joined by
 //! a channel mesh, each listening on the shared port (SO_REUSEPORT).
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,16 +74,30 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
     // the same user share the port silently: refuse to start when something
     // already accepts connections there. (A plain bind would also refuse
     // the port while connections of a killed broker linger in FIN_WAIT.)
-    let mut probe = config.listen;
-    if probe.ip().is_unspecified() {
-        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok() {
-        return Err(ServerError::Listen(
-            config.listen,
-            "another process is already listening there".into(),
-        ));
-    }
+    let mut config = config;
+    // Port 0: the kernel picks a free port, held (bound, not listening, so
+    // no connection is ever queued on it) until every shard listens there.
+    let _port_hold = if config.listen.port() == 0 {
+        let (fd, port) =
+            hold_free_port(config.listen).map_err(|e| ServerError::Listen(config.listen, e.to_string()))?;
+        config.listen.set_port(port);
+        if config.advertised.port() == 0 {
+            config.advertised.set_port(port);
+        }
+        Some(fd)
+    } else {
+        let mut probe = config.listen;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok() {
+            return Err(ServerError::Listen(
+                config.listen,
+                "another process is already listening there".into(),
+            ));
+        }
+        None
+    };
     // Read once up front so that a broken metadata file stops the start;
     // create the internal topic of consumer groups on the first start.
     let mut topics = Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
@@ -103,7 +118,14 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{core}"))
             .preempt_timer(SHARD_PREEMPT_TIMER)
-            .spawn(move || async move { shard_main((*config).clone(), mesh, stop, ready).await })
+            .spawn(move || async move {
+                let r = shard_main((*config).clone(), mesh, stop.clone(), ready).await;
+                if r.is_err() {
+                    // One shard that cannot start (its port, its mesh) stops them all.
+                    stop.store(true, Ordering::SeqCst);
+                }
+                r
+            })
             .map_err(|e| ServerError::Shard(core, e.to_string()))?;
         handles.push(handle);
     }
@@ -121,6 +143,106 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// TCP sockets in LISTEN state on `addr`'s port and address, from
+/// `/proc/net/tcp` and `/proc/net/tcp6` (0 if they cannot be read).
+fn listeners_on(addr: SocketAddr) -> usize {
+    let port = format!("{:04X}", addr.port());
+    let ip = match addr {
+        SocketAddr::V4(a) => format!("{:08X}", u32::from_ne_bytes(a.ip().octets())),
+        SocketAddr::V6(a) => a
+            .ip()
+            .octets()
+            .chunks(4)
+            .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+    };
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let mut f = line.split_whitespace();
+            let (Some(local), Some(state)) = (f.nth(1), f.nth(1)) else {
+                continue;
+            };
+            if state == "0A" && local.rsplit_once(':') == Some((ip.as_str(), port.as_str())) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Binds (without listening) a SO_REUSEPORT socket to `addr` with port 0;
+/// returns it and the port the kernel chose. The shards, which bind with
+/// SO_REUSEPORT too, can then listen on that port while nobody else can
+/// take it.
+fn hold_free_port(addr: SocketAddr) -> std::io::Result<(std::os::fd::OwnedFd, u16)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // address structures are fully initialised before use.
+    unsafe {
+        let fd = OwnedFd::from_raw_fd(check(libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let one: libc::c_int = 1;
+        check(libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))?;
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in);
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = 0;
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6);
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = 0;
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        } as libc::socklen_t;
+        check(libc::bind(
+            raw,
+            &storage as *const _ as *const libc::sockaddr,
+            len,
+        ))?;
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        check(libc::getsockname(
+            raw,
+            &mut storage as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        ))?;
+        // sin_port and sin6_port sit at the same offset.
+        let port = u16::from_be((*(&storage as *const _ as *const libc::sockaddr_in)).sin_port);
+        Ok((fd, port))
+    }
 }
 
 async fn wait_stop(stop: &StopFlag) {
@@ -172,6 +294,30 @@ async fn shard_main(
         // (a connection may land on any shard's socket).
         while ready.load(Ordering::SeqCst) < count && !stop.load(Ordering::SeqCst) {
             glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // SO_REUSEPORT spreads connections over every listening socket of
+        // the port, ours and anyone else's. A process of ours killed just
+        // before may leave its listeners behind for a few seconds (io_uring
+        // tears down asynchronously), and connections handed to them would
+        // never be answered: wait until the port is ours alone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = listeners_on(shard.config.listen);
+            if n <= count || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::error!(listen = %shard.config.listen, sockets = n, "other sockets keep listening on this port");
+                stop.store(true, Ordering::SeqCst);
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err(format!(
+                "{}: another process listens on this port too",
+                shard.config.listen
+            ));
         }
         // The line tests and operators wait for.
         println!("borges: listening on {}", shard.config.listen);

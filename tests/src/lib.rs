@@ -47,6 +47,40 @@ pub fn borges_bin() -> PathBuf {
     .clone()
 }
 
+/// A free port on 127.0.0.1 for a test broker, below the kernel's
+/// ephemeral range: the client connections of tests running in parallel
+/// take their source ports from that range, so a port there that a killed
+/// broker released could be taken by one of them before the broker
+/// restarts on it. Random, and checked free by binding it.
+pub fn broker_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (from, to) = if low > 12_000 {
+        (10_000u16, low)
+    } else {
+        (low, u16::MAX)
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    let mut x = seed | 1;
+    for _ in 0..1000 {
+        // xorshift: cheap randomness without a dependency.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = from + (x % u64::from(to - from)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
 /// A free port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -68,14 +102,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on a free port with its data in `data_dir`. A port
-    /// found free can be taken by someone else before the broker binds it,
-    /// so a few ports are tried.
+    /// Starts a broker with its data in `data_dir` on a free port (see
+    /// `broker_port`). Another test may take the port first, so a few are
+    /// tried; the broker refuses a port something already listens on.
     pub fn start(data_dir: &Path, cores: usize, extra_args: &[&str]) -> Broker {
         let mut last_error = String::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let mut b = Broker {
-                addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                addr: SocketAddr::from(([127, 0, 0, 1], broker_port())),
                 data_dir: data_dir.to_path_buf(),
                 cores,
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -113,17 +147,25 @@ impl Broker {
             // Keeps draining after the line, so the broker never blocks on a full pipe.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("listening on") {
-                    let _ = tx.send(());
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>());
                 }
             }
         });
-        if rx.recv_timeout(START_TIMEOUT).is_err() {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            return Err(format!(
-                "no 'listening on' line within {START_TIMEOUT:?} (exit status {status:?})"
-            ));
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(addr)) => self.addr = addr,
+            Ok(Err(e)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the broker printed an unreadable address: {e}"));
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                return Err(format!(
+                    "no 'listening on' line within {START_TIMEOUT:?} (exit status {status:?})"
+                ));
+            }
         }
         self.child = Some(child);
         Ok(())
