@@ -201,8 +201,13 @@ async fn send_file(
     mut position: u64,
     mut len: u64,
 ) -> io::Result<()> {
+    // Consumers read on sequentially: the range after this one is what the
+    // next fetch will ask for. Asking the kernel for it now lets the disk
+    // read it while this range is sent and the client decodes it.
+    let mut ahead = Some((position + len, len));
     while len > 0 {
         let (from, count) = (position, len.min(1 << 30) as usize);
+        let next = ahead.take();
         // The descriptors stay open: the caller holds the socket and the
         // file until this returns, and this awaits the call.
         let (n, err) = glommio::executor()
@@ -216,6 +221,15 @@ async fn send_file(
                         count as libc::off_t,
                         libc::POSIX_FADV_WILLNEED,
                     );
+                    if let Some((at, n)) = next {
+                        // Past the end of the file this does nothing.
+                        libc::posix_fadvise(
+                            file,
+                            at as libc::off_t,
+                            n as libc::off_t,
+                            libc::POSIX_FADV_WILLNEED,
+                        );
+                    }
                 }
                 let mut off = from as libc::off_t;
                 let n = unsafe { libc::sendfile(sock, file, &mut off, count) };

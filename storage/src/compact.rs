@@ -45,14 +45,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use borges_net::batch::{
     update_crc, validate_batch, BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN, LOG_OVERHEAD,
-    MAX_BATCH_LEN, MAX_RECORDS_LEN,
+    MAX_BATCH_LEN,
 };
 use borges_net::types::Offset;
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
@@ -904,57 +904,14 @@ fn parse_records<'a>(section: &'a [u8], h: &BatchHeader) -> Option<Vec<RawRecord
 }
 
 /// The records section of a batch, decompressed; `None` for a codec that
-/// is not built in or a stream that does not decode.
+/// is not built in or a stream that does not decode (decompression is
+/// capped at `MAX_RECORDS_LEN`: a batch that passed the append checks could
+/// still be a decompression bomb).
 fn records_section<'a>(batch: &'a [u8], h: &BatchHeader) -> Option<Cow<'a, [u8]>> {
     let raw = batch.get(BATCH_HEADER_LEN..)?;
     match h.compression().ok()? {
         Compression::None => Some(Cow::Borrowed(raw)),
-        Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(raw)).map(Cow::Owned),
-        Compression::Zstd => read_capped(zstd::stream::read::Decoder::with_buffer(raw).ok()?).map(Cow::Owned),
-        Compression::Gzip | Compression::Snappy => None,
-    }
-}
-
-/// Reads a decompressing stream to its end, refusing more than
-/// `MAX_RECORDS_LEN` bytes (a batch that passed the append checks could
-/// still be a decompression bomb).
-fn read_capped(r: impl Read) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    r.take(MAX_RECORDS_LEN as u64 + 1).read_to_end(&mut out).ok()?;
-    (out.len() <= MAX_RECORDS_LEN).then_some(out)
-}
-
-/// Compresses a records section as `borges_net`'s batch builder does (so
-/// as Kafka's producer does): LZ4 frames of independent 64 KiB blocks
-/// without checksums, zstd at level 3.
-fn compress(codec: Compression, src: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-    match codec {
-        Compression::None => {
-            out.extend_from_slice(src);
-            Ok(())
-        }
-        Compression::Lz4 => {
-            use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
-            let info = FrameInfo::new()
-                .block_size(BlockSize::Max64KB)
-                .block_mode(BlockMode::Independent)
-                .block_checksums(false)
-                .content_checksum(false);
-            let mut enc = FrameEncoder::with_frame_info(info, out);
-            enc.write_all(src)?;
-            enc.finish().map_err(std::io::Error::other)?;
-            Ok(())
-        }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
-            enc.write_all(src)?;
-            enc.finish()?;
-            Ok(())
-        }
-        Compression::Gzip | Compression::Snappy => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "codec not built in",
-        )),
+        codec => borges_net::batch::decompress(codec, raw).ok().map(Cow::Owned),
     }
 }
 
@@ -1059,9 +1016,9 @@ fn rebuild_batch(
     for r in kept {
         records.extend_from_slice(&section[r.start..r.end]);
     }
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records_len);
+    let mut out = bytes::BytesMut::with_capacity(BATCH_HEADER_LEN + records_len);
     out.resize(BATCH_HEADER_LEN, 0);
-    compress(codec, &records, &mut out).map_err(|e| format!("recompressing: {e}"))?;
+    borges_net::batch::compress(codec, &records, &mut out).map_err(|e| format!("recompressing: {e}"))?;
     let batch_length = out.len() - LOG_OVERHEAD;
     if batch_length > MAX_BATCH_LEN {
         return Err(format!(
@@ -1080,7 +1037,7 @@ fn rebuild_batch(
     }
     out[..BATCH_HEADER_LEN].copy_from_slice(&nh.to_bytes());
     update_crc(&mut out);
-    Ok(out)
+    Ok(out.to_vec())
 }
 
 #[cfg(test)]

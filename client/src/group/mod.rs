@@ -386,19 +386,7 @@ impl Membership {
             Ok(other) => return Err(Retry::Fatal(unexpected(&other))),
             Err(e) => return Err(classify(e)),
         };
-        match jr.error {
-            ErrorCode::None => {}
-            ErrorCode::UnknownMemberId => {
-                self.shared.update(|s| s.member_id.clear());
-                return Err(Retry::Now);
-            }
-            ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => return Err(Retry::Now),
-            code if is_coordinator_error(code) => {
-                self.shared.update(|s| s.coordinator = None);
-                return Err(Retry::Later(group_error(code)));
-            }
-            code => return Err(Retry::Fatal(group_error(code))),
-        }
+        self.check_rebalance_answer(jr.error)?;
         self.shared.update(|s| {
             s.member_id = jr.member_id.clone();
             s.generation = jr.generation_id;
@@ -459,25 +447,30 @@ impl Membership {
             Ok(other) => return Err(Retry::Fatal(unexpected(&other))),
             Err(e) => return Err(classify(e)),
         };
-        match sr.error {
-            ErrorCode::None => {}
-            ErrorCode::UnknownMemberId => {
-                self.shared.update(|s| s.member_id.clear());
-                return Err(Retry::Now);
-            }
-            ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => return Err(Retry::Now),
-            code if is_coordinator_error(code) => {
-                self.shared.update(|s| s.coordinator = None);
-                return Err(Retry::Later(group_error(code)));
-            }
-            code => return Err(Retry::Fatal(group_error(code))),
-        }
+        self.check_rebalance_answer(sr.error)?;
         let assignment = Assignment::decode(sr.assignment)
             .map_err(|e| Retry::Fatal(ClientError::Config(e.to_string())))?;
         self.joined = true;
         self.shared.lost.store(false, Ordering::SeqCst);
         self.shared.update(|s| s.active = true);
         Ok(assignment.partitions)
+    }
+
+    /// What a JoinGroup or SyncGroup error code means for the next attempt.
+    fn check_rebalance_answer(&self, code: ErrorCode) -> Result<(), Retry> {
+        match code {
+            ErrorCode::None => Ok(()),
+            ErrorCode::UnknownMemberId => {
+                self.shared.update(|s| s.member_id.clear());
+                Err(Retry::Now)
+            }
+            ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => Err(Retry::Now),
+            code if is_coordinator_error(code) => {
+                self.shared.update(|s| s.coordinator = None);
+                Err(Retry::Later(group_error(code)))
+            }
+            code => Err(Retry::Fatal(group_error(code))),
+        }
     }
 
     /// Leaves the group (dynamic members only: a static member keeps its

@@ -17,8 +17,9 @@ fn codec_error(e: impl std::fmt::Display) -> BatchError {
     BatchError::Compression(e.to_string())
 }
 
-/// Appends `src` compressed with `codec` to `out`.
-pub(crate) fn compress(codec: Compression, src: &[u8], out: &mut BytesMut) -> Result<(), BatchError> {
+/// Appends `src` (a records section) compressed with `codec` to `out`, as
+/// Kafka's producer writes it. Storage recompresses compacted batches with it.
+pub fn compress(codec: Compression, src: &[u8], out: &mut BytesMut) -> Result<(), BatchError> {
     match codec {
         Compression::None => {
             out.extend_from_slice(src);
@@ -49,7 +50,7 @@ pub(crate) fn compress(codec: Compression, src: &[u8], out: &mut BytesMut) -> Re
 
 /// Decompresses a records section, refusing to produce more than
 /// `MAX_RECORDS_LEN` bytes however small the input.
-pub(crate) fn decompress(codec: Compression, src: &[u8]) -> Result<Vec<u8>, BatchError> {
+pub fn decompress(codec: Compression, src: &[u8]) -> Result<Vec<u8>, BatchError> {
     match codec {
         Compression::None => Ok(src.to_vec()),
         Compression::Lz4 => read_capped(FrameDecoder::new(src), src.len()),

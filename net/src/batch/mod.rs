@@ -28,6 +28,7 @@ mod validate;
 mod varint;
 
 pub use builder::RecordBatchBuilder;
+pub use compression::{compress, decompress};
 pub use header::{
     set_base_offset, set_partition_leader_epoch, update_crc, BatchHeader, Compression, TimestampType,
 };
