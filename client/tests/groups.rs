@@ -698,6 +698,15 @@ async fn stale_generations_and_unknown_members_are_fenced() {
             panic!()
         };
         assert_eq!(e.error, ErrorCode::InvalidSessionTimeout);
+        // Member data over the coordinator's cap is refused, not kept.
+        let mut big = join("");
+        if let Request::JoinGroup(j) = &mut big {
+            j.protocols[0].metadata = Bytes::from(vec![0u8; (1 << 20) + 1]);
+        }
+        let Response::JoinGroup(e) = client.send_to(node, &big, t).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.error, ErrorCode::InvalidRequest);
     })
     .await;
 }

@@ -54,6 +54,9 @@ use state::{Group, Member};
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Longest metadata string an offset commit may carry.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Largest subscription (per protocol) or assignment one member may hand
+/// the coordinator, which keeps it in memory for as long as the member lives.
+pub const MEMBER_DATA_MAX_BYTES: usize = 1 << 20;
 
 /// The partition of `__consumer_offsets` that holds `group`.
 pub fn partition_for(group: &str, partitions: u32) -> u32 {
@@ -225,6 +228,12 @@ async fn join(
     if r.protocol_type.is_empty() || r.protocols.is_empty() {
         return join_error(&r.member_id, ErrorCode::InconsistentGroupProtocol);
     }
+    if r.protocols
+        .iter()
+        .any(|p| p.metadata.len() > MEMBER_DATA_MAX_BYTES)
+    {
+        return join_error(&r.member_id, ErrorCode::InvalidRequest);
+    }
     let rebalance = Duration::from_millis(r.rebalance_timeout_ms.max(r.session_timeout_ms) as u64);
     let coordinator = &shard.coordinator;
     if !r.member_id.is_empty() && coordinator.get(&r.group_id).is_none() {
@@ -364,6 +373,12 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
         Ok(k) => k,
         Err(e) => return sync_error(e),
     };
+    if r.assignments
+        .iter()
+        .any(|a| a.assignment.len() > MEMBER_DATA_MAX_BYTES)
+    {
+        return sync_error(ErrorCode::InvalidRequest);
+    }
     let Some(group) = shard.coordinator.get(&r.group_id) else {
         return sync_error(ErrorCode::UnknownMemberId);
     };
