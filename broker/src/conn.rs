@@ -201,28 +201,21 @@ async fn send_file(
     mut position: u64,
     mut len: u64,
 ) -> io::Result<()> {
-    // Consumers read on sequentially: the range after this one is what the
-    // next fetch will ask for. Asking the kernel for it now lets the disk
-    // read it while this range is sent and the client decodes it.
-    let mut ahead = Some((position + len, len));
+    // Asked once, before the first sendfile: this range (sendfile alone
+    // reads a cold file in readahead-window steps, one at a time) and the
+    // one after it, which a consumer reading on sequentially fetches next,
+    // so that the disk reads it while this one is sent and decoded.
+    let mut advise = Some([(position, len), (position + len, len)]);
     while len > 0 {
         let (from, count) = (position, len.min(1 << 30) as usize);
-        let next = ahead.take();
+        let advise_now = advise.take();
         // The descriptors stay open: the caller holds the socket and the
         // file until this returns, and this awaits the call.
         let (n, err) = glommio::executor()
             .spawn_blocking(move || {
-                // Ask for the whole range at once: sendfile alone reads a
-                // cold file in readahead-window steps, one at a time.
-                unsafe {
-                    libc::posix_fadvise(
-                        file,
-                        from as libc::off_t,
-                        count as libc::off_t,
-                        libc::POSIX_FADV_WILLNEED,
-                    );
-                    if let Some((at, n)) = next {
-                        // Past the end of the file this does nothing.
+                // Past the end of the file an advice does nothing.
+                for (at, n) in advise_now.into_iter().flatten() {
+                    unsafe {
                         libc::posix_fadvise(
                             file,
                             at as libc::off_t,

@@ -418,7 +418,6 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
             for m in g.members.values_mut() {
                 m.assignment = given.get(m.id.as_str()).map(|b| (*b).clone()).unwrap_or_default();
             }
-            g.assignments_pending = false;
             persist = Some((g.generation, g.to_value()));
         }
         (rx, persist)

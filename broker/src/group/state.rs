@@ -87,8 +87,6 @@ pub struct Group {
     /// Static members: instance id to member id.
     pub instances: HashMap<String, String>,
     pub offsets: HashMap<(String, u32), OffsetValue>,
-    /// The leader has not sent this generation's assignment yet.
-    pub assignments_pending: bool,
     /// A rebalance completes no earlier than this (the initial delay) ...
     pub rebalance_not_before: Instant,
     /// ... and no later than this, without the members that did not rejoin.
@@ -108,7 +106,6 @@ impl Group {
             members: BTreeMap::new(),
             instances: HashMap::new(),
             offsets: HashMap::new(),
-            assignments_pending: false,
             rebalance_not_before: now,
             rebalance_deadline: now,
         }
@@ -270,7 +267,6 @@ impl Group {
             self.protocol_type = Some("consumer".into());
         }
         self.state = GroupState::CompletingRebalance;
-        self.assignments_pending = true;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let resp = self.join_response(&id);
