@@ -298,35 +298,54 @@ pub fn consume(t: Target, a: ConsumeArgs) -> Result<(), String> {
         for &p in &partitions {
             consumer.seek(&a.topic, p, from).await.map_err(err)?;
         }
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut seen = 0u64;
-        let mut idle_since = std::time::Instant::now();
-        loop {
+        print_records(&mut consumer, &a, false, None).await
+    })
+}
+
+/// Polls and prints records until `--max-records`, `--idle-timeout-ms` or
+/// `stop`. With `commit`, each batch printed is then committed for the
+/// consumer's group: printed, then committed, so at least once.
+async fn print_records(
+    consumer: &mut Consumer,
+    a: &ConsumeArgs,
+    commit: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut seen = 0u64;
+    let mut idle_since = std::time::Instant::now();
+    let stopped = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+    while a.max_records.is_none_or(|m| seen < m) && !stopped() {
+        let records = consumer.poll(Duration::from_millis(200)).await.map_err(err)?;
+        if records.is_empty() {
+            if a.idle_timeout_ms
+                .is_some_and(|ms| idle_since.elapsed() >= Duration::from_millis(ms))
+            {
+                break;
+            }
+            continue;
+        }
+        idle_since = std::time::Instant::now();
+        let mut next: std::collections::BTreeMap<(String, u32), i64> = Default::default();
+        for r in records {
             if a.max_records.is_some_and(|m| seen >= m) {
                 break;
             }
-            let records = consumer.poll(Duration::from_millis(200)).await.map_err(err)?;
-            if records.is_empty() {
-                if a.idle_timeout_ms
-                    .is_some_and(|ms| idle_since.elapsed() >= Duration::from_millis(ms))
-                {
-                    break;
-                }
-                continue;
+            writeln!(out, "{}", render(&a.format, &r)).map_err(|e| format!("writing stdout: {e}"))?;
+            if commit {
+                next.insert((r.topic.to_string(), r.partition), r.offset + 1);
             }
-            idle_since = std::time::Instant::now();
-            for r in records {
-                if a.max_records.is_some_and(|m| seen >= m) {
-                    break;
-                }
-                writeln!(out, "{}", render(&a.format, &r)).map_err(|e| format!("writing stdout: {e}"))?;
-                seen += 1;
-            }
-            out.flush().ok();
+            seen += 1;
         }
-        out.flush().ok();
-        Ok(())
-    })
+        out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+        if !next.is_empty() {
+            let offsets: Vec<((String, u32), i64)> = next.into_iter().collect();
+            if let Err(e) = consumer.commit_offsets(&offsets).await {
+                eprintln!("borges: commit failed ({e}); the records may be delivered again");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `consume --group`: a group member that commits what it printed.
@@ -362,41 +381,8 @@ fn consume_group(t: Target, a: ConsumeArgs, group: String) -> Result<(), String>
         consumer
             .subscribe(gc, &[a.topic.as_str()], Box::new(NoopListener))
             .map_err(err)?;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut seen = 0u64;
-        let mut idle_since = std::time::Instant::now();
         let stop = stop_flag();
-        loop {
-            if a.max_records.is_some_and(|m| seen >= m) || stop.load(std::sync::atomic::Ordering::SeqCst) {
-                break;
-            }
-            let records = consumer.poll(Duration::from_millis(200)).await.map_err(err)?;
-            if records.is_empty() {
-                if a.idle_timeout_ms
-                    .is_some_and(|ms| idle_since.elapsed() >= Duration::from_millis(ms))
-                {
-                    break;
-                }
-                continue;
-            }
-            idle_since = std::time::Instant::now();
-            let mut next: std::collections::BTreeMap<(String, u32), i64> = Default::default();
-            for r in records {
-                if a.max_records.is_some_and(|m| seen >= m) {
-                    break;
-                }
-                writeln!(out, "{}", render(&a.format, &r)).map_err(|e| format!("writing stdout: {e}"))?;
-                next.insert((r.topic.to_string(), r.partition), r.offset + 1);
-                seen += 1;
-            }
-            out.flush().map_err(|e| format!("writing stdout: {e}"))?;
-            // Printed, then committed: at least once.
-            let offsets: Vec<((String, u32), i64)> = next.into_iter().collect();
-            if let Err(e) = consumer.commit_offsets(&offsets).await {
-                eprintln!("borges: commit failed ({e}); the records may be delivered again");
-            }
-        }
-        out.flush().ok();
+        print_records(&mut consumer, &a, true, Some(&stop)).await?;
         consumer.close().await.map_err(err)
     })
 }
