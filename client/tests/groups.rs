@@ -698,6 +698,16 @@ async fn stale_generations_and_unknown_members_are_fenced() {
             panic!()
         };
         assert_eq!(e.error, ErrorCode::InvalidSessionTimeout);
+        // An empty group id is a typed error for the whole request.
+        let mut nameless = join("");
+        if let Request::JoinGroup(j) = &mut nameless {
+            j.group_id.clear();
+        }
+        let e = client
+            .send_to(node, &nameless, t)
+            .await
+            .expect_err("empty group id");
+        assert_eq!(e.code(), Some(ErrorCode::InvalidGroupId));
         // Member data over the coordinator's cap is refused, not kept.
         let mut big = join("");
         if let Request::JoinGroup(j) = &mut big {
@@ -784,6 +794,9 @@ async fn group_cli_lists_describes_resets_and_deletes() {
         ]);
         assert!(!ok);
         assert!(err.contains("--to"), "{err}");
+        let (ok, _, err) = run(&["consume", "cli", "--group", "tools", "--from", "5"]);
+        assert!(!ok);
+        assert!(err.contains("--from"), "{err}");
         let (ok, _, err) = run(&["group", "delete", "nope"]);
         assert!(!ok);
         assert!(err.contains("no group"), "{err}");
