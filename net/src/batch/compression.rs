@@ -51,29 +51,35 @@ pub fn compress(codec: Compression, src: &[u8], out: &mut BytesMut) -> Result<()
 /// Decompresses a records section, refusing to produce more than
 /// `MAX_RECORDS_LEN` bytes however small the input.
 pub fn decompress(codec: Compression, src: &[u8]) -> Result<Vec<u8>, BatchError> {
+    decompress_capped(codec, src, MAX_RECORDS_LEN)
+}
+
+/// `decompress` with a smaller cap: stops with `TooLarge` as soon as the
+/// output would pass `max` bytes (never more than `MAX_RECORDS_LEN`), so a
+/// small input that expands enormously costs at most `max` bytes of work.
+pub fn decompress_capped(codec: Compression, src: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
+    let max = max.min(MAX_RECORDS_LEN);
     match codec {
+        Compression::None if src.len() > max => Err(BatchError::TooLarge { size: src.len(), max }),
         Compression::None => Ok(src.to_vec()),
-        Compression::Lz4 => read_capped(FrameDecoder::new(src), src.len()),
+        Compression::Lz4 => read_capped(FrameDecoder::new(src), src.len(), max),
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(src).map_err(codec_error)?;
-            read_capped(dec, src.len())
+            read_capped(dec, src.len(), max)
         }
         Compression::Gzip | Compression::Snappy => Err(BatchError::UnsupportedCompression(codec.id())),
     }
 }
 
-fn read_capped(r: impl Read, compressed_len: usize) -> Result<Vec<u8>, BatchError> {
+fn read_capped(r: impl Read, compressed_len: usize, max: usize) -> Result<Vec<u8>, BatchError> {
     // The initial guess comes from the (already bounded) input size, never
     // from a size field inside the compressed stream.
-    let mut out = Vec::with_capacity(compressed_len.saturating_mul(4).min(MAX_RECORDS_LEN));
-    r.take(MAX_RECORDS_LEN as u64 + 1)
+    let mut out = Vec::with_capacity(compressed_len.saturating_mul(4).min(max));
+    r.take(max as u64 + 1)
         .read_to_end(&mut out)
         .map_err(codec_error)?;
-    if out.len() > MAX_RECORDS_LEN {
-        return Err(BatchError::TooLarge {
-            size: out.len(),
-            max: MAX_RECORDS_LEN,
-        });
+    if out.len() > max {
+        return Err(BatchError::TooLarge { size: out.len(), max });
     }
     Ok(out)
 }

@@ -28,14 +28,15 @@ mod validate;
 mod varint;
 
 pub use builder::RecordBatchBuilder;
-pub use compression::{compress, decompress};
+pub use compression::{compress, decompress, decompress_capped};
 pub use header::{
     set_base_offset, set_partition_leader_epoch, update_crc, BatchHeader, Compression, TimestampType,
 };
 pub use iter::BatchIter;
 pub use record::{Record, RecordHeader};
 pub use validate::{
-    decode_records, decode_records_bytes, for_each_record, validate_batch, validate_batch_deep,
+    decode_records, decode_records_bytes, decode_records_capped, for_each_record, validate_batch,
+    validate_batch_deep,
 };
 
 /// The only record batch format Borges accepts (Kafka 0.11+).

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::compression::decompress;
+use super::compression::{decompress, decompress_capped};
 use super::record::{decode_section, visit_section, walk_records};
 use super::{BatchError, BatchHeader, Compression, Record, BATCH_HEADER_LEN, CRC_COVERED_FROM};
 
@@ -72,6 +72,16 @@ pub fn decode_records(buf: &[u8]) -> Result<Vec<Record>, BatchError> {
         Cow::Owned(v) => Bytes::from(v),
     };
     decode_section(&h, &section)
+}
+
+/// `decode_records`, refusing (`TooLarge`) a batch whose records section
+/// decompresses to more than `max_section` bytes; decompression stops there.
+/// Returns the records and the size of the decompressed section.
+pub fn decode_records_capped(buf: &[u8], max_section: usize) -> Result<(Vec<Record>, usize), BatchError> {
+    let h = validate_batch(buf)?;
+    let raw = &buf[BATCH_HEADER_LEN..];
+    let section = Bytes::from(decompress_capped(h.compression()?, raw, max_section)?);
+    Ok((decode_section(&h, &section)?, section.len()))
 }
 
 /// `decode_records` for a batch already held in `Bytes`: keys and values of
