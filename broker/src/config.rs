@@ -77,7 +77,33 @@ pub struct BrokerConfig {
     pub cleaner_interval: Duration,
     /// The cleaner's read+write budget per shard, bytes per second.
     pub cleaner_max_bytes_per_sec: u64,
+    /// Most record bytes in one fetch response, whatever the client asks
+    /// (Kafka's `fetch.max.bytes`). The first partition with data may go
+    /// past it by one batch, so that a consumer always makes progress.
+    pub fetch_max_bytes: usize,
+    /// Longest a fetch may wait for `min_bytes` (a client's `max_wait_ms`
+    /// above it is cut to it).
+    pub fetch_max_wait: Duration,
+    /// A response that makes no progress into the socket for this long
+    /// closes its connection (a client that stopped reading).
+    pub write_timeout: Duration,
+    /// A connection that sends nothing for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connection_idle_timeout: Duration,
+    /// While a connection's responses not yet written exceed this, no more
+    /// of its requests are read.
+    pub max_unwritten_bytes_per_connection: usize,
+    /// Largest decompressed size of one partition's records in a produce
+    /// that the broker recompresses for a topic's `compression.type`.
+    pub recompress_max_bytes: usize,
+    /// Threads per shard for blocking work (sendfile of cold pages, file
+    /// renames and removals), so that one slow disk read does not hold up
+    /// the rest.
+    pub blocking_threads_per_shard: usize,
 }
+
+/// Kafka's `fetch.max.bytes` default.
+pub const FETCH_MAX_BYTES_DEFAULT: usize = 57_671_680;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -105,6 +131,13 @@ impl Default for BrokerConfig {
             groups: crate::group::GroupSettings::default(),
             cleaner_interval: Duration::from_secs(15),
             cleaner_max_bytes_per_sec: 64 << 20,
+            fetch_max_bytes: FETCH_MAX_BYTES_DEFAULT,
+            fetch_max_wait: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            connection_idle_timeout: Duration::from_secs(600),
+            max_unwritten_bytes_per_connection: 64 << 20,
+            recompress_max_bytes: 64 << 20,
+            blocking_threads_per_shard: 4,
         }
     }
 }
@@ -138,6 +171,13 @@ pub struct FileConfig {
     pub group_max_size: Option<usize>,
     pub cleaner_interval_ms: Option<u64>,
     pub cleaner_max_bytes_per_sec: Option<u64>,
+    pub fetch_max_bytes: Option<usize>,
+    pub fetch_max_wait_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub connection_idle_timeout_ms: Option<u64>,
+    pub max_unwritten_bytes_per_connection: Option<usize>,
+    pub recompress_max_bytes: Option<usize>,
+    pub blocking_threads_per_shard: Option<usize>,
 }
 
 impl FileConfig {
@@ -231,6 +271,27 @@ impl BrokerConfig {
         if let Some(v) = f.cleaner_max_bytes_per_sec {
             self.cleaner_max_bytes_per_sec = v;
         }
+        if let Some(v) = f.fetch_max_bytes {
+            self.fetch_max_bytes = v;
+        }
+        if let Some(v) = f.fetch_max_wait_ms {
+            self.fetch_max_wait = Duration::from_millis(v);
+        }
+        if let Some(v) = f.write_timeout_ms {
+            self.write_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = f.connection_idle_timeout_ms {
+            self.connection_idle_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = f.max_unwritten_bytes_per_connection {
+            self.max_unwritten_bytes_per_connection = v;
+        }
+        if let Some(v) = f.recompress_max_bytes {
+            self.recompress_max_bytes = v;
+        }
+        if let Some(v) = f.blocking_threads_per_shard {
+            self.blocking_threads_per_shard = v;
+        }
         Ok(())
     }
 
@@ -252,10 +313,58 @@ impl BrokerConfig {
                 self.max_frame_bytes.to_string(),
             ));
         }
-        if self.max_inflight_bytes_per_connection < self.max_frame_bytes {
+        // A frame holds permits for its length prefix too: a budget that
+        // cannot take the largest frame would make it wait forever.
+        let largest_frame = self.max_frame_bytes + borges_net::protocol::FRAME_PREFIX_LEN;
+        if self.max_inflight_bytes_per_connection < largest_frame {
             return Err(ConfigError::Invalid(
                 "max_inflight_bytes_per_connection",
-                "must be at least max_frame_bytes".into(),
+                format!(
+                    "{} cannot hold one frame of max_frame_bytes {} plus its 4-byte prefix",
+                    self.max_inflight_bytes_per_connection, self.max_frame_bytes
+                ),
+            ));
+        }
+        if self.max_inflight_bytes_per_shard < self.max_inflight_bytes_per_connection {
+            return Err(ConfigError::Invalid(
+                "max_inflight_bytes_per_shard",
+                format!(
+                    "{} is less than max_inflight_bytes_per_connection {}",
+                    self.max_inflight_bytes_per_shard, self.max_inflight_bytes_per_connection
+                ),
+            ));
+        }
+        // A fetch response is at most fetch_max_bytes plus one batch
+        // (max.message.bytes is capped by the batch format) and its heads:
+        // it must fit a frame's u32 length with room to spare.
+        if self.fetch_max_bytes == 0 || self.fetch_max_bytes > (1 << 30) {
+            return Err(ConfigError::Invalid(
+                "fetch_max_bytes",
+                format!("{} (1 to 1 GiB)", self.fetch_max_bytes),
+            ));
+        }
+        if self.fetch_max_wait > Duration::from_secs(300) {
+            return Err(ConfigError::Invalid(
+                "fetch_max_wait_ms",
+                format!("{} ms (at most 300000)", self.fetch_max_wait.as_millis()),
+            ));
+        }
+        if self.write_timeout.is_zero() || self.connection_idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "write_timeout_ms / connection_idle_timeout_ms",
+                "must be above 0".into(),
+            ));
+        }
+        if self.max_unwritten_bytes_per_connection == 0 || self.recompress_max_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_unwritten_bytes_per_connection / recompress_max_bytes",
+                "must be above 0".into(),
+            ));
+        }
+        if self.blocking_threads_per_shard == 0 || self.blocking_threads_per_shard > 64 {
+            return Err(ConfigError::Invalid(
+                "blocking_threads_per_shard",
+                format!("{} (1 to 64)", self.blocking_threads_per_shard),
             ));
         }
         if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > crate::topics::MAX_PARTITIONS
@@ -303,6 +412,37 @@ mod tests {
             ..BrokerConfig::default()
         };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn budgets_must_hold_the_largest_frame() {
+        let base = BrokerConfig {
+            cores: 1,
+            ..BrokerConfig::default()
+        };
+        // A frame of exactly max_frame_bytes needs 4 more permits for its prefix.
+        let tight = BrokerConfig {
+            max_frame_bytes: 1 << 20,
+            max_inflight_bytes_per_connection: 1 << 20,
+            ..base.clone()
+        };
+        assert!(tight.validate().is_err());
+        let fits = BrokerConfig {
+            max_inflight_bytes_per_connection: (1 << 20) + 4,
+            ..tight.clone()
+        };
+        fits.validate().unwrap();
+        // The shard's budget must hold one connection's.
+        let shard_small = BrokerConfig {
+            max_inflight_bytes_per_shard: 1 << 20,
+            ..fits
+        };
+        assert!(shard_small.validate().is_err());
+        let huge_fetch = BrokerConfig {
+            fetch_max_bytes: 4 << 30,
+            ..base
+        };
+        assert!(huge_fetch.validate().is_err());
     }
 
     #[test]

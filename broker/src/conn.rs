@@ -9,28 +9,79 @@
 //! Limits: a frame larger than `max_frame_bytes`, or a header that cannot be
 //! read, closes the connection (nothing in it can be trusted); a request
 //! that cannot be decoded gets a request-level error and the connection
-//! goes on. Requests hold permits for their bytes from the connection's and
-//! the shard's in-flight budgets until their response is written, so a
-//! client that sends faster than it reads stops being read.
+//! goes on. A frame's permits, from the connection's and the shard's
+//! in-flight budgets, are taken as soon as its length prefix is read and
+//! before anything is allocated for it, and held until its response is
+//! written, so a client that sends faster than it reads stops being read.
+//! So is a client whose unwritten responses pass
+//! `max_unwritten_bytes_per_connection`; one whose responses make no
+//! progress for `write_timeout`, or that sends nothing for
+//! `connection_idle_timeout`, is disconnected. When a connection closes,
+//! its long polls end at once and its responses are dropped.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use borges_net::protocol::{decode_request, encode_error_response, frame_length, Limits, RequestError};
+use borges_net::protocol::{
+    decode_request, encode_error_response, frame_length, Limits, RequestError, FRAME_PREFIX_LEN,
+};
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
-use crate::handlers::{handle, Outgoing, Piece};
+use crate::handlers::{handle, Outgoing, Piece, RequestCtx};
+use crate::notify::{changed_any, Notify};
 use crate::shard::{Shard, ShardProbe};
+
+/// Bytes read from the socket at a time into the shared read buffer.
+const READ_CHUNK: usize = 64 << 10;
+
+/// What the tasks of one connection share; lives on the connection's shard.
+#[derive(Default)]
+pub struct ConnState {
+    closed: Cell<bool>,
+    /// Bumped when the connection closes: long polls of its requests stop.
+    pub on_close: Notify,
+    /// Bytes of responses handed to the writer and not yet written.
+    unwritten: Cell<usize>,
+    /// Bumped when the writer finishes a response.
+    written: Notify,
+}
+
+impl ConnState {
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn close(&self) {
+        if !self.closed.replace(true) {
+            self.on_close.notify();
+            self.written.notify();
+        }
+    }
+
+    /// Resolves once the connection is closed.
+    pub async fn closed(&self) {
+        if self.is_closed() {
+            return;
+        }
+        changed_any(&[&self.on_close]).await
+    }
+}
 
 /// Serves one connection until the client goes away or breaks a limit.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
+    // A client that sends nothing for this long is gone; one that stops
+    // reading its responses is cut off after the write timeout, so that
+    // it cannot hold the shard's budgets.
+    let _ = stream.set_read_timeout(Some(shard.config.connection_idle_timeout));
+    let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
     let fd = stream.as_raw_fd();
     // sendfile must not block the executor: with O_NONBLOCK it returns
     // EAGAIN when the socket is full, and the writer waits the async way.
@@ -43,12 +94,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Outgoing>(256);
-    let writer_task = glommio::spawn_local(write_loop(writer, fd, rx)).detach();
+    let conn = Rc::new(ConnState::default());
+    let writer_task = glommio::spawn_local(write_loop(writer, fd, rx, conn.clone())).detach();
     let host: Rc<str> = stream_host(&peer).into();
-    if let Err(e) = read_loop(&shard, reader, tx, host).await {
+    if let Err(e) = read_loop(&shard, reader, tx, host, &conn).await {
         tracing::debug!(%peer, error = %e, "connection closed");
     }
-    // The sending side ends when every handler has sent its response.
+    // Responses still being made are not wanted any more: their long polls
+    // end now, and the writer stops, so the socket and this connection's
+    // place in the shard's count are given back at once.
+    conn.close();
     let _ = writer_task.await;
 }
 
@@ -59,11 +114,22 @@ fn stream_host(peer: &str) -> String {
         .unwrap_or_else(|_| peer.to_string())
 }
 
+/// Reads more bytes into `buf[at..]` (which the caller has sized); 0 at
+/// the end of the stream. Gives up when the connection closes.
+async fn read_into(reader: &mut ReadHalf<TcpStream>, buf: &mut [u8], conn: &ConnState) -> io::Result<usize> {
+    futures_lite::future::or(reader.read(buf), async {
+        conn.closed().await;
+        Err(io::Error::other("connection closed by the broker"))
+    })
+    .await
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     mut reader: ReadHalf<TcpStream>,
     tx: LocalSender<Outgoing>,
     host: Rc<str>,
+    conn: &Rc<ConnState>,
 ) -> io::Result<()> {
     let tx = Rc::new(tx);
     let limits = Limits {
@@ -73,31 +139,32 @@ async fn read_loop(
     let conn_budget = Rc::new(Semaphore::new(
         shard.config.max_inflight_bytes_per_connection as u64,
     ));
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let unwritten_max = shard.config.max_unwritten_bytes_per_connection;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
+        // A client that does not read its responses is not read either.
+        while conn.unwritten.get() > unwritten_max && !conn.is_closed() {
+            changed_any(&[&conn.written]).await;
+        }
+        if conn.is_closed() {
+            return Ok(());
+        }
+        // The length prefix first: nothing is allocated for a frame
+        // before it is known to be within the limit and its permits are
+        // taken.
         let total = match frame_length(&buf, &limits) {
             Ok(Some(total)) => total,
+            Ok(None) if buf.len() >= FRAME_PREFIX_LEN => {
+                FRAME_PREFIX_LEN + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+            }
             Ok(None) => {
-                // Read at least what the announced frame still needs.
-                let want = if buf.len() >= 4 {
-                    let announced = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
-                    (announced - buf.len()).max(64 << 10)
-                } else {
-                    64 << 10
-                };
                 let old = buf.len();
-                buf.resize(old + want, 0);
-                let n = reader.read(&mut buf[old..]).await?;
+                buf.reserve(READ_CHUNK);
+                buf.resize(old + READ_CHUNK, 0);
+                let n = read_into(&mut reader, &mut buf[old..], conn).await?;
                 buf.truncate(old + n);
                 if n == 0 {
-                    return if old == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "connection closed mid-frame",
-                        ))
-                    };
+                    return end_of_stream(old);
                 }
                 continue;
             }
@@ -107,8 +174,6 @@ async fn read_loop(
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
             }
         };
-        let mut frame = buf.split_to(total);
-        frame.advance(4);
         let permits = total as u64;
         let conn_permit = conn_budget
             .acquire_static_permit(permits)
@@ -119,16 +184,45 @@ async fn read_loop(
             .acquire_static_permit(permits)
             .await
             .map_err(|_| io::Error::other("shard budget closed"))?;
+        // Every frame gets an allocation of its own, exactly its size: the
+        // records of a produce may stay in a partition's tail cache for a
+        // long time, and must not pin a read buffer shared with others.
+        let mut frame = if buf.len() >= total {
+            let frame = BytesMut::from(&buf[..total]);
+            buf.advance(total);
+            frame
+        } else {
+            let mut frame = BytesMut::with_capacity(total);
+            frame.extend_from_slice(&buf);
+            buf.clear();
+            let mut have = frame.len();
+            frame.resize(total, 0);
+            while have < total {
+                let n = read_into(&mut reader, &mut frame[have..], conn).await?;
+                if n == 0 {
+                    return end_of_stream(have);
+                }
+                have += n;
+            }
+            frame
+        };
+        frame.advance(FRAME_PREFIX_LEN);
         match decode_request(frame, &limits) {
             Ok((header, request)) => {
                 let shard = shard.clone();
                 let tx = tx.clone();
                 let peer_host = host.clone();
+                let conn = conn.clone();
                 glommio::spawn_local(async move {
-                    let out = handle(&shard, header, request, &peer_host).await;
+                    let ctx = RequestCtx {
+                        peer_host: &peer_host,
+                        frame_len: total,
+                        conn: &conn,
+                    };
+                    let out = handle(&shard, header, request, &ctx).await;
                     if let Some(mut out) = out {
                         out.permits = Some((conn_permit, shard_permit));
-                        let _ = tx.send(out).await;
+                        send(&conn, &tx, out).await;
                     }
                 })
                 .detach();
@@ -148,7 +242,7 @@ async fn read_loop(
                     pieces: Vec::new(),
                     permits: Some((conn_permit, shard_permit)),
                 };
-                tx.send(out).await.map_err(|_| io::Error::other("writer gone"))?;
+                send(conn, &tx, out).await;
             }
             Err(RequestError::Header(e)) => {
                 ShardProbe::bump(&shard.probe.frames_refused);
@@ -159,14 +253,55 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, fd: RawFd, rx: local_channel::LocalReceiver<Outgoing>) {
-    while let Some(out) = rx.recv().await {
-        if let Err(e) = write_outgoing(&mut writer, fd, &out).await {
+/// The client closed its side: cleanly between frames, or in the middle of one.
+fn end_of_stream(buffered: usize) -> io::Result<()> {
+    if buffered == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed mid-frame",
+        ))
+    }
+}
+
+/// Hands a response to the writer, counting its bytes as unwritten; a
+/// response for a connection that closed is dropped (and its permits with it).
+async fn send(conn: &ConnState, tx: &LocalSender<Outgoing>, out: Outgoing) {
+    if conn.is_closed() {
+        return;
+    }
+    let len = out.wire_len();
+    conn.unwritten.set(conn.unwritten.get() + len);
+    if tx.send(out).await.is_err() {
+        conn.unwritten.set(conn.unwritten.get() - len);
+    }
+}
+
+async fn write_loop(
+    mut writer: WriteHalf<TcpStream>,
+    fd: RawFd,
+    rx: LocalReceiver<Outgoing>,
+    conn: Rc<ConnState>,
+) {
+    loop {
+        let next = futures_lite::future::or(rx.recv(), async {
+            conn.closed().await;
+            None
+        })
+        .await;
+        let Some(out) = next else { break };
+        let len = out.wire_len();
+        let r = write_outgoing(&mut writer, fd, &out).await;
+        conn.unwritten.set(conn.unwritten.get() - len);
+        conn.written.notify();
+        if let Err(e) = r {
             tracing::debug!(error = %e, "write failed; closing the connection");
-            let _ = writer.close().await;
-            return;
+            break;
         }
     }
+    // The reader stops too (a client that does not read is not served).
+    conn.close();
     let _ = writer.close().await;
 }
 
@@ -243,18 +378,30 @@ async fn send_file(
         match e.kind() {
             io::ErrorKind::Interrupted => {}
             io::ErrorKind::WouldBlock => {
+                // The socket is full: a small piece goes through the async
+                // write, which waits for room (within the write timeout).
+                // Its bytes are read on the blocking pool too, since they
+                // may not be in the page cache either.
                 let k = len.min(16 << 10) as usize;
-                let mut piece = vec![0u8; k];
-                let r = unsafe { libc::pread(file, piece.as_mut_ptr().cast(), k, position as libc::off_t) };
-                if r <= 0 {
+                let piece = glommio::executor()
+                    .spawn_blocking(move || {
+                        let mut piece = vec![0u8; k];
+                        let r = unsafe {
+                            libc::pread(file, piece.as_mut_ptr().cast(), k, position as libc::off_t)
+                        };
+                        piece.truncate(r.max(0) as usize);
+                        piece
+                    })
+                    .await;
+                if piece.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "segment shorter than the range sent",
                     ));
                 }
-                w.write_all(&piece[..r as usize]).await?;
-                position += r as u64;
-                len -= r as u64;
+                w.write_all(&piece).await?;
+                position += piece.len() as u64;
+                len -= piece.len() as u64;
             }
             _ => return Err(e),
         }

@@ -21,6 +21,7 @@ use borges_storage::Chunk;
 use bytes::{Bytes, BytesMut};
 use glommio::sync::StaticPermit;
 
+use crate::conn::ConnState;
 use crate::shard::{AdminRequest, PartKey, SendChunk, Shard, ShardRequest, ShardResponse};
 use crate::topics;
 
@@ -68,6 +69,17 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// Bytes this response puts on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.head.len()
+            + self
+                .pieces
+                .iter()
+                .flat_map(|(_, p)| p.iter())
+                .map(|p| p.len() as usize)
+                .sum::<usize>()
+    }
+
     fn whole(correlation_id: u32, resp: &Response) -> Outgoing {
         let mut head = BytesMut::new();
         encode_response(correlation_id, resp, &mut head);
@@ -89,14 +101,23 @@ impl Outgoing {
     }
 }
 
+/// What a handler knows of the request's connection.
+pub struct RequestCtx<'a> {
+    pub peer_host: &'a str,
+    /// Bytes of the request's frame, prefix included.
+    pub frame_len: usize,
+    pub conn: &'a ConnState,
+}
+
 /// Handles one request; `None` for a produce with acks=0, which gets no answer.
 pub async fn handle(
     shard: &Rc<Shard>,
     header: RequestHeader,
     request: Request,
-    peer_host: &str,
+    ctx: &RequestCtx<'_>,
 ) -> Option<Outgoing> {
     let corr = header.correlation_id;
+    let peer_host = ctx.peer_host;
     let resp = match request {
         Request::FindCoordinator(r) => Response::FindCoordinator(find_coordinator(shard, r)),
         Request::ListGroups(_) => Response::ListGroups(list_groups(shard).await),
@@ -131,14 +152,14 @@ pub async fn handle(
         Request::DescribeConfigs(r) => Response::DescribeConfigs(describe_configs(shard, r)),
         Request::Produce(r) => {
             let acks = r.acks;
-            let resp = produce(shard, r).await;
+            let resp = produce(shard, r, ctx.frame_len).await;
             if acks == 0 {
                 return None;
             }
             Response::Produce(resp)
         }
         Request::ListOffsets(r) => Response::ListOffsets(list_offsets(shard, r).await),
-        Request::Fetch(r) => return Some(fetch(shard, corr, r).await),
+        Request::Fetch(r) => return Some(fetch(shard, corr, r, ctx.conn).await),
     };
     Some(Outgoing::whole(corr, &resp))
 }
@@ -307,18 +328,25 @@ fn metadata(shard: &Rc<Shard>, r: MetadataRequest) -> MetadataResponse {
     };
     let list = match r.topics {
         None => topics.topics.values().map(describe).collect(),
-        Some(names) => names
-            .iter()
-            .map(|n| match topics.topics.get(n) {
-                Some(t) => describe(t),
-                None => WireTopicMeta {
-                    error: ErrorCode::UnknownTopicOrPartition,
-                    name: n.clone(),
-                    id: TopicId(0),
-                    partitions: Vec::new(),
-                },
-            })
-            .collect(),
+        // Each topic is described once however often it is named, so the
+        // response is bounded by the topics that exist (plus the unknown
+        // names, each once).
+        Some(names) => {
+            let mut seen = std::collections::HashSet::with_capacity(names.len());
+            names
+                .iter()
+                .filter(|n| seen.insert(n.as_str()))
+                .map(|n| match topics.topics.get(n) {
+                    Some(t) => describe(t),
+                    None => WireTopicMeta {
+                        error: ErrorCode::UnknownTopicOrPartition,
+                        name: n.clone(),
+                        id: TopicId(0),
+                        partitions: Vec::new(),
+                    },
+                })
+                .collect()
+        }
     };
     MetadataResponse {
         brokers: vec![BrokerMeta {
@@ -371,12 +399,19 @@ fn known(shard: &Shard, topic: TopicId, partition: u32) -> Result<(), ErrorCode>
     }
 }
 
-async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
+async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> ProduceResponse {
     // Every partition's append starts at once, on whichever shard owns it.
     let mut tasks = Vec::new();
     for t in r.topics {
         let mut parts = Vec::new();
-        for p in t.partitions {
+        for mut p in t.partitions {
+            // The records are a slice of the request's frame, and the tail
+            // cache may keep them long after the rest of it is gone: a small
+            // part of a large frame is copied out, so that what the cache
+            // counts is at least half of what it pins.
+            if p.records.len() * 2 < frame_len {
+                p.records = BytesMut::from(&p.records[..]);
+            }
             let key: PartKey = (t.topic_id, p.partition);
             let shard = shard.clone();
             let acks = r.acks;
@@ -490,105 +525,170 @@ struct FetchSlot {
     partition: u32,
     offset: i64,
     max_bytes: u32,
+    /// The log end the last read saw: the wait is for bytes past it.
+    seen_end: i64,
+}
+
+/// One partition's part of a fetch response.
+struct SlotRead {
+    error: ErrorCode,
+    high_watermark: i64,
+    log_start_offset: i64,
+    pieces: Vec<Piece>,
+}
+
+/// Reads one partition for a fetch, on the shard that owns it.
+async fn read_slot(shard: &Rc<Shard>, s: &FetchSlot, max: u32) -> SlotRead {
+    let key = (s.topic, s.partition);
+    if let Err(c) = known(shard, s.topic, s.partition) {
+        return SlotRead {
+            error: c,
+            high_watermark: -1,
+            log_start_offset: -1,
+            pieces: Vec::new(),
+        };
+    }
+    let owner = shard.owner(key);
+    if owner == shard.id {
+        let f = shard.fetch_local(key, s.offset, max).await;
+        let pieces = f
+            .chunks
+            .into_iter()
+            .map(|c| match c {
+                Chunk::Memory(b) => Piece::Memory(b),
+                Chunk::File(f) => Piece::File {
+                    file: FileHandle::Shared(f.file),
+                    position: f.position,
+                    len: f.len,
+                },
+            })
+            .collect();
+        return SlotRead {
+            error: f.error,
+            high_watermark: f.high_watermark,
+            log_start_offset: f.log_start_offset,
+            pieces,
+        };
+    }
+    let call = ShardRequest::Fetch {
+        key,
+        offset: s.offset,
+        max_bytes: max,
+    };
+    match shard.call(owner, call).await {
+        ShardResponse::Fetch(f) => SlotRead {
+            error: f.error,
+            high_watermark: f.high_watermark,
+            log_start_offset: f.log_start_offset,
+            pieces: f
+                .chunks
+                .into_iter()
+                .map(|c| match c {
+                    SendChunk::Memory(b) => Piece::Memory(b),
+                    SendChunk::File { file, position, len } => Piece::File {
+                        file: FileHandle::Owned(file),
+                        position,
+                        len,
+                    },
+                })
+                .collect(),
+        },
+        _ => SlotRead {
+            error: ErrorCode::NotLeaderOrFollower,
+            high_watermark: -1,
+            log_start_offset: -1,
+            pieces: Vec::new(),
+        },
+    }
 }
 
 /// Long-poll fetch: read every partition; if fewer than `min_bytes` came
-/// back, wait until one of them gets data (or `max_wait` passes) and read
-/// again.
-async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest) -> Outgoing {
-    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms as u64);
-    let slots: Vec<FetchSlot> = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| FetchSlot {
+/// back, wait until one of them gets bytes past what was read (or the wait
+/// passes, or the connection closes) and read again.
+///
+/// Bounds: a partition may be named once (a request-level
+/// `InvalidRequest` otherwise); the records of the whole response are at
+/// most `min(max_bytes, fetch_max_bytes)`, except that the first partition
+/// with data returns at least one whole batch; the wait is at most
+/// `fetch_max_wait`.
+async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) -> Outgoing {
+    let wait = Duration::from_millis(r.max_wait_ms as u64).min(shard.config.fetch_max_wait);
+    let deadline = Instant::now() + wait;
+    let mut named = std::collections::HashSet::new();
+    let mut slots: Vec<FetchSlot> = Vec::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            if !named.insert((t.topic_id, p.partition)) {
+                return Outgoing::error(
+                    corr,
+                    ErrorCode::InvalidRequest,
+                    &format!(
+                        "partition {} of topic id {} is named twice in one fetch",
+                        p.partition, t.topic_id
+                    ),
+                );
+            }
+            slots.push(FetchSlot {
                 topic: t.topic_id,
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
-            })
-        })
-        .collect();
+                seen_end: p.fetch_offset,
+            });
+        }
+    }
+    drop(named);
+    let max_bytes = (r.max_bytes as u64).min(shard.config.fetch_max_bytes as u64);
+    // A response can never hold more than max_bytes: asking for more
+    // would only wait out the deadline.
+    let min_bytes = (r.min_bytes as u64).min(max_bytes);
     loop {
-        let mut budget = r.max_bytes as u64;
+        let mut budget = max_bytes;
         let mut heads: Vec<(TopicId, Vec<FetchPartitionHead>)> = Vec::new();
         let mut records: Vec<Vec<Piece>> = Vec::new();
         let mut total = 0u64;
         let mut errors = false;
-        for s in &slots {
-            let key = (s.topic, s.partition);
-            let (error, hw, lso, pieces) = if let Err(c) = known(shard, s.topic, s.partition) {
-                (c, -1, -1, Vec::new())
-            } else if budget == 0 {
-                (ErrorCode::None, -1, -1, Vec::new())
+        let mut full = false;
+        for s in slots.iter_mut() {
+            let mut read = if budget == 0 {
+                full = true;
+                SlotRead {
+                    error: ErrorCode::None,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    pieces: Vec::new(),
+                }
             } else {
                 let max = (s.max_bytes as u64).min(budget) as u32;
-                let owner = shard.owner(key);
-                if owner == shard.id {
-                    let f = shard.fetch_local(key, s.offset, max).await;
-                    let pieces = f
-                        .chunks
-                        .into_iter()
-                        .map(|c| match c {
-                            Chunk::Memory(b) => Piece::Memory(b),
-                            Chunk::File(f) => Piece::File {
-                                file: FileHandle::Shared(f.file),
-                                position: f.position,
-                                len: f.len,
-                            },
-                        })
-                        .collect();
-                    (f.error, f.high_watermark, f.log_start_offset, pieces)
-                } else {
-                    match shard
-                        .call(
-                            owner,
-                            ShardRequest::Fetch {
-                                key,
-                                offset: s.offset,
-                                max_bytes: max,
-                            },
-                        )
-                        .await
-                    {
-                        ShardResponse::Fetch(f) => {
-                            let pieces = f
-                                .chunks
-                                .into_iter()
-                                .map(|c| match c {
-                                    SendChunk::Memory(b) => Piece::Memory(b),
-                                    SendChunk::File { file, position, len } => Piece::File {
-                                        file: FileHandle::Owned(file),
-                                        position,
-                                        len,
-                                    },
-                                })
-                                .collect();
-                            (f.error, f.high_watermark, f.log_start_offset, pieces)
-                        }
-                        _ => (ErrorCode::NotLeaderOrFollower, -1, -1, Vec::new()),
-                    }
-                }
+                read_slot(shard, s, max).await
             };
-            let len: u64 = pieces.iter().map(Piece::len).sum();
+            let mut len: u64 = read.pieces.iter().map(Piece::len).sum();
+            if len > budget && total > 0 {
+                // A read returns at least one whole batch; past the
+                // budget, only the first partition with data may do so.
+                read.pieces.clear();
+                len = 0;
+                full = true;
+            }
+            s.seen_end = s.seen_end.max(read.high_watermark);
             budget = budget.saturating_sub(len);
             total += len;
-            errors |= error != ErrorCode::None;
+            errors |= read.error != ErrorCode::None;
             let head = FetchPartitionHead {
                 partition: s.partition,
-                error,
-                high_watermark: hw,
-                log_start_offset: lso,
+                error: read.error,
+                high_watermark: read.high_watermark,
+                log_start_offset: read.log_start_offset,
                 records_len: len as u32,
             };
             match heads.last_mut() {
                 Some((t, v)) if *t == s.topic => v.push(head),
                 _ => heads.push((s.topic, vec![head])),
             }
-            records.push(pieces);
+            records.push(read.pieces);
         }
         let now = Instant::now();
-        if total >= r.min_bytes as u64 || errors || now >= deadline {
+        if total >= min_bytes || errors || full || now >= deadline || conn.is_closed() {
             let mut head = BytesMut::new();
             let positions = encode_fetch_response_frame(corr, &heads, &mut head);
             return Outgoing {
@@ -598,12 +698,14 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest) -> Outgoing {
             };
         }
         drop(records);
-        wait_for_any(shard, &slots, deadline - now).await;
+        futures_lite::future::or(wait_for_any(shard, &slots, deadline - now), conn.closed()).await;
     }
 }
 
-/// Waits until one of the partitions has data past its fetch offset, asking
-/// each owning shard at once, or until `wait` passes.
+/// Waits until one of the partitions has bytes past the log end its last
+/// read saw, asking each owning shard at once, or until `wait` passes. The
+/// waits still running on shards when this returns (or is dropped, when
+/// its connection closes) are cancelled there.
 async fn wait_for_any(shard: &Rc<Shard>, slots: &[FetchSlot], wait: Duration) {
     let mut by_owner: std::collections::BTreeMap<usize, Vec<(PartKey, i64)>> = Default::default();
     for s in slots {
@@ -611,24 +713,55 @@ async fn wait_for_any(shard: &Rc<Shard>, slots: &[FetchSlot], wait: Duration) {
         by_owner
             .entry(shard.owner(key))
             .or_default()
-            .push((key, s.offset));
+            .push((key, s.seen_end));
     }
-    let (tx, rx) = glommio::channels::local_channel::new_bounded::<()>(by_owner.len().max(1));
-    let tx = Rc::new(tx);
-    for (owner, parts) in by_owner {
-        let shard = shard.clone();
-        let tx = tx.clone();
-        glommio::spawn_local(async move {
-            shard.call(owner, ShardRequest::WaitForData { parts, wait }).await;
-            let _ = tx.try_send(());
+    let mut pending = CancelWaits {
+        shard,
+        ids: Vec::with_capacity(by_owner.len()),
+    };
+    let mut calls: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, parts)| {
+            let id = shard.new_wait_id();
+            pending.ids.push((owner, id));
+            let req = ShardRequest::WaitForData {
+                from: shard.id,
+                id,
+                parts,
+                wait,
+            };
+            Box::pin(shard.call(owner, req))
         })
-        .detach();
-    }
-    futures_lite::future::or(
-        async {
-            rx.recv().await;
-        },
-        glommio::timer::sleep(wait),
-    )
+        .collect();
+    let first = std::future::poll_fn(|cx| {
+        for (i, c) in calls.iter_mut().enumerate() {
+            if std::future::Future::poll(c.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(i);
+            }
+        }
+        std::task::Poll::Pending
+    });
+    let answered = futures_lite::future::or(async { Some(first.await) }, async {
+        glommio::timer::sleep(wait).await;
+        None
+    })
     .await;
+    if let Some(i) = answered {
+        // That shard's wait is over; the others are cancelled on drop.
+        pending.ids.swap_remove(i);
+    }
+}
+
+/// Cancels, when dropped, the waits for data a fetch left on shards.
+struct CancelWaits<'a> {
+    shard: &'a Rc<Shard>,
+    ids: Vec<(usize, u64)>,
+}
+
+impl Drop for CancelWaits<'_> {
+    fn drop(&mut self) {
+        for &(owner, id) in &self.ids {
+            self.shard.cancel_wait(owner, id);
+        }
+    }
 }

@@ -115,7 +115,12 @@ fn start(args: StartArgs) -> Result<(), String> {
     }
     if let Some(v) = args.max_frame_bytes {
         config.max_frame_bytes = v;
-        config.max_inflight_bytes_per_connection = config.max_inflight_bytes_per_connection.max(v);
+        // The connection's budget must hold one whole frame and its prefix.
+        let frame = v.saturating_add(borges_net::protocol::FRAME_PREFIX_LEN);
+        config.max_inflight_bytes_per_connection = config.max_inflight_bytes_per_connection.max(frame);
+        config.max_inflight_bytes_per_shard = config
+            .max_inflight_bytes_per_shard
+            .max(config.max_inflight_bytes_per_connection);
     }
     let stop = borges_broker::server::stop_on_signals();
     borges_broker::server::run(config, stop).map_err(|e| e.to_string())

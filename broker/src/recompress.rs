@@ -3,27 +3,37 @@
 //! producer's id, epoch and sequence are kept; control and transactional
 //! batches are stored as they came.
 
-use borges_net::batch::{decode_records, BatchHeader, Compression, RecordBatchBuilder};
+use borges_net::batch::{decode_records_capped, BatchError, BatchHeader, Compression, RecordBatchBuilder};
 use borges_net::protocol::ErrorCode;
 use bytes::BytesMut;
 
 use crate::shard::PartError;
 
-/// Rewrites every batch of `records` not already in `codec`.
-pub fn to_codec(records: BytesMut, codec: Compression) -> Result<BytesMut, PartError> {
-    let invalid = |e: borges_net::batch::BatchError| (ErrorCode::InvalidRecord, e.to_string());
+/// Rewrites every batch of `records` not already in `codec`. The records
+/// it decompresses may total at most `max_decompressed` bytes (past that:
+/// `MessageTooLarge` at once, decompression stops there), and it yields to
+/// the shard between batches, so that a produce full of small, highly
+/// compressed batches neither exhausts memory nor stalls the shard.
+pub async fn to_codec(
+    records: BytesMut,
+    codec: Compression,
+    max_decompressed: usize,
+) -> Result<BytesMut, PartError> {
+    let invalid = |e: BatchError| (ErrorCode::InvalidRecord, e.to_string());
+    let keeps = |h: &BatchHeader| -> Result<bool, PartError> {
+        Ok(h.compression().map_err(invalid)? == codec || h.is_control() || h.is_transactional())
+    };
     let mut pos = 0;
     let mut needs = false;
     while pos < records.len() {
         let h = BatchHeader::parse(&records[pos..]).map_err(invalid)?;
-        if h.compression().map_err(invalid)? != codec && !h.is_control() && !h.is_transactional() {
-            needs = true;
-        }
+        needs |= !keeps(&h)?;
         pos += h.total_len().min(records.len() - pos).max(1);
     }
     if !needs {
         return Ok(records);
     }
+    let mut budget = max_decompressed;
     let mut out = BytesMut::with_capacity(records.len());
     let mut pos = 0;
     while pos < records.len() {
@@ -33,12 +43,22 @@ pub fn to_codec(records: BytesMut, codec: Compression) -> Result<BytesMut, PartE
             return Err((ErrorCode::InvalidRecord, "truncated record batch".into()));
         }
         let batch = &records[pos..end];
-        if h.compression().map_err(invalid)? == codec || h.is_control() || h.is_transactional() {
+        if keeps(&h)? {
             out.extend_from_slice(batch);
         } else {
+            let (decoded, section_len) = decode_records_capped(batch, budget).map_err(|e| match e {
+                BatchError::TooLarge { .. } => (
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "the records decompress to more than {max_decompressed} bytes, \
+                         the most this broker recompresses in one produce"
+                    ),
+                ),
+                e => invalid(e),
+            })?;
             let mut b =
                 RecordBatchBuilder::new(codec).producer(h.producer_id, h.producer_epoch, h.base_sequence);
-            for r in decode_records(batch).map_err(invalid)? {
+            for r in decoded {
                 let headers: Vec<(&str, Option<&[u8]>)> = r
                     .headers
                     .iter()
@@ -46,7 +66,10 @@ pub fn to_codec(records: BytesMut, codec: Compression) -> Result<BytesMut, PartE
                     .collect();
                 b.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
             }
+            // What this batch decompressed to counts against the rest.
+            budget = budget.saturating_sub(section_len);
             out.extend_from_slice(&b.build().map_err(invalid)?);
+            glommio::yield_if_needed().await;
         }
         pos = end;
     }
@@ -56,6 +79,7 @@ pub fn to_codec(records: BytesMut, codec: Compression) -> Result<BytesMut, PartE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use borges_net::batch::decode_records;
 
     #[test]
     fn rewrites_only_other_codecs() {
@@ -64,16 +88,44 @@ mod tests {
             b.push(1000 + i as i64, Some(&[i]), Some(&[i; 50]), &[("h", Some(b"v"))]);
         }
         let plain = b.build().unwrap();
-        let lz4 = to_codec(plain.clone(), Compression::Lz4).unwrap();
+        let lz4 = run(to_codec(plain.clone(), Compression::Lz4, 1 << 20)).unwrap();
         let h = BatchHeader::parse(&lz4).unwrap();
         assert_eq!(h.compression().unwrap(), Compression::Lz4);
         assert_eq!(decode_records(&lz4).unwrap(), decode_records(&plain).unwrap());
-        let again = to_codec(lz4.clone(), Compression::Lz4).unwrap();
+        let again = run(to_codec(lz4.clone(), Compression::Lz4, 1 << 20)).unwrap();
         assert_eq!(again, lz4);
-        assert!(to_codec(
+        assert!(run(to_codec(
             BytesMut::from(&b"garbage that is not a batch at all, long enough to parse"[..]),
-            Compression::Lz4
-        )
+            Compression::Lz4,
+            1 << 20
+        ))
         .is_err());
+    }
+
+    fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor")
+            .run(f)
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused_with_message_too_large() {
+        // 64 batches of 1 MiB of zeros each, zstd: a few hundred bytes each.
+        let mut all = BytesMut::new();
+        for _ in 0..64 {
+            let mut b = RecordBatchBuilder::new(Compression::Zstd);
+            b.push(1, None, Some(&vec![0u8; 1 << 20]), &[]);
+            all.extend_from_slice(&b.build().unwrap());
+        }
+        assert!(all.len() < 64 << 10, "the bomb is small: {} bytes", all.len());
+        let err = run(to_codec(all.clone(), Compression::Lz4, 8 << 20)).unwrap_err();
+        assert_eq!(err.0, ErrorCode::MessageTooLarge, "{err:?}");
+        // Within the budget it is recompressed.
+        let ok = run(to_codec(all, Compression::Lz4, 128 << 20)).unwrap();
+        assert_eq!(
+            BatchHeader::parse(&ok).unwrap().compression().unwrap(),
+            Compression::Lz4
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use borges_storage::{CompactionConfig, DataDirs, SHARD_PREEMPT_TIMER};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::config::BrokerConfig;
 use crate::shard::{Envelope, Shard, ShardProbe};
@@ -106,6 +106,7 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
             .save(&config.data_dirs[0])
             .map_err(|e| ServerError::Metadata(e.to_string()))?;
     }
+    stop_on_panic(&stop);
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
     let config = Arc::new(config);
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -118,6 +119,7 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{core}"))
             .preempt_timer(SHARD_PREEMPT_TIMER)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(config.blocking_threads_per_shard))
             .spawn(move || async move {
                 let r = shard_main((*config).clone(), mesh, stop.clone(), ready).await;
                 if r.is_err() {
@@ -143,6 +145,28 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// A panic on any shard thread stops the whole broker: the other shards
+/// close their partitions cleanly and the process exits with an error,
+/// instead of serving on while every call to the dead shard waits forever.
+fn stop_on_panic(stop: &StopFlag) {
+    let stop = stop.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        tracing::error!(panic = %info, "a shard panicked; stopping the broker");
+        stop.store(true, Ordering::SeqCst);
+    }));
+}
+
+/// Fault injection for the whole-system tests: `BORGES_FAULT_PANIC_SHARD=N`
+/// makes shard N panic once the broker is ready, as a bug would.
+fn injected_panic(shard: usize) -> bool {
+    std::env::var("BORGES_FAULT_PANIC_SHARD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(shard)
 }
 
 /// TCP sockets in LISTEN state on `addr`'s port and address, from
@@ -322,6 +346,13 @@ async fn shard_main(
         // The line tests and operators wait for.
         println!("borges: listening on {}", shard.config.listen);
         tracing::info!(listen = %shard.config.listen, shards = count, "broker started");
+    }
+    if injected_panic(id) {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            panic!("injected fault: shard {id} panics (BORGES_FAULT_PANIC_SHARD)");
+        })
+        .detach();
     }
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {

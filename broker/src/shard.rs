@@ -65,10 +65,19 @@ pub enum ShardRequest {
         key: PartKey,
         timestamp: i64,
     },
-    /// Answer when any partition has data past its offset, or after `wait`.
+    /// Answer when any partition's log end passes the offset given with
+    /// it, after `wait`, or when shard `from` cancels wait `id`.
     WaitForData {
+        from: usize,
+        id: u64,
         parts: Vec<(PartKey, i64)>,
         wait: Duration,
+    },
+    /// Ends wait `id` of shard `from` (its fetch answered or its
+    /// connection closed); unknown ids are ignored.
+    CancelWait {
+        from: usize,
+        id: u64,
     },
     /// Topic changes, for shard 0.
     Admin(AdminRequest),
@@ -157,6 +166,9 @@ pub struct Shard {
     senders: Senders<Envelope>,
     next_call: Cell<u64>,
     pending: RefCell<HashMap<u64, LocalSender<ShardResponse>>>,
+    /// Fetch waits running here, by (asking shard, wait id), to cancel.
+    waits: RefCell<HashMap<(usize, u64), Rc<Notify>>>,
+    next_wait: Cell<u64>,
     apply_lock: Semaphore,
     admin_lock: Semaphore,
     /// Bytes of requests being handled on this shard.
@@ -201,6 +213,8 @@ impl Shard {
             senders,
             next_call: Cell::new(0),
             pending: RefCell::new(HashMap::new()),
+            waits: RefCell::new(HashMap::new()),
+            next_wait: Cell::new(0),
             apply_lock: Semaphore::new(1),
             admin_lock: Semaphore::new(1),
             inflight,
@@ -329,8 +343,20 @@ impl Shard {
             ShardRequest::ListOffsets { key, timestamp } => {
                 ShardResponse::ListOffsets(self.list_offsets_local(key, timestamp).await)
             }
-            ShardRequest::WaitForData { parts, wait } => {
-                self.wait_for_data(&parts, wait).await;
+            ShardRequest::WaitForData {
+                from,
+                id,
+                parts,
+                wait,
+            } => {
+                self.wait_for_data(from, id, &parts, wait).await;
+                ShardResponse::DataReady
+            }
+            ShardRequest::CancelWait { from, id } => {
+                let w = self.waits.borrow().get(&(from, id)).cloned();
+                if let Some(w) = w {
+                    w.notify();
+                }
                 ShardResponse::DataReady
             }
             ShardRequest::Admin(a) => ShardResponse::Admin(self.admin(a).await),
@@ -368,7 +394,19 @@ impl Shard {
             ));
         }
         let records = match compression {
-            Some(c) => crate::recompress::to_codec(records, c)?,
+            Some(c) => {
+                let out = crate::recompress::to_codec(records, c, self.config.recompress_max_bytes).await?;
+                if out.len() > max {
+                    return Err((
+                        ErrorCode::MessageTooLarge,
+                        format!(
+                            "{} bytes of records after recompression exceed max.message.bytes {max}",
+                            out.len()
+                        ),
+                    ));
+                }
+                out
+            }
             None => records,
         };
         let info = p
@@ -441,7 +479,37 @@ impl Shard {
         }
     }
 
-    pub async fn wait_for_data(&self, parts: &[(PartKey, i64)], wait: Duration) {
+    /// A fresh id for a fetch wait this shard asks for.
+    pub fn new_wait_id(&self) -> u64 {
+        let id = self.next_wait.get();
+        self.next_wait.set(id + 1);
+        id
+    }
+
+    /// Cancels wait `id` that this shard asked of shard `owner`. Mesh
+    /// messages between two shards arrive in order, and a wait registers
+    /// before its first await, so the cancel never overtakes its wait.
+    pub fn cancel_wait(self: &Rc<Self>, owner: usize, id: u64) {
+        if owner == self.id {
+            let w = self.waits.borrow().get(&(owner, id)).cloned();
+            if let Some(w) = w {
+                w.notify();
+            }
+            return;
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let from = shard.id;
+            shard.call(owner, ShardRequest::CancelWait { from, id }).await;
+        })
+        .detach();
+    }
+
+    /// Waits until one partition's log end passes the offset given with it
+    /// (the end the fetch last saw: data below it did not satisfy the
+    /// fetch, so it is no reason to read again), `wait` passes, or the
+    /// wait is cancelled. A partition closed meanwhile wakes it too.
+    pub async fn wait_for_data(&self, from: usize, id: u64, parts: &[(PartKey, i64)], wait: Duration) {
         let ps: Vec<(Rc<Partition>, i64)> = parts
             .iter()
             .filter_map(|(k, o)| self.partition(*k).ok().map(|p| (p, *o)))
@@ -450,8 +518,12 @@ impl Shard {
         if ps.is_empty() || ready() {
             return;
         }
-        let notifies: Vec<&Notify> = ps.iter().map(|(p, _)| &p.notify).collect();
+        let cancel = Rc::new(Notify::default());
+        self.waits.borrow_mut().insert((from, id), cancel.clone());
+        let mut notifies: Vec<&Notify> = ps.iter().map(|(p, _)| &p.notify).collect();
+        notifies.push(&cancel);
         futures_lite::future::or(changed_any(&notifies), glommio::timer::sleep(wait)).await;
+        self.waits.borrow_mut().remove(&(from, id));
     }
 
     /// Opens and closes this shard's partitions to match a metadata snapshot.

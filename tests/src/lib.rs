@@ -15,9 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use borges_net::batch::{Compression, RecordBatchBuilder};
 use borges_net::protocol::{
-    decode_response, encode_request, frame_length, ApiKey, Limits, Request, RequestHeader, ResponseResult,
+    decode_response, encode_request, frame_length, ApiKey, CreatableTopic, CreateTopicsRequest, ErrorCode,
+    Limits, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceTopic, Request, RequestHeader,
+    Response, ResponseResult,
 };
+use borges_net::types::TopicId;
 use bytes::{Bytes, BytesMut};
 
 /// The workspace root.
@@ -218,6 +222,31 @@ impl Broker {
         panic!("the broker did not restart: {last_error}");
     }
 
+    /// CPU time (user + system) the broker process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc/PID/stat");
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(ticks * 1_000_000 / hz)
+    }
+
+    /// Resident memory of the broker process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
@@ -230,6 +259,15 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// One uncompressed batch holding `values`.
+pub fn batch(values: &[&str]) -> BytesMut {
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    for v in values {
+        b.push(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
+    }
+    b.build().expect("a valid batch")
 }
 
 /// A blocking protocol connection for tests.
@@ -273,6 +311,48 @@ impl RawConn {
         let (got, resp) = self.read_response(api).expect("a response");
         assert_eq!(got, corr, "correlation id");
         resp
+    }
+
+    /// Creates a topic with `configs`, asserting it worked; returns its id.
+    pub fn create_topic(&mut self, name: &str, partitions: u32, configs: &[(&str, &str)]) -> TopicId {
+        let resp = self
+            .call(Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    partitions,
+                    replication_factor: 1,
+                    configs: configs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                }],
+                timeout_ms: 10_000,
+                validate_only: false,
+            }))
+            .expect("create topics");
+        let Response::CreateTopics(r) = resp else {
+            panic!("wrong response")
+        };
+        assert_eq!(r.topics[0].error, ErrorCode::None, "{:?}", r.topics[0].message);
+        r.topics[0].id
+    }
+
+    /// Produces `records` to one partition with acks=all; returns its result.
+    pub fn produce(&mut self, topic: TopicId, partition: u32, records: BytesMut) -> ProducePartitionResponse {
+        let resp = self
+            .call(Request::Produce(ProduceRequest {
+                acks: -1,
+                timeout_ms: 10_000,
+                topics: vec![ProduceTopic {
+                    topic_id: topic,
+                    partitions: vec![ProducePartition { partition, records }],
+                }],
+            }))
+            .expect("produce");
+        let Response::Produce(r) = resp else {
+            panic!("wrong response")
+        };
+        r.topics[0].partitions[0].clone()
     }
 
     /// Reads one response frame; `None` when the broker closed the connection.

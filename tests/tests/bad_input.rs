@@ -3,56 +3,11 @@
 //! connection, and it goes on serving everyone else with nothing stored
 //! lost or altered.
 
-use borges_net::batch::{decode_records, BatchIter, Compression, RecordBatchBuilder};
+use borges_net::batch::{decode_records, BatchIter};
 use borges_net::protocol::*;
 use borges_net::types::TopicId;
-use borges_system_tests::{Broker, RawConn};
+use borges_system_tests::{batch, Broker, RawConn};
 use bytes::BytesMut;
-
-fn create_topic(c: &mut RawConn, name: &str, partitions: u32) -> TopicId {
-    let resp = c
-        .call(Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: name.into(),
-                partitions,
-                replication_factor: 1,
-                configs: vec![],
-            }],
-            timeout_ms: 10_000,
-            validate_only: false,
-        }))
-        .expect("create topics");
-    let Response::CreateTopics(r) = resp else {
-        panic!("wrong response")
-    };
-    assert_eq!(r.topics[0].error, ErrorCode::None, "{:?}", r.topics[0].message);
-    r.topics[0].id
-}
-
-fn batch(values: &[&str]) -> BytesMut {
-    let mut b = RecordBatchBuilder::new(Compression::None);
-    for v in values {
-        b.push(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
-    }
-    b.build().unwrap()
-}
-
-fn produce(c: &mut RawConn, topic: TopicId, partition: u32, records: BytesMut) -> ProducePartitionResponse {
-    let resp = c
-        .call(Request::Produce(ProduceRequest {
-            acks: -1,
-            timeout_ms: 10_000,
-            topics: vec![ProduceTopic {
-                topic_id: topic,
-                partitions: vec![ProducePartition { partition, records }],
-            }],
-        }))
-        .expect("produce");
-    let Response::Produce(r) = resp else {
-        panic!("wrong response")
-    };
-    r.topics[0].partitions[0].clone()
-}
 
 fn fetch_values(c: &mut RawConn, topic: TopicId, partition: u32) -> Vec<String> {
     let resp = c
@@ -90,34 +45,32 @@ fn bad_input_gets_typed_errors_and_the_broker_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path(), 2, &["--max-frame-bytes", "1048576"]);
     let mut good = RawConn::connect(broker.addr);
-    let topic = create_topic(&mut good, "orders", 2);
-    assert_eq!(
-        produce(&mut good, topic, 0, batch(&["a", "b"])).error,
-        ErrorCode::None
-    );
+    let topic = good.create_topic("orders", 2, &[]);
+    assert_eq!(good.produce(topic, 0, batch(&["a", "b"])).error, ErrorCode::None);
 
     // A batch with a bad CRC: refused with CORRUPT_MESSAGE, nothing stored.
     let mut bad = batch(&["evil"]);
     let n = bad.len();
     bad[n - 1] ^= 0xff;
-    assert_eq!(produce(&mut good, topic, 0, bad).error, ErrorCode::CorruptMessage);
+    assert_eq!(good.produce(topic, 0, bad).error, ErrorCode::CorruptMessage);
     // Impossible lengths inside the records: refused too.
     let mut lying = batch(&["liar"]);
     lying[8..12].copy_from_slice(&40i32.to_be_bytes());
-    assert_ne!(produce(&mut good, topic, 0, lying).error, ErrorCode::None);
+    assert_ne!(good.produce(topic, 0, lying).error, ErrorCode::None);
     // Records that are not a batch at all.
     assert_ne!(
-        produce(&mut good, topic, 1, BytesMut::from(&b"not a record batch"[..])).error,
+        good.produce(topic, 1, BytesMut::from(&b"not a record batch"[..]))
+            .error,
         ErrorCode::None
     );
 
     // Unknown topic id and partition.
     assert_eq!(
-        produce(&mut good, TopicId(9999), 0, batch(&["x"])).error,
+        good.produce(TopicId(9999), 0, batch(&["x"])).error,
         ErrorCode::UnknownTopicId
     );
     assert_eq!(
-        produce(&mut good, topic, 7, batch(&["x"])).error,
+        good.produce(topic, 7, batch(&["x"])).error,
         ErrorCode::UnknownTopicOrPartition
     );
 
@@ -189,7 +142,7 @@ fn bad_input_gets_typed_errors_and_the_broker_keeps_serving() {
     assert!(broker.is_running());
     let mut fresh = RawConn::connect(broker.addr);
     assert_eq!(fetch_values(&mut fresh, topic, 0), vec!["a", "b"]);
-    assert_eq!(produce(&mut fresh, topic, 0, batch(&["c"])).base_offset, 2);
+    assert_eq!(fresh.produce(topic, 0, batch(&["c"])).base_offset, 2);
     assert_eq!(fetch_values(&mut good, topic, 0), vec!["a", "b", "c"]);
     assert!(broker.terminate().success());
 }
