@@ -24,4 +24,5 @@ if [ "${1:-}" != "--no-bench" ]; then
     cargo run --release -p borges-bench --bin produce-bench -- --quick
     cargo run --release -p borges-bench --bin consume-bench -- --quick
     cargo run --release -p borges-bench --bin group-bench -- --quick
+    cargo run --release -p borges-bench --bin request-path-bench -- --quick
 fi

@@ -85,6 +85,30 @@ impl BrokerProc {
     }
 }
 
+impl BrokerProc {
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the broker process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        process_cpu_time(self.child.id()).unwrap_or_default()
+    }
+}
+
+/// User plus system CPU time of process `pid`, from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
+}
+
 impl Drop for BrokerProc {
     fn drop(&mut self) {
         unsafe {
