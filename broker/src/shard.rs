@@ -47,6 +47,38 @@ pub struct Partition {
     pub log: Log,
     pub notify: Notify,
     pub settings: RefCell<TopicSettings>,
+    /// A task syncs the log for consumers waiting on records not yet on disk.
+    pub visibility_sync: Cell<bool>,
+}
+
+/// Syncs `p` while consumers wait for records that are appended but not yet
+/// on disk (in the flush modes where they may read only durable records),
+/// waking them after each sync. One such task per partition at a time; syncs
+/// coalesce with the producers' (group commit). It stops when nobody waits
+/// or the log fails (the waits then run out, and appends report the error).
+fn start_visibility_sync(p: &Rc<Partition>) {
+    if p.visibility_sync.replace(true) {
+        return;
+    }
+    let p = p.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let end = p.log.log_end_offset().0;
+            if p.log.durable_offset().0 >= end {
+                break;
+            }
+            if let Err(e) = p.log.sync_to(end).await {
+                tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "sync for waiting consumers failed");
+                break;
+            }
+            p.notify.notify();
+            if p.notify.waiters() == 0 {
+                break;
+            }
+        }
+        p.visibility_sync.set(false);
+    })
+    .detach();
 }
 
 /// Work one shard asks of another.
@@ -414,14 +446,26 @@ impl Shard {
             .append(records, LeaderEpoch(0))
             .await
             .map_err(storage_error)?;
-        p.notify.notify();
-        if acks == -1 {
-            let end = info.last_offset.0 + 1;
-            match self.config.flush {
-                FlushMode::AcksAll => p.log.sync_to(end).await.map_err(storage_error)?,
-                // Already synced by the append itself.
-                FlushMode::EveryBatch => {}
-                FlushMode::Never => {
+        let end = info.last_offset.0 + 1;
+        match self.config.flush {
+            FlushMode::AcksAll if acks == -1 => {
+                let synced = p.log.sync_to(end).await.map_err(storage_error);
+                // Consumers may read these records now (or see the error).
+                p.notify.notify();
+                synced?;
+            }
+            // Consumers see these records once they are on disk: at once
+            // if a consumer waits for them, else at the next sync.
+            FlushMode::AcksAll => {
+                if p.notify.waiters() > 0 {
+                    start_visibility_sync(&p);
+                }
+            }
+            // Already synced by the append itself.
+            FlushMode::EveryBatch => p.notify.notify(),
+            FlushMode::Never => {
+                p.notify.notify();
+                if acks == -1 {
                     p.log.flush().await.map_err(storage_error)?;
                 }
             }
@@ -443,20 +487,30 @@ impl Shard {
             Ok(p) => p,
             Err((code, _)) => return empty(code),
         };
-        let (start, end) = (p.log.log_start_offset().0 as i64, p.log.log_end_offset().0 as i64);
+        let visible = self.visible_end(&p);
         let mut out = Fetched {
             error: ErrorCode::None,
-            high_watermark: end,
-            log_start_offset: start,
+            high_watermark: visible as i64,
+            log_start_offset: p.log.log_start_offset().0 as i64,
             chunks: Vec::new(),
         };
         if offset < 0 {
             out.error = ErrorCode::OffsetOutOfRange;
             return out;
         }
-        match p.log.read(Offset(offset as u64), max_bytes as usize, None).await {
+        if offset as u64 >= visible && p.log.log_end_offset().0 > visible {
+            // Nothing this consumer may see yet, but records wait for a
+            // sync: have them synced now rather than at the interval sync.
+            start_visibility_sync(&p);
+        }
+        match p
+            .log
+            .read(Offset(offset as u64), max_bytes as usize, Some(Offset(visible)))
+            .await
+        {
             Ok(r) => {
-                out.high_watermark = r.log_end_offset.0 as i64;
+                debug_assert!(r.next_offset.0 <= visible, "a fetch read past the visible end");
+                out.high_watermark = visible as i64;
                 out.log_start_offset = r.log_start_offset.0 as i64;
                 out.chunks = r.chunks;
             }
@@ -465,11 +519,30 @@ impl Shard {
         out
     }
 
+    /// The end of what consumers may read: in the flush modes where an
+    /// acknowledgement promises durability, only what is on disk (a record
+    /// read and then lost to a power loss would let a later append reuse its
+    /// offset for a different record); with `flush = never`, the log end.
+    /// Replication's high watermark takes this place in cluster part 2.
+    pub fn visible_end(&self, p: &Partition) -> u64 {
+        match self.config.flush {
+            FlushMode::AcksAll | FlushMode::EveryBatch => {
+                let durable = p.log.durable_offset().0;
+                debug_assert!(
+                    durable <= p.log.log_end_offset().0,
+                    "durable offset past the log end"
+                );
+                durable
+            }
+            FlushMode::Never => p.log.log_end_offset().0,
+        }
+    }
+
     pub async fn list_offsets_local(&self, key: PartKey, timestamp: i64) -> Result<(i64, i64), PartError> {
         let p = self.partition(key)?;
         match timestamp {
             borges_net::protocol::EARLIEST_TIMESTAMP => Ok((-1, p.log.log_start_offset().0 as i64)),
-            borges_net::protocol::LATEST_TIMESTAMP => Ok((-1, p.log.log_end_offset().0 as i64)),
+            borges_net::protocol::LATEST_TIMESTAMP => Ok((-1, self.visible_end(&p) as i64)),
             ts if ts < 0 => Err((ErrorCode::InvalidRequest, format!("timestamp {ts} is not a time"))),
             ts => match p.log.offset_for_timestamp(TimestampMs(ts)).await {
                 Ok(Some((o, t))) => Ok((t.0, o.0 as i64)),
@@ -514,9 +587,16 @@ impl Shard {
             .iter()
             .filter_map(|(k, o)| self.partition(*k).ok().map(|p| (p, *o)))
             .collect();
-        let ready = || ps.iter().any(|(p, o)| p.log.log_end_offset().0 as i64 > *o);
+        let ready = || ps.iter().any(|(p, o)| self.visible_end(p) as i64 > *o);
         if ps.is_empty() || ready() {
             return;
+        }
+        // Records appended but not yet on disk are not visible: have them
+        // synced now, which wakes this wait when it is done.
+        for (p, _) in &ps {
+            if p.log.log_end_offset().0 > self.visible_end(p) {
+                start_visibility_sync(p);
+            }
         }
         let cancel = Rc::new(Notify::default());
         self.waits.borrow_mut().insert((from, id), cancel.clone());
@@ -597,6 +677,7 @@ impl Shard {
                         log,
                         notify: Notify::default(),
                         settings: RefCell::new(settings),
+                        visibility_sync: Cell::new(false),
                     });
                     if t.name == crate::group::OFFSETS_TOPIC {
                         // The groups are known before any request can reach them.

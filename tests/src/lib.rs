@@ -339,9 +339,21 @@ impl RawConn {
 
     /// Produces `records` to one partition with acks=all; returns its result.
     pub fn produce(&mut self, topic: TopicId, partition: u32, records: BytesMut) -> ProducePartitionResponse {
+        self.produce_with_acks(topic, partition, records, -1)
+    }
+
+    /// Produces `records` to one partition with `acks` (-1 or 1); returns
+    /// its result.
+    pub fn produce_with_acks(
+        &mut self,
+        topic: TopicId,
+        partition: u32,
+        records: BytesMut,
+        acks: i8,
+    ) -> ProducePartitionResponse {
         let resp = self
             .call(Request::Produce(ProduceRequest {
-                acks: -1,
+                acks,
                 timeout_ms: 10_000,
                 topics: vec![ProduceTopic {
                     topic_id: topic,
