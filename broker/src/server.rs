@@ -345,7 +345,7 @@ async fn shard_main(
         }
         // The line tests and operators wait for.
         println!("borges: listening on {}", shard.config.listen);
-        tracing::info!(listen = %shard.config.listen, shards = count, "broker started");
+        tracing::info!(listen = %shard.config.listen, shards = count, lost_wakeups = glommio::lost_wakeups(), "broker started");
     }
     if injected_panic(id) {
         glommio::spawn_local(async move {
