@@ -130,10 +130,9 @@ fn main() -> ExitCode {
     for pair in 0..args.cores {
         let (a_tx, b_rx) = shared_channel::new_bounded::<u64>(16);
         let (b_tx, a_rx) = shared_channel::new_bounded::<u64>(16);
-        let mut ends = vec![Some((a_tx, a_rx)), Some((b_tx, b_rx))];
-        for side in 0..2 {
+        let ends = [(a_tx, a_rx), (b_tx, b_rx)];
+        for (side, (tx, rx)) in ends.into_iter().enumerate() {
             let i = pair * 2 + side;
-            let (tx, rx) = ends[side].take().expect("channel ends");
             let (p, stop) = (progress[i].clone(), stop.clone());
             let file = scratch.child(&format!("writes-{i}"));
             let h = LocalExecutorBuilder::new(Placement::Fixed(pair))
@@ -141,7 +140,7 @@ fn main() -> ExitCode {
                 .preempt_timer(borges_storage::SHARD_PREEMPT_TIMER)
                 .spawn(move || async move {
                     *p.thread.lock().expect("lock") = Some(unsafe { libc::pthread_self() });
-                    let tasks = vec![
+                    let tasks = [
                         glommio::spawn_local(writes(file, p.clone(), stop.clone())).detach(),
                         glommio::spawn_local(timers(p.clone(), stop.clone())).detach(),
                         glommio::spawn_local(blocking(p.clone(), stop.clone())).detach(),
