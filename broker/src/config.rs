@@ -100,6 +100,9 @@ pub struct BrokerConfig {
     /// renames and removals), so that one slow disk read does not hold up
     /// the rest.
     pub blocking_threads_per_shard: usize,
+    /// A shard whose executor has not turned for this long is logged as
+    /// stalled (and again when it turns), and counted.
+    pub shard_stall_timeout: Duration,
 }
 
 /// Kafka's `fetch.max.bytes` default.
@@ -138,6 +141,7 @@ impl Default for BrokerConfig {
             max_unwritten_bytes_per_connection: 64 << 20,
             recompress_max_bytes: 64 << 20,
             blocking_threads_per_shard: 4,
+            shard_stall_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -178,6 +182,7 @@ pub struct FileConfig {
     pub max_unwritten_bytes_per_connection: Option<usize>,
     pub recompress_max_bytes: Option<usize>,
     pub blocking_threads_per_shard: Option<usize>,
+    pub shard_stall_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -292,6 +297,9 @@ impl BrokerConfig {
         if let Some(v) = f.blocking_threads_per_shard {
             self.blocking_threads_per_shard = v;
         }
+        if let Some(v) = f.shard_stall_timeout_ms {
+            self.shard_stall_timeout = Duration::from_millis(v);
+        }
         Ok(())
     }
 
@@ -359,6 +367,16 @@ impl BrokerConfig {
             return Err(ConfigError::Invalid(
                 "max_unwritten_bytes_per_connection / recompress_max_bytes",
                 "must be above 0".into(),
+            ));
+        }
+        if self.shard_stall_timeout < crate::watchdog::BEAT * 2 {
+            return Err(ConfigError::Invalid(
+                "shard_stall_timeout_ms",
+                format!(
+                    "{} ms (at least {} ms, twice a shard's heartbeat)",
+                    self.shard_stall_timeout.as_millis(),
+                    (crate::watchdog::BEAT * 2).as_millis()
+                ),
             ));
         }
         if self.blocking_threads_per_shard == 0 || self.blocking_threads_per_shard > 64 {

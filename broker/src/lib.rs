@@ -10,6 +10,7 @@
 //! - `recompress.rs`: topic-level compression.
 //! - `notify.rs`: wake-ups for long polls.
 //! - `config.rs`: the TOML file and defaults.
+//! - `watchdog.rs`: shard heartbeats and the thread that reports a stalled shard.
 //! - `cli.rs`: the client subcommands of the `borges` binary.
 
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod recompress;
 pub mod server;
 pub mod shard;
 pub mod topics;
+pub mod watchdog;

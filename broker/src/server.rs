@@ -110,17 +110,29 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
     let config = Arc::new(config);
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let live = crate::watchdog::Liveness::new(config.cores);
+    let _watchdog = crate::watchdog::Watchdog::start(live.clone(), config.shard_stall_timeout);
     let mut handles = Vec::new();
     for core in 0..config.cores {
         let mesh = mesh.clone();
         let config = config.clone();
         let stop = stop.clone();
         let ready = ready.clone();
+        let live = live.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{core}"))
             .preempt_timer(SHARD_PREEMPT_TIMER)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(config.blocking_threads_per_shard))
             .spawn(move || async move {
+                glommio::spawn_local(crate::watchdog::heartbeat(live, core)).detach();
+                if injected_block(core) {
+                    glommio::spawn_local(async {
+                        glommio::timer::sleep(Duration::from_millis(500)).await;
+                        tracing::warn!("fault injection: blocking this shard's thread for 3 s");
+                        std::thread::sleep(Duration::from_secs(3));
+                    })
+                    .detach();
+                }
                 let r = shard_main((*config).clone(), mesh, stop.clone(), ready).await;
                 if r.is_err() {
                     // One shard that cannot start (its port, its mesh) stops them all.
@@ -158,6 +170,16 @@ fn stop_on_panic(stop: &StopFlag) {
         tracing::error!(panic = %info, "a shard panicked; stopping the broker");
         stop.store(true, Ordering::SeqCst);
     }));
+}
+
+/// Fault injection for the whole-system tests: `BORGES_FAULT_BLOCK_SHARD=N`
+/// blocks shard N's thread for 3 s soon after the start, as a task that
+/// blocked would, so that the watchdog's report can be checked.
+fn injected_block(shard: usize) -> bool {
+    std::env::var("BORGES_FAULT_BLOCK_SHARD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(shard)
 }
 
 /// Fault injection for the whole-system tests: `BORGES_FAULT_PANIC_SHARD=N`
