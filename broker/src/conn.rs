@@ -114,6 +114,15 @@ fn stream_host(peer: &str) -> String {
         .unwrap_or_else(|_| peer.to_string())
 }
 
+/// Runs `f` unless the connection closes first.
+async fn until_closed<T>(conn: &ConnState, f: impl std::future::Future<Output = T>) -> io::Result<T> {
+    futures_lite::future::or(async { Ok(f.await) }, async {
+        conn.closed().await;
+        Err(io::Error::other("connection closed by the broker"))
+    })
+    .await
+}
+
 /// Reads more bytes into `buf[at..]` (which the caller has sized); 0 at
 /// the end of the stream. Gives up when the connection closes.
 async fn read_into(reader: &mut ReadHalf<TcpStream>, buf: &mut [u8], conn: &ConnState) -> io::Result<usize> {
@@ -174,15 +183,15 @@ async fn read_loop(
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
             }
         };
+        // Waiting for budget gives up when the connection closes (its
+        // writer failed or timed out): it must not wait on for a shard
+        // budget that other connections hold.
         let permits = total as u64;
-        let conn_permit = conn_budget
-            .acquire_static_permit(permits)
-            .await
+        let conn_permit = until_closed(conn, conn_budget.acquire_static_permit(permits))
+            .await?
             .map_err(|_| io::Error::other("connection budget closed"))?;
-        let shard_permit = shard
-            .inflight
-            .acquire_static_permit(permits)
-            .await
+        let shard_permit = until_closed(conn, shard.inflight.acquire_static_permit(permits))
+            .await?
             .map_err(|_| io::Error::other("shard budget closed"))?;
         // Every frame gets an allocation of its own, exactly its size: the
         // records of a produce may stay in a partition's tail cache for a
@@ -266,14 +275,20 @@ fn end_of_stream(buffered: usize) -> io::Result<()> {
 }
 
 /// Hands a response to the writer, counting its bytes as unwritten; a
-/// response for a connection that closed is dropped (and its permits with it).
+/// response for a connection that closed is dropped (and its permits with
+/// it), also while it waits for room in the writer's queue.
 async fn send(conn: &ConnState, tx: &LocalSender<Outgoing>, out: Outgoing) {
     if conn.is_closed() {
         return;
     }
     let len = out.wire_len();
     conn.unwritten.set(conn.unwritten.get() + len);
-    if tx.send(out).await.is_err() {
+    let sent = futures_lite::future::or(async { tx.send(out).await.is_ok() }, async {
+        conn.closed().await;
+        false
+    })
+    .await;
+    if !sent {
         conn.unwritten.set(conn.unwritten.get() - len);
     }
 }
@@ -303,6 +318,24 @@ async fn write_loop(
     // The reader stops too (a client that does not read is not served).
     conn.close();
     let _ = writer.close().await;
+    drop(writer);
+    // Responses queued or still being handed over are dropped here, and
+    // their permits given back, until every sender is gone: left in the
+    // queue they would hold the shard's budget for as long as the
+    // channel lived.
+    // (A task of its own: a JoinGroup may wait minutes for its rebalance,
+    // and the connection is gone already.)
+    glommio::spawn_local(async move {
+        while let Some(out) = rx.recv().await {
+            conn.unwritten.set(conn.unwritten.get() - out.wire_len());
+        }
+        debug_assert_eq!(
+            conn.unwritten.get(),
+            0,
+            "every response handed over is accounted for"
+        );
+    })
+    .detach();
 }
 
 async fn write_outgoing(w: &mut WriteHalf<TcpStream>, fd: RawFd, out: &Outgoing) -> io::Result<()> {

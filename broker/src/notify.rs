@@ -1,14 +1,18 @@
 //! A single-threaded "something changed" signal for long polls: appends
 //! bump a partition's version, and fetches waiting for data wake up.
 //!
-//! A waiter registers its waker under an id and takes it out again when it
-//! is dropped, whether it was woken or timed out: a partition that many
-//! polls waited on and that never changed keeps no wakers behind.
+//! A waiter registers under an id and takes itself out again when it is
+//! dropped, whether it was woken or timed out: a partition that many polls
+//! waited on and that never changed keeps no wakers behind. A waiter on
+//! many notifies registers one shared slot with each, holding one clone of
+//! its task's waker, whatever their number (glommio counts a task's wakers
+//! in 16 bits, and a fetch may wait on many thousands of partitions).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// Lives on the shard that owns the partition; never crosses cores.
@@ -16,8 +20,11 @@ use std::task::{Context, Poll, Waker};
 pub struct Notify {
     version: Cell<u64>,
     next_waiter: Cell<u64>,
-    waiters: RefCell<HashMap<u64, Waker>>,
+    waiters: RefCell<HashMap<u64, Slot>>,
 }
+
+/// The one waker of a waiting future, shared by every notify it waits on.
+type Slot = Rc<RefCell<Option<Waker>>>;
 
 impl Notify {
     pub fn version(&self) -> u64 {
@@ -28,9 +35,13 @@ impl Notify {
     pub fn notify(&self) {
         self.version.set(self.version.get() + 1);
         // Taken out first: a woken task may register again at once.
-        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().map(|(_, w)| w).collect();
-        for w in woken {
-            w.wake();
+        let woken: Vec<Slot> = self.waiters.borrow_mut().drain().map(|(_, w)| w).collect();
+        for slot in woken {
+            // Taken: the other notifies of the same waiter find it woken.
+            let w = slot.borrow_mut().take();
+            if let Some(w) = w {
+                w.wake();
+            }
         }
     }
 
@@ -39,22 +50,18 @@ impl Notify {
         self.waiters.borrow().len()
     }
 
-    fn register(&self, slot: &mut Option<u64>, waker: &Waker) {
+    fn register(&self, id: &mut Option<u64>, slot: &Slot) {
         let mut waiters = self.waiters.borrow_mut();
-        match slot {
-            Some(id) => match waiters.get_mut(id) {
-                Some(w) if w.will_wake(waker) => {}
-                Some(w) => *w = waker.clone(),
+        match id {
+            Some(id) => {
                 // Drained by a notify that this poll has not seen yet.
-                None => {
-                    waiters.insert(*id, waker.clone());
-                }
-            },
+                waiters.entry(*id).or_insert_with(|| slot.clone());
+            }
             None => {
-                let id = self.next_waiter.get();
-                self.next_waiter.set(id + 1);
-                waiters.insert(id, waker.clone());
-                *slot = Some(id);
+                let n = self.next_waiter.get();
+                self.next_waiter.set(n + 1);
+                waiters.insert(n, slot.clone());
+                *id = Some(n);
             }
         }
     }
@@ -70,6 +77,7 @@ pub struct ChangedAny<'a> {
     notifies: &'a [&'a Notify],
     start: Vec<u64>,
     ids: Vec<Option<u64>>,
+    slot: Slot,
 }
 
 /// Waits until any of `notifies` changes (see [`ChangedAny`]).
@@ -78,6 +86,7 @@ pub fn changed_any<'a>(notifies: &'a [&'a Notify]) -> ChangedAny<'a> {
         notifies,
         start: notifies.iter().map(|n| n.version()).collect(),
         ids: vec![None; notifies.len()],
+        slot: Slot::default(),
     }
 }
 
@@ -94,8 +103,15 @@ impl Future for ChangedAny<'_> {
         {
             return Poll::Ready(());
         }
-        for (n, slot) in this.notifies.iter().zip(this.ids.iter_mut()) {
-            n.register(slot, cx.waker());
+        {
+            let mut w = this.slot.borrow_mut();
+            match &mut *w {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+        }
+        for (n, id) in this.notifies.iter().zip(this.ids.iter_mut()) {
+            n.register(id, &this.slot);
         }
         Poll::Pending
     }
@@ -143,6 +159,43 @@ mod tests {
             // Times out: dropped without a notify.
         }
         assert_eq!((a.waiters(), b.waiters()), (0, 0));
+    }
+
+    /// Counts the clones of its waker alive at once.
+    struct Counting(std::sync::atomic::AtomicUsize);
+    fn counting_waker(c: &'static Counting) -> Waker {
+        use std::sync::atomic::Ordering::SeqCst;
+        use std::task::{RawWaker, RawWakerVTable};
+        unsafe fn clone(p: *const ()) -> RawWaker {
+            let c = unsafe { &*(p as *const Counting) };
+            c.0.fetch_add(1, SeqCst);
+            RawWaker::new(p, &VTABLE)
+        }
+        unsafe fn drop(p: *const ()) {
+            let c = unsafe { &*(p as *const Counting) };
+            c.0.fetch_sub(1, SeqCst);
+        }
+        unsafe fn noop(_: *const ()) {}
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, drop);
+        c.0.fetch_add(1, SeqCst);
+        unsafe { Waker::from_raw(RawWaker::new(c as *const Counting as *const (), &VTABLE)) }
+    }
+
+    #[test]
+    fn a_wait_on_many_notifies_holds_one_waker() {
+        static COUNT: Counting = Counting(std::sync::atomic::AtomicUsize::new(0));
+        let waker = counting_waker(&COUNT);
+        let many: Vec<Notify> = (0..40_000).map(|_| Notify::default()).collect();
+        let refs: Vec<&Notify> = many.iter().collect();
+        let mut f = Box::pin(changed_any(&refs));
+        assert!(poll_once(&mut f, &waker).is_pending());
+        assert!(poll_once(&mut f, &waker).is_pending());
+        // The caller's waker and the one clone in the shared slot.
+        assert_eq!(COUNT.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        many[39_999].notify();
+        assert!(poll_once(&mut f, &waker).is_ready());
+        drop(f);
+        assert!(many.iter().all(|n| n.waiters() == 0));
     }
 
     #[test]

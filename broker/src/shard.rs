@@ -186,6 +186,57 @@ impl ShardProbe {
     }
 }
 
+/// The fetch waits running on a shard, by (asking shard, wait id), so that
+/// a cancel finds its wait. An entry lives exactly as long as its wait.
+#[derive(Default)]
+pub struct Waits {
+    map: RefCell<HashMap<(usize, u64), Rc<Notify>>>,
+}
+
+impl Waits {
+    /// Registers a wait; it is removed when the entry is dropped.
+    pub fn register(&self, key: (usize, u64)) -> WaitEntry<'_> {
+        let cancel = Rc::new(Notify::default());
+        let old = self.map.borrow_mut().insert(key, cancel.clone());
+        debug_assert!(old.is_none(), "wait ids are never reused");
+        WaitEntry {
+            waits: self,
+            key,
+            cancel,
+        }
+    }
+
+    /// Ends the wait `key` if it is still running.
+    pub fn cancel(&self, key: (usize, u64)) {
+        let w = self.map.borrow_mut().remove(&key);
+        if let Some(w) = w {
+            w.notify();
+        }
+    }
+
+    /// Waits registered now.
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One registered wait; its `cancel` is notified by [`Waits::cancel`].
+pub struct WaitEntry<'a> {
+    waits: &'a Waits,
+    key: (usize, u64),
+    pub cancel: Rc<Notify>,
+}
+
+impl Drop for WaitEntry<'_> {
+    fn drop(&mut self) {
+        self.waits.map.borrow_mut().remove(&self.key);
+    }
+}
+
 /// The state of one shard; lives on its executor only.
 pub struct Shard {
     pub id: usize,
@@ -198,8 +249,8 @@ pub struct Shard {
     senders: Senders<Envelope>,
     next_call: Cell<u64>,
     pending: RefCell<HashMap<u64, LocalSender<ShardResponse>>>,
-    /// Fetch waits running here, by (asking shard, wait id), to cancel.
-    waits: RefCell<HashMap<(usize, u64), Rc<Notify>>>,
+    /// Fetch waits running here, to cancel.
+    pub waits: Waits,
     next_wait: Cell<u64>,
     apply_lock: Semaphore,
     admin_lock: Semaphore,
@@ -245,7 +296,7 @@ impl Shard {
             senders,
             next_call: Cell::new(0),
             pending: RefCell::new(HashMap::new()),
-            waits: RefCell::new(HashMap::new()),
+            waits: Waits::default(),
             next_wait: Cell::new(0),
             apply_lock: Semaphore::new(1),
             admin_lock: Semaphore::new(1),
@@ -385,10 +436,7 @@ impl Shard {
                 ShardResponse::DataReady
             }
             ShardRequest::CancelWait { from, id } => {
-                let w = self.waits.borrow().get(&(from, id)).cloned();
-                if let Some(w) = w {
-                    w.notify();
-                }
+                self.waits.cancel((from, id));
                 ShardResponse::DataReady
             }
             ShardRequest::Admin(a) => ShardResponse::Admin(self.admin(a).await),
@@ -564,10 +612,7 @@ impl Shard {
     /// before its first await, so the cancel never overtakes its wait.
     pub fn cancel_wait(self: &Rc<Self>, owner: usize, id: u64) {
         if owner == self.id {
-            let w = self.waits.borrow().get(&(owner, id)).cloned();
-            if let Some(w) = w {
-                w.notify();
-            }
+            self.waits.cancel((owner, id));
             return;
         }
         let shard = self.clone();
@@ -598,12 +643,13 @@ impl Shard {
                 start_visibility_sync(p);
             }
         }
-        let cancel = Rc::new(Notify::default());
-        self.waits.borrow_mut().insert((from, id), cancel.clone());
+        // Leaves the registry however this ends: woken, timed out,
+        // cancelled, or dropped unfinished (a wait served in place, on the
+        // asking shard, is dropped when the fetch stops waiting).
+        let entry = self.waits.register((from, id));
         let mut notifies: Vec<&Notify> = ps.iter().map(|(p, _)| &p.notify).collect();
-        notifies.push(&cancel);
+        notifies.push(&entry.cancel);
         futures_lite::future::or(changed_any(&notifies), glommio::timer::sleep(wait)).await;
-        self.waits.borrow_mut().remove(&(from, id));
     }
 
     /// Opens and closes this shard's partitions to match a metadata snapshot.
@@ -923,5 +969,39 @@ fn failed_response(resp: Response, code: ErrorCode, message: &str) -> Response {
             Response::AlterConfigs(r)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::changed_any;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    #[test]
+    fn a_wait_leaves_the_registry_however_it_ends() {
+        let waits = Waits::default();
+        let cx = &mut Context::from_waker(Waker::noop());
+        // Dropped unfinished (a wait served in place whose fetch stopped
+        // waiting): nothing stays behind.
+        for id in 0..100 {
+            let entry = waits.register((0, id));
+            let notifies = [&*entry.cancel];
+            let mut f = Box::pin(changed_any(&notifies));
+            assert!(f.as_mut().poll(cx).is_pending());
+        }
+        assert!(waits.is_empty(), "{} dropped waits left behind", waits.len());
+        // Cancelled: the wait is woken and gone.
+        let entry = waits.register((1, 7));
+        let cancel = entry.cancel.clone();
+        let notifies = [&*cancel];
+        let mut f = Box::pin(changed_any(&notifies));
+        assert!(f.as_mut().poll(cx).is_pending());
+        waits.cancel((1, 7));
+        assert_eq!(f.as_mut().poll(cx), Poll::Ready(()));
+        assert!(waits.is_empty());
+        drop(entry);
+        assert!(waits.is_empty());
     }
 }

@@ -372,6 +372,59 @@ fn a_client_that_stops_reading_is_cut_off_and_others_go_on() {
     assert!(broker.terminate().success());
 }
 
+/// A client cut off for not reading gives back every byte of budget its
+/// requests held: those queued for its writer, those waiting to be queued,
+/// and its reader waiting for more. Here the shard's whole budget fits one
+/// connection's, so two such clients left anything stranded, the good
+/// client's next request would wait for ever.
+#[test]
+fn a_client_cut_off_for_not_reading_gives_its_budget_back() {
+    let (_dir, mut broker) = broker_with(
+        "write_timeout_ms = 300\nmax_frame_bytes = 65536\n\
+         max_inflight_bytes_per_connection = 65540\nmax_inflight_bytes_per_shard = 65540\n\
+         max_unwritten_bytes_per_connection = 1073741824\n",
+        1,
+    );
+    let mut c = RawConn::connect(broker.addr);
+    let topic = c.create_topic("big", 1, &[]);
+    fill(&mut c, topic, 0, 100, 40, 1000); // 4 MB
+                                           // Each answered with 64 KiB: many responses, so that the writer's
+                                           // queue fills and handlers wait to hand theirs over.
+    let mut fetch = fetch_request(topic, &[(0, 0)], 0, 0);
+    fetch.max_bytes = 65536;
+    fetch.topics[0].partitions[0].partition_max_bytes = 65536;
+    for round in 0..2 {
+        // 2,000 fetches of the whole partition, sent and never read: far
+        // more than its budget lets in, and more than its writer queues.
+        let mut stalled = TcpStream::connect(broker.addr).unwrap();
+        let mut out = BytesMut::new();
+        for i in 0..2000 {
+            let header = RequestHeader {
+                api_key: ApiKey::Fetch,
+                api_version: 0,
+                correlation_id: i,
+                client_id: "stalled".into(),
+            };
+            encode_request(&header, &Request::Fetch(fetch.clone()), &mut out);
+        }
+        stalled.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stalled.write_all(&out);
+        // Cut off after the write timeout (300 ms); the stalled client
+        // stays connected, reading nothing.
+        std::thread::sleep(Duration::from_secs(2));
+        // The good client is served at once (or waits for ever: its read
+        // times out after 20 s and the test fails).
+        let t = Instant::now();
+        all_take_writes(&mut c, topic, 1);
+        println!(
+            "round {round}: good client served in {:?} after the cut-off",
+            t.elapsed()
+        );
+        drop(stalled);
+    }
+    assert!(broker.terminate().success());
+}
+
 #[test]
 fn an_idle_connection_is_closed() {
     let (_dir, mut broker) = broker_with("connection_idle_timeout_ms = 500\n", 1);
