@@ -100,6 +100,12 @@ pub struct BrokerConfig {
     /// renames and removals), so that one slow disk read does not hold up
     /// the rest.
     pub blocking_threads_per_shard: usize,
+    /// A request frame must arrive whole within this (plus a second per MiB
+    /// of its length) from its length prefix on, since it holds its
+    /// in-flight permits from then.
+    pub request_read_timeout: Duration,
+    /// Most requests of one connection being handled or answered at once.
+    pub max_inflight_requests_per_connection: usize,
     /// A shard whose executor has not turned for this long is logged as
     /// stalled (and again when it turns), and counted.
     pub shard_stall_timeout: Duration,
@@ -141,6 +147,8 @@ impl Default for BrokerConfig {
             max_unwritten_bytes_per_connection: 64 << 20,
             recompress_max_bytes: 64 << 20,
             blocking_threads_per_shard: 4,
+            request_read_timeout: Duration::from_secs(30),
+            max_inflight_requests_per_connection: 256,
             shard_stall_timeout: Duration::from_secs(2),
         }
     }
@@ -183,6 +191,8 @@ pub struct FileConfig {
     pub recompress_max_bytes: Option<usize>,
     pub blocking_threads_per_shard: Option<usize>,
     pub shard_stall_timeout_ms: Option<u64>,
+    pub request_read_timeout_ms: Option<u64>,
+    pub max_inflight_requests_per_connection: Option<usize>,
 }
 
 impl FileConfig {
@@ -300,6 +310,12 @@ impl BrokerConfig {
         if let Some(v) = f.shard_stall_timeout_ms {
             self.shard_stall_timeout = Duration::from_millis(v);
         }
+        if let Some(v) = f.request_read_timeout_ms {
+            self.request_read_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = f.max_inflight_requests_per_connection {
+            self.max_inflight_requests_per_connection = v;
+        }
         Ok(())
     }
 
@@ -369,6 +385,32 @@ impl BrokerConfig {
                 "must be above 0".into(),
             ));
         }
+        if self.request_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "request_read_timeout_ms",
+                "must be above 0".into(),
+            ));
+        }
+        if self.max_inflight_requests_per_connection == 0
+            || self.max_inflight_requests_per_connection > 65_536
+        {
+            return Err(ConfigError::Invalid(
+                "max_inflight_requests_per_connection",
+                format!("{} (1 to 65536)", self.max_inflight_requests_per_connection),
+            ));
+        }
+        // A long poll that outlives the idle timeout would see its
+        // connection closed under it for sending nothing while it waited.
+        if self.connection_idle_timeout < self.fetch_max_wait {
+            return Err(ConfigError::Invalid(
+                "connection_idle_timeout_ms",
+                format!(
+                    "{} ms is shorter than fetch_max_wait_ms {} ms",
+                    self.connection_idle_timeout.as_millis(),
+                    self.fetch_max_wait.as_millis()
+                ),
+            ));
+        }
         if self.shard_stall_timeout < crate::watchdog::BEAT * 2 {
             return Err(ConfigError::Invalid(
                 "shard_stall_timeout_ms",
@@ -430,6 +472,40 @@ mod tests {
             ..BrokerConfig::default()
         };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn timeouts_and_request_bounds_hang_together() {
+        let base = BrokerConfig {
+            cores: 1,
+            ..BrokerConfig::default()
+        };
+        // A long poll must not outlive the idle timeout.
+        let idle = BrokerConfig {
+            connection_idle_timeout: Duration::from_secs(10),
+            fetch_max_wait: Duration::from_secs(20),
+            ..base.clone()
+        };
+        assert!(matches!(
+            idle.validate(),
+            Err(ConfigError::Invalid("connection_idle_timeout_ms", _))
+        ));
+        for bad in [
+            BrokerConfig {
+                max_inflight_requests_per_connection: 0,
+                ..base.clone()
+            },
+            BrokerConfig {
+                request_read_timeout: Duration::ZERO,
+                ..base.clone()
+            },
+            BrokerConfig {
+                shard_stall_timeout: Duration::from_millis(50),
+                ..base.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::Duration;
 
 use borges_net::protocol::{
     decode_request, encode_error_response, frame_length, Limits, RequestError, FRAME_PREFIX_LEN,
@@ -33,7 +34,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
-use crate::handlers::{handle, Outgoing, Piece, RequestCtx};
+use crate::handlers::{handle, Held, Outgoing, Piece, RequestCtx};
 use crate::notify::{changed_any, Notify};
 use crate::shard::{Shard, ShardProbe};
 
@@ -148,6 +149,13 @@ async fn read_loop(
     let conn_budget = Rc::new(Semaphore::new(
         shard.config.max_inflight_bytes_per_connection as u64,
     ));
+    // Requests in flight: small frames may build large responses (a
+    // Metadata of every topic), which the unwritten-bytes bound only sees
+    // once they are built.
+    let requests = Rc::new(Semaphore::new(
+        shard.config.max_inflight_requests_per_connection as u64,
+    ));
+    let read_timeout = shard.config.request_read_timeout;
     let unwritten_max = shard.config.max_unwritten_bytes_per_connection;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
@@ -187,12 +195,20 @@ async fn read_loop(
         // writer failed or timed out): it must not wait on for a shard
         // budget that other connections hold.
         let permits = total as u64;
-        let conn_permit = until_closed(conn, conn_budget.acquire_static_permit(permits))
+        let request = until_closed(conn, requests.acquire_static_permit(1))
+            .await?
+            .map_err(|_| io::Error::other("request budget closed"))?;
+        let conn_bytes = until_closed(conn, conn_budget.acquire_static_permit(permits))
             .await?
             .map_err(|_| io::Error::other("connection budget closed"))?;
-        let shard_permit = until_closed(conn, shard.inflight.acquire_static_permit(permits))
+        let shard_bytes = until_closed(conn, shard.inflight.acquire_static_permit(permits))
             .await?
             .map_err(|_| io::Error::other("shard budget closed"))?;
+        let held = Held {
+            conn_bytes,
+            shard_bytes,
+            request,
+        };
         // Every frame gets an allocation of its own, exactly its size: the
         // records of a produce may stay in a partition's tail cache for a
         // long time, and must not pin a read buffer shared with others.
@@ -206,12 +222,37 @@ async fn read_loop(
             buf.clear();
             let mut have = frame.len();
             frame.resize(total, 0);
-            while have < total {
-                let n = read_into(&mut reader, &mut frame[have..], conn).await?;
-                if n == 0 {
-                    return end_of_stream(have);
+            // The frame holds its permits from now on: it must arrive
+            // whole in bounded time, or a client trickling bytes would
+            // hold the shard's budget for as long as it liked.
+            let deadline = read_timeout + Duration::from_secs((total >> 20) as u64);
+            let rest = async {
+                while have < total {
+                    let n = read_into(&mut reader, &mut frame[have..], conn).await?;
+                    if n == 0 {
+                        return end_of_stream(have).map(|_| false);
+                    }
+                    have += n;
                 }
-                have += n;
+                Ok(true)
+            };
+            let whole = futures_lite::future::or(rest, async {
+                glommio::timer::sleep(deadline).await;
+                ShardProbe::bump(&shard.probe.frames_refused);
+                tracing::info!(
+                    shard = shard.id,
+                    frame_bytes = total,
+                    ?deadline,
+                    "a frame too slow to arrive; closing the connection"
+                );
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "frame not whole within its deadline",
+                ))
+            })
+            .await?;
+            if !whole {
+                return Ok(());
             }
             frame
         };
@@ -230,7 +271,7 @@ async fn read_loop(
                     };
                     let out = handle(&shard, header, request, &ctx).await;
                     if let Some(mut out) = out {
-                        out.permits = Some((conn_permit, shard_permit));
+                        out.permits = Some(held);
                         send(&conn, &tx, out).await;
                     }
                 })
@@ -249,7 +290,7 @@ async fn read_loop(
                 let out = Outgoing {
                     head,
                     pieces: Vec::new(),
-                    permits: Some((conn_permit, shard_permit)),
+                    permits: Some(held),
                 };
                 send(conn, &tx, out).await;
             }

@@ -65,7 +65,16 @@ impl Piece {
 pub struct Outgoing {
     pub head: BytesMut,
     pub pieces: Vec<(usize, Vec<Piece>)>,
-    pub permits: Option<(StaticPermit, StaticPermit)>,
+    pub permits: Option<Held>,
+}
+
+/// What a request holds from its frame's arrival until its response is
+/// written (or dropped): its bytes from the connection's and the shard's
+/// in-flight budgets, and its place among the connection's requests.
+pub struct Held {
+    pub conn_bytes: StaticPermit,
+    pub shard_bytes: StaticPermit,
+    pub request: StaticPermit,
 }
 
 impl Outgoing {
@@ -152,6 +161,17 @@ pub async fn handle(
         Request::DescribeConfigs(r) => Response::DescribeConfigs(describe_configs(shard, r)),
         Request::Produce(r) => {
             let acks = r.acks;
+            if let Some((topic, partition)) = named_twice(&r) {
+                // Which of two batches for one partition would be written
+                // first is not the client's to guess: refused whole.
+                let message =
+                    format!("partition {partition} of topic id {topic} is named twice in one produce");
+                if acks == 0 {
+                    tracing::info!(shard = shard.id, %message, "produce refused");
+                    return None;
+                }
+                return Some(Outgoing::error(corr, ErrorCode::InvalidRequest, &message));
+            }
             let resp = produce(shard, r, ctx.frame_len).await;
             if acks == 0 {
                 return None;
@@ -399,8 +419,21 @@ fn known(shard: &Shard, topic: TopicId, partition: u32) -> Result<(), ErrorCode>
     }
 }
 
+/// The first partition a produce names twice, if any.
+fn named_twice(r: &ProduceRequest) -> Option<(TopicId, u32)> {
+    let mut named = std::collections::HashSet::new();
+    r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, p.partition)))
+        .find(|k| !named.insert(*k))
+}
+
 async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> ProduceResponse {
     // Every partition's append starts at once, on whichever shard owns it.
+    // What the whole request may decompress to recompress is one budget.
+    let recompress_budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+        shard.config.recompress_max_bytes,
+    ));
     let mut tasks = Vec::new();
     for t in r.topics {
         let mut parts = Vec::new();
@@ -415,6 +448,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> Prod
             let key: PartKey = (t.topic_id, p.partition);
             let shard = shard.clone();
             let acks = r.acks;
+            let recompress_budget = recompress_budget.clone();
             parts.push((
                 p.partition,
                 glommio::spawn_local(async move {
@@ -427,6 +461,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> Prod
                                 key,
                                 records: p.records,
                                 acks,
+                                recompress_budget,
                             },
                         )
                         .await
@@ -618,6 +653,9 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) 
     let mut slots: Vec<FetchSlot> = Vec::new();
     for t in &r.topics {
         for p in &t.partitions {
+            if named.len() % 4096 == 4095 {
+                glommio::yield_if_needed().await;
+            }
             if !named.insert((t.topic_id, p.partition)) {
                 return Outgoing::error(
                     corr,
@@ -650,6 +688,9 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) 
         let mut errors = false;
         let mut full = false;
         for s in slots.iter_mut() {
+            // A fetch may name millions of partitions (unknown ones are
+            // answered without awaiting anything): the shard turns between.
+            glommio::yield_if_needed().await;
             let mut read = if budget == 0 {
                 full = true;
                 SlotRead {

@@ -115,12 +115,19 @@ fn start(args: StartArgs) -> Result<(), String> {
     }
     if let Some(v) = args.max_frame_bytes {
         config.max_frame_bytes = v;
-        // The connection's budget must hold one whole frame and its prefix.
+        // The connection's budget must hold one whole frame and its
+        // prefix: budgets left at their defaults grow to fit; budgets the
+        // file set are the operator's, and a misfit is refused at start.
         let frame = v.saturating_add(borges_net::protocol::FRAME_PREFIX_LEN);
-        config.max_inflight_bytes_per_connection = config.max_inflight_bytes_per_connection.max(frame);
-        config.max_inflight_bytes_per_shard = config
-            .max_inflight_bytes_per_shard
-            .max(config.max_inflight_bytes_per_connection);
+        let defaults = BrokerConfig::default();
+        if config.max_inflight_bytes_per_connection == defaults.max_inflight_bytes_per_connection {
+            config.max_inflight_bytes_per_connection = config.max_inflight_bytes_per_connection.max(frame);
+        }
+        if config.max_inflight_bytes_per_shard == defaults.max_inflight_bytes_per_shard {
+            config.max_inflight_bytes_per_shard = config
+                .max_inflight_bytes_per_shard
+                .max(config.max_inflight_bytes_per_connection);
+        }
     }
     let stop = borges_broker::server::stop_on_signals();
     borges_broker::server::run(config, stop).map_err(|e| e.to_string())

@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +88,9 @@ pub enum ShardRequest {
         key: PartKey,
         records: BytesMut,
         acks: i8,
+        /// Decompressed bytes the whole produce may still recompress,
+        /// shared by its partitions on every shard.
+        recompress_budget: Arc<AtomicUsize>,
     },
     Fetch {
         key: PartKey,
@@ -254,6 +258,10 @@ pub struct Shard {
     next_wait: Cell<u64>,
     apply_lock: Semaphore,
     admin_lock: Semaphore,
+    /// One recompression at a time on this shard: each may hold up to
+    /// `recompress_max_bytes` decompressed, whatever the number of
+    /// partitions (or requests) asking at once.
+    recompress_lock: Semaphore,
     /// Bytes of requests being handled on this shard.
     pub inflight: Rc<Semaphore>,
     pub connections: Cell<usize>,
@@ -300,6 +308,7 @@ impl Shard {
             next_wait: Cell::new(0),
             apply_lock: Semaphore::new(1),
             admin_lock: Semaphore::new(1),
+            recompress_lock: Semaphore::new(1),
             inflight,
             connections: Cell::new(0),
             probe: ShardProbe::default(),
@@ -387,9 +396,12 @@ impl Shard {
     /// Serves a request for this shard's partitions or, on shard 0, the metadata.
     pub async fn serve(self: &Rc<Self>, req: ShardRequest) -> ShardResponse {
         match req {
-            ShardRequest::Produce { key, records, acks } => {
-                ShardResponse::Produce(self.produce_local(key, records, acks).await)
-            }
+            ShardRequest::Produce {
+                key,
+                records,
+                acks,
+                recompress_budget,
+            } => ShardResponse::Produce(self.produce_local(key, records, acks, &recompress_budget).await),
             ShardRequest::Fetch {
                 key,
                 offset,
@@ -453,11 +465,14 @@ impl Shard {
         }
     }
 
+    /// Appends `records` to partition `key`; a topic `compression.type`
+    /// rewrites them, taking their decompressed size from `recompress_budget`.
     pub async fn produce_local(
         &self,
         key: PartKey,
         records: BytesMut,
         acks: i8,
+        recompress_budget: &AtomicUsize,
     ) -> Result<Produced, PartError> {
         let p = self.partition(key)?;
         let (max, compression) = {
@@ -474,8 +489,19 @@ impl Shard {
             ));
         }
         let records = match compression {
-            Some(c) => {
-                let out = crate::recompress::to_codec(records, c, self.config.recompress_max_bytes).await?;
+            Some(c) if crate::recompress::needs_rewrite(&records, c)? => {
+                let _one = self
+                    .recompress_lock
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| (ErrorCode::UnknownServerError, "the shard is stopping".to_string()))?;
+                let out = crate::recompress::to_codec(
+                    records,
+                    c,
+                    recompress_budget,
+                    self.config.recompress_max_bytes,
+                )
+                .await?;
                 if out.len() > max {
                     return Err((
                         ErrorCode::MessageTooLarge,
@@ -487,7 +513,7 @@ impl Shard {
                 }
                 out
             }
-            None => records,
+            _ => records,
         };
         let info = p
             .log

@@ -237,14 +237,22 @@ impl Broker {
 
     /// Resident memory of the broker process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.status_kb("VmRSS:") * 1024
+    }
+
+    /// The most resident memory the broker process has had, in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kb("VmHWM:") * 1024
+    }
+
+    fn status_kb(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -369,12 +377,17 @@ impl RawConn {
 
     /// Reads one response frame; `None` when the broker closed the connection.
     pub fn read_response(&mut self, api: ApiKey) -> Option<(u32, ResponseResult)> {
+        let payload = self.read_frame()?;
+        Some(decode_response(api, payload, &Limits::default()).expect("decodable response"))
+    }
+
+    /// Reads one response frame's payload (correlation id first), undecoded.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
         let limits = Limits::default();
         loop {
             if let Ok(Some(total)) = frame_length(&self.buf, &limits) {
                 let mut frame = self.buf.split_to(total);
-                let payload: Bytes = frame.split_off(4).freeze();
-                return Some(decode_response(api, payload, &limits).expect("decodable response"));
+                return Some(frame.split_off(4).freeze());
             }
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {

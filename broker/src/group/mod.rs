@@ -821,7 +821,12 @@ async fn persist_records(
         ErrorCode::UnknownServerError
     })?;
     shard
-        .produce_local(key, batch, -1)
+        .produce_local(
+            key,
+            batch,
+            -1,
+            &std::sync::atomic::AtomicUsize::new(shard.config.recompress_max_bytes),
+        )
         .await
         .map(|_| ())
         .map_err(|(code, msg)| {
