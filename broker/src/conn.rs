@@ -40,6 +40,10 @@ use crate::shard::{Shard, ShardProbe};
 
 /// Bytes read from the socket at a time into the shared read buffer.
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes read at a time while no frame is partly read: an idle connection
+/// keeps only this much buffer (a large frame gets its own allocation, of
+/// its size, once its prefix is known).
+const IDLE_READ_CHUNK: usize = 4 << 10;
 
 /// What the tasks of one connection share; lives on the connection's shard.
 #[derive(Default)]
@@ -157,7 +161,7 @@ async fn read_loop(
     ));
     let read_timeout = shard.config.request_read_timeout;
     let unwritten_max = shard.config.max_unwritten_bytes_per_connection;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
     loop {
         // A client that does not read its responses is not read either.
         while conn.unwritten.get() > unwritten_max && !conn.is_closed() {
@@ -176,8 +180,17 @@ async fn read_loop(
             }
             Ok(None) => {
                 let old = buf.len();
-                buf.reserve(READ_CHUNK);
-                buf.resize(old + READ_CHUNK, 0);
+                let chunk = if old == 0 {
+                    if buf.capacity() > IDLE_READ_CHUNK {
+                        // Give back what a burst of requests grew.
+                        buf = BytesMut::new();
+                    }
+                    IDLE_READ_CHUNK
+                } else {
+                    READ_CHUNK
+                };
+                buf.reserve(chunk);
+                buf.resize(old + chunk, 0);
                 let n = read_into(&mut reader, &mut buf[old..], conn).await?;
                 buf.truncate(old + n);
                 if n == 0 {

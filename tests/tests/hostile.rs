@@ -610,6 +610,32 @@ fn requests_in_flight_per_connection_are_bounded_by_count() {
     assert!(broker.terminate().success());
 }
 
+/// An idle connection costs little memory: 2,000 connections that each
+/// sent a request and then wait.
+#[test]
+fn idle_connections_hold_little_memory() {
+    let (_dir, mut broker) = broker_with("", 1);
+    let rss0 = broker.rss_bytes();
+    let mut conns = Vec::new();
+    for _ in 0..2000 {
+        let mut c = RawConn::connect(broker.addr);
+        assert!(answers_api_versions(&mut c));
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = broker.rss_bytes();
+    let per = rss.saturating_sub(rss0) / 2000;
+    println!(
+        "2000 idle connections: broker RSS {} -> {} MiB, {} KiB each",
+        rss0 >> 20,
+        rss >> 20,
+        per >> 10
+    );
+    assert!(per < 24 << 10, "{per} bytes per idle connection");
+    drop(conns);
+    assert!(broker.terminate().success());
+}
+
 #[test]
 fn an_idle_connection_is_closed() {
     let (_dir, mut broker) = broker_with("connection_idle_timeout_ms = 500\nfetch_max_wait_ms = 500\n", 1);
