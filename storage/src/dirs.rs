@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use borges_net::types::PartitionId;
 
 use crate::error::{Result, StorageError};
+use crate::seam::{self, Op};
 
 /// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<()> {
@@ -140,6 +141,7 @@ impl DataDirs {
         }
         let (_, dir) = best.expect("at least one data directory");
         let path = dir.join(partition_dir_name(topic, partition));
+        seam::step(Op::CreateDir, &path, 0, 0).map_err(|e| StorageError::io("create directory", &path, e))?;
         std::fs::create_dir_all(&path).map_err(|e| StorageError::io("create directory", &path, e))?;
         Ok(path)
     }
@@ -148,6 +150,7 @@ impl DataDirs {
     pub fn remove(&self, topic: &str, partition: PartitionId) -> Result<bool> {
         match self.locate(topic, partition)? {
             Some(p) => {
+                seam::step(Op::RemoveDir, &p, 0, 0).map_err(|e| StorageError::io("remove directory", &p, e))?;
                 std::fs::remove_dir_all(&p).map_err(|e| StorageError::io("remove directory", &p, e))?;
                 Ok(true)
             }

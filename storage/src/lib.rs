@@ -31,6 +31,8 @@
 //! - `dirs.rs`: placing partitions over several data directories.
 //! - `config.rs`, `clock.rs`, `error.rs`, `fsutil.rs`: settings, time as an
 //!   input, errors, small-file helpers.
+//! - `seam.rs`: the file-system seam every durable step passes through,
+//!   where tests inject faults and record the order of steps.
 
 mod cache;
 mod clock;
@@ -44,6 +46,8 @@ mod index;
 mod log;
 mod recovery;
 mod segment;
+#[doc(hidden)]
+pub mod seam;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -24,6 +24,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{remove_if_exists, sync_dir, write_file_atomic};
 use crate::recovery::RecoveryReport;
+use crate::seam::{self, Op};
 use crate::segment::{
     segment_path, HeaderScanner, ScanStop, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -595,6 +596,8 @@ impl Log {
         }
         let (file, covered) = self.flush_writes().await?;
         let path = self.active_path(&self.st());
+        seam::gate(Op::Fdatasync).await;
+        seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| self.fail(StorageError::io("fdatasync", &path, e)))?;
         file.fdatasync()
             .await
             .map_err(|e| self.fail(StorageError::io("fdatasync", path, e)))?;
@@ -1124,6 +1127,7 @@ impl Log {
         };
         let writer = Writer::new(
             seg.dma.clone(),
+            path.clone(),
             seg.size,
             tail.as_deref().unwrap_or(&[]),
             self.config().write_buffer_bytes,
@@ -1273,6 +1277,7 @@ pub(crate) async fn create_segment(dir: &Path, base: u64, config: &LogConfig) ->
     let dma = Rc::new(dma);
     let writer = Writer::new(
         dma.clone(),
+        path.clone(),
         0,
         &[],
         config.write_buffer_bytes,

@@ -345,6 +345,7 @@ impl Log {
             let tail = read_tail_block(&last.seg.reader, &path, last.file_size).await?;
             writer = Writer::new(
                 last.seg.dma.clone(),
+                path.clone(),
                 last.file_size,
                 &tail,
                 config.write_buffer_bytes,
