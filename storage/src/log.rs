@@ -318,18 +318,25 @@ impl Log {
 
     /// Marks the log failed: after an I/O error the file's state is unknown.
     fn fail(&self, e: StorageError) -> StorageError {
-        let mut st = self.st();
+        self.poison(&mut self.st(), &e);
+        e
+    }
+
+    fn poison(&self, st: &mut State, e: &StorageError) {
         if st.failed.is_none() {
             tracing::error!(dir = %self.inner.dir.display(), error = %e, "log failed");
             st.failed = Some(e.to_string());
         }
-        e
     }
 
+    /// Collects finished background writes. A failed one fails the log
+    /// (whoever sees it first: an append, a sync or a read), and the writer
+    /// keeps reporting it, so `written_end` never passes it and the batches
+    /// it carried stay in the tail cache.
     fn reap(&self, st: &mut State) -> Result<()> {
         if let Err(e) = st.writer.reap() {
             let err = StorageError::io("write", self.active_path(st), e);
-            st.failed.get_or_insert_with(|| err.to_string());
+            self.poison(st, &err);
             return Err(err);
         }
         self.check_writable(st)
@@ -782,8 +789,12 @@ impl Log {
         if from >= bound {
             return Ok(ReadPlan::Ready(read));
         }
-        // A failed write shows up on the append path; reads go on from memory.
-        let _ = st.writer.reap();
+        // A failed write fails the log here too; reads go on, the batches
+        // it carried from memory.
+        if let Err(e) = self.reap(&mut st) {
+            debug_assert!(st.failed.is_some());
+            tracing::debug!(error = %e, "read found the log failed");
+        }
         st.evict(self.config().tail_cache_bytes_max);
         let cache_front = st.cache.front().map(|f| (f.base, f.segment, f.position));
         if let Some((front_base, _, _)) = cache_front {

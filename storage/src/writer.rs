@@ -197,9 +197,7 @@ impl Writer {
     /// and `written_end` stays below it.
     pub fn reap(&mut self) -> Result<(), io::Error> {
         if let Some((kind, msg)) = &self.failed {
-            if false {
             return Err(io::Error::new(*kind, msg.clone()));
-            }
         }
         while let Some(front) = self.inflight.front() {
             if !front.slot.is_done() {
@@ -216,9 +214,6 @@ impl Writer {
         Ok(())
     }
 
-    pub fn is_failed(&self) -> bool {
-        self.failed.is_some()
-    }
 
     /// Issues the next sealed buffer if the in-flight bound allows.
     pub fn submit_one(&mut self, in_flight_max: usize) -> Submit {
