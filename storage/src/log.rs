@@ -1026,19 +1026,31 @@ impl Log {
         if victims.is_empty() {
             return Ok(outcome);
         }
+        // The segments go first, oldest first, and their unlinks are made
+        // durable before any checkpoint says the log starts after them: a
+        // crash in between leaves a contiguous suffix of the segments under
+        // the old checkpoints, which recovery reads as it is. (The other
+        // order left old batches below the checkpointed epoch history, which
+        // recovery cut as an epoch mismatch, erasing the partition.) An I/O
+        // error fails the log; the next open deletes what the checkpoint
+        // excludes.
         let dir = &self.inner.dir;
+        let fail = |e| self.fail(e);
+        for seg in &victims {
+            delete_segment_files(dir, seg.base).map_err(fail)?;
+        }
+        sync_dir(dir).await.map_err(fail)?;
         write_file_atomic(
             &dir.join(LOG_START_FILE),
             outcome.log_start_offset.0.to_string().as_bytes(),
         )
-        .await?;
+        .await
+        .map_err(fail)?;
         if let Some(text) = epoch_text {
-            write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes()).await?;
+            write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes())
+                .await
+                .map_err(fail)?;
         }
-        for seg in victims {
-            delete_segment_files(dir, seg.base)?;
-        }
-        sync_dir(dir).await?;
         Ok(outcome)
     }
 

@@ -52,6 +52,9 @@ pub struct RecoveryReport {
     pub bytes_truncated: u64,
     /// Base offsets of segments deleted because they followed the cut.
     pub segments_deleted: Vec<Offset>,
+    /// Base offsets of segments deleted because they lay wholly below the
+    /// checkpointed log start (retention's unlinks had not reached the disk).
+    pub segments_below_log_start: Vec<Offset>,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
 }
@@ -212,7 +215,21 @@ impl Log {
             None => (LeaderEpochCache::default(), true),
         };
         let check_epochs = epochs_trusted.then_some(&epochs);
-        let bases = list_segments(&dir)?;
+        let mut bases = list_segments(&dir)?;
+        // Segments wholly below the checkpointed log start are deleted
+        // unread: retention removed them from the log (a crash, or a failed
+        // unlink, kept their files), and their batches' epochs are no longer
+        // in the history, so a scan would cut the whole log at them.
+        if let Some(start) = start_checkpoint {
+            let holding_start = bases.iter().rposition(|&b| b <= start).unwrap_or(0);
+            for base in bases.drain(..holding_start) {
+                tracing::info!(dir = %dir.display(), segment = base, log_start = start, "removing a segment below the log start");
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    remove_if_exists(&segment_path(&dir, base, suffix))?;
+                }
+                report.segments_below_log_start.push(Offset(base));
+            }
+        }
         // Segments from the one holding the recovery point on were written
         // after the last durable checkpoint: they get a full CRC scan.
         let first_unsafe = bases
