@@ -45,9 +45,9 @@ mod fsutil;
 mod index;
 mod log;
 mod recovery;
-mod segment;
 #[doc(hidden)]
 pub mod seam;
+mod segment;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

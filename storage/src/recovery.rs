@@ -185,10 +185,12 @@ impl Log {
     pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log> {
         config.validate()?;
         let dir: PathBuf = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
         // glommio opens directories with openat(-1, ..), which refuses a
         // relative path: keep every path absolute.
         let dir = std::path::absolute(&dir).map_err(|e| StorageError::io("resolve directory", &dir, e))?;
+        // A new partition directory is synced into its parent, or a power
+        // loss could take it, and every acknowledged record in it, away.
+        crate::dirs::create_dir_durably(&dir)?;
         let interval = config.index_interval_bytes;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = read_optional(&clean_marker)?.is_some();

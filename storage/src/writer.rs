@@ -214,7 +214,6 @@ impl Writer {
         Ok(())
     }
 
-
     /// Issues the next sealed buffer if the in-flight bound allows.
     pub fn submit_one(&mut self, in_flight_max: usize) -> Submit {
         let Some((_, pos)) = self.sealed.front() else {

@@ -41,7 +41,10 @@ async fn fill(log: &Log, batches: u64) -> Vec<(u64, Vec<u8>)> {
     for i in 0..batches {
         let len = 40 + (i as usize * 13) % 80;
         let epoch = LeaderEpoch(if i < batches / 2 { 0 } else { 1 });
-        let info = log.append(numbered_batch(seq, 3, len, 1000 + i as i64), epoch).await.unwrap();
+        let info = log
+            .append(numbered_batch(seq, 3, len, 1000 + i as i64), epoch)
+            .await
+            .unwrap();
         assert_eq!(info.base_offset, Offset(seq));
         all.extend((0..3).map(|j| (seq + j, value(seq + j, len))));
         seq += 3;
@@ -102,9 +105,16 @@ fn an_old_segment_put_back_after_retention_is_deleted_on_open() {
         let log = open(dir.path(), small()).await;
         assert_eq!(log.log_end_offset(), end, "{:?}", log.recovery_report());
         assert_eq!(log.log_start_offset(), start);
-        assert!(log.recovery_report().truncated.is_none(), "{:?}", log.recovery_report());
+        assert!(
+            log.recovery_report().truncated.is_none(),
+            "{:?}",
+            log.recovery_report()
+        );
         assert_eq!(read_all(&log, start, 1 << 20).await, kept);
-        assert!(!segment_files(dir.path(), first)[0].exists(), "the excluded segment is gone");
+        assert!(
+            !segment_files(dir.path(), first)[0].exists(),
+            "the excluded segment is gone"
+        );
         // And again, after a clean close.
         log.close().await.unwrap();
         let log = open(dir.path(), small()).await;
@@ -173,9 +183,14 @@ fn a_write_error_seen_by_a_read_poisons_the_log() {
         gate.open();
         glommio::timer::sleep(Duration::from_millis(20)).await;
         let r = log.read(Offset(0), 1 << 20, None).await.unwrap();
-        assert!(matches!(r.chunks[0], Chunk::Memory(_)), "unwritten data is served from memory");
+        assert!(
+            matches!(r.chunks[0], Chunk::Memory(_)),
+            "unwritten data is served from memory"
+        );
         assert_eq!(r.next_offset.0, info.last_offset.0 + 1);
-        let again = log.append(numbered_batch(40, 1, 10, 2000), LeaderEpoch::NONE).await;
+        let again = log
+            .append(numbered_batch(40, 1, 10, 2000), LeaderEpoch::NONE)
+            .await;
         assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
         let sync = log.sync().await;
         assert!(matches!(sync, Err(StorageError::LogFailed(..))), "{sync:?}");
@@ -332,7 +347,10 @@ fn an_interrupted_truncation_never_leaves_a_hole() {
         log.compact(&cfg, None).await.unwrap();
         let bases = log.segment_bases();
         let cleaned_to = log.cleaner_checkpoint().0;
-        assert!(bases.len() >= 4 && bases[2].0 <= cleaned_to, "{bases:?} {cleaned_to}");
+        assert!(
+            bases.len() >= 4 && bases[2].0 <= cleaned_to,
+            "{bases:?} {cleaned_to}"
+        );
         let target = (bases[1].0 + bases[2].0) / 2;
         seam::fail(Op::Unlink, 0, 1, libc::EIO, Some(".log"));
         let r = log.truncate_to(Offset(target)).await;
@@ -362,13 +380,31 @@ fn partition_directories_are_synced_into_their_data_directory() {
     let created = ev.iter().position(|e| e.op == Op::CreateDir && e.path == p);
     let synced = ev.iter().rposition(|e| e.op == Op::SyncDir && e.path == data);
     assert!(created.is_some() && synced > created, "{ev:?}");
+    std::fs::write(p.join("00000000000000000000.log"), b"x").unwrap();
     seam::record();
     assert!(dirs.remove("orders", PartitionId(3)).unwrap());
     let ev = seam::events();
-    let removed = ev.iter().position(|e| e.op == Op::RemoveDir && e.path == p);
+    // Renamed out of the way durably first, then removed durably.
+    let renamed = ev.iter().position(|e| e.op == Op::Rename && e.path == p);
+    let removed = ev.iter().position(|e| e.op == Op::RemoveDir);
     let synced = ev.iter().rposition(|e| e.op == Op::SyncDir && e.path == data);
-    assert!(removed.is_some() && synced > removed, "{ev:?}");
+    let synced_first = ev.iter().position(|e| e.op == Op::SyncDir && e.path == data);
+    assert!(
+        renamed.is_some() && synced_first > renamed && removed > synced_first && synced > removed,
+        "{ev:?}"
+    );
+    assert!(!p.exists() && std::fs::read_dir(&data).unwrap().next().is_none());
     seam::reset();
+    // A removal a crash interrupted is finished when the directories are opened.
+    let left = data.join("orders-4.deleted");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("00000000000000000000.log"), b"x").unwrap();
+    assert!(
+        dirs.list().unwrap().is_empty(),
+        "a removed partition is never listed"
+    );
+    DataDirs::new(vec![data.clone()]).unwrap();
+    assert!(!left.exists());
 }
 
 /// Issue 18, item 7: a log opened in a new directory syncs it into its parent.
