@@ -712,9 +712,11 @@ impl Log {
     ) -> Result<()> {
         let dir = &self.inner.dir;
         let path = segment_path(dir, base, LOG_SUFFIX);
+        seam::step(Op::Truncate, &path, 0, size).map_err(|e| StorageError::io("truncate", &path, e))?;
         file.truncate(size)
             .await
             .map_err(|e| StorageError::io("truncate", &path, e))?;
+        seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| StorageError::io("fdatasync", &path, e))?;
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("fdatasync", &path, e))?;
@@ -1346,6 +1348,7 @@ pub(crate) async fn create_segment(dir: &Path, base: u64, config: &LogConfig) ->
     let path = segment_path(dir, base, LOG_SUFFIX);
     remove_if_exists(&segment_path(dir, base, INDEX_SUFFIX))?;
     remove_if_exists(&segment_path(dir, base, TIME_INDEX_SUFFIX))?;
+    seam::step(Op::Create, &path, 0, 0).map_err(|e| StorageError::io("create", &path, e))?;
     let dma = OpenOptions::new()
         .read(true)
         .write(true)

@@ -35,6 +35,7 @@ use crate::segment::{
     follows, parse_segment_name, rebuild_segment, resume_segment, segment_path, ScanStop, Segment,
     INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
+use crate::seam::{self, Op};
 use crate::writer::Writer;
 
 /// What opening a log found.
@@ -321,10 +322,12 @@ impl Log {
                     cut = true;
                     continue;
                 }
+                seam::step(Op::Truncate, &path, 0, valid).map_err(|e| StorageError::io("truncate", &path, e))?;
                 seg.dma
                     .truncate(valid)
                     .await
                     .map_err(|e| StorageError::io("truncate", &path, e))?;
+                seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| StorageError::io("fdatasync", &path, e))?;
                 seg.dma
                     .fdatasync()
                     .await
@@ -349,6 +352,8 @@ impl Log {
             let path = segment_path(&dir, last.base, LOG_SUFFIX);
             // The active segment continues where its valid data ends; any
             // padding past it goes.
+            seam::step(Op::Truncate, &path, 0, last.file_size)
+                .map_err(|e| StorageError::io("truncate", &path, e))?;
             last.seg
                 .dma
                 .truncate(last.file_size)
@@ -356,6 +361,7 @@ impl Log {
                 .map_err(|e| StorageError::io("truncate", &path, e))?;
             // Whatever reached the file before a crash may sit only in the
             // page cache; it is durable from here on.
+            seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| StorageError::io("fdatasync", &path, e))?;
             last.seg
                 .dma
                 .fdatasync()

@@ -49,6 +49,8 @@ pub struct Event {
     pub to: Option<PathBuf>,
     pub pos: u64,
     pub len: u64,
+    /// The bytes of a write.
+    pub data: Vec<u8>,
 }
 
 struct Plan {
@@ -159,15 +161,20 @@ pub(crate) async fn gate(op: Op) {
 
 /// Announces a step: records it, and fails it if a plan says so.
 pub(crate) fn step(op: Op, path: &Path, pos: u64, len: u64) -> io::Result<()> {
-    step_to(op, path, None, pos, len)
+    step_to(op, path, None, pos, len, &[])
 }
 
 /// [`step`] for a rename of `path` to `to`.
 pub(crate) fn rename(path: &Path, to: &Path) -> io::Result<()> {
-    step_to(Op::Rename, path, Some(to), 0, 0)
+    step_to(Op::Rename, path, Some(to), 0, 0, &[])
 }
 
-fn step_to(op: Op, path: &Path, to: Option<&Path>, pos: u64, len: u64) -> io::Result<()> {
+/// [`step`] for a write of `data` at `pos`.
+pub(crate) fn write(path: &Path, pos: u64, data: &[u8]) -> io::Result<()> {
+    step_to(Op::Write, path, None, pos, data.len() as u64, data)
+}
+
+fn step_to(op: Op, path: &Path, to: Option<&Path>, pos: u64, len: u64, data: &[u8]) -> io::Result<()> {
     if !ACTIVE.with(|a| a.get()) {
         return Ok(());
     }
@@ -192,7 +199,8 @@ fn step_to(op: Op, path: &Path, to: Option<&Path>, pos: u64, len: u64) -> io::Re
             fail_with = Some(p.errno);
             break;
         }
-        if fail_with.is_none() {
+        // Reads change nothing on disk: they are never recorded.
+        if fail_with.is_none() && op != Op::Read {
             if let Some(events) = s.events.as_mut() {
                 events.push(Event {
                     op,
@@ -200,6 +208,7 @@ fn step_to(op: Op, path: &Path, to: Option<&Path>, pos: u64, len: u64) -> io::Re
                     to: to.map(Path::to_path_buf),
                     pos,
                     len,
+                    data: data.to_vec(),
                 });
             }
         }

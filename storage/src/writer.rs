@@ -274,7 +274,7 @@ impl Writer {
         let len = buf.len();
         glommio::spawn_local(async move {
             seam::gate(Op::Write).await;
-            let injected = seam::step(Op::Write, &path, pos, len as u64);
+            let injected = seam::write(&path, pos, buf.as_bytes());
             let written = match injected {
                 Ok(()) => file.write_at(buf, pos).await.map_err(io::Error::from),
                 Err(e) => Err(e),
