@@ -33,6 +33,8 @@
 //!   input, errors, small-file helpers.
 //! - `seam.rs`: the file-system seam every durable step passes through,
 //!   where tests inject faults and record the order of steps.
+//! - `simdisk.rs`: a model of the disk after a crash, built from recorded
+//!   steps, for the crash-point harness.
 
 mod cache;
 mod clock;
@@ -47,6 +49,8 @@ mod log;
 mod recovery;
 #[doc(hidden)]
 pub mod seam;
+#[doc(hidden)]
+pub mod simdisk;
 mod segment;
 mod writer;
 

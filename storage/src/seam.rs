@@ -111,6 +111,18 @@ pub fn events() -> Vec<Event> {
     SEAM.with(|s| s.borrow().events.clone().unwrap_or_default())
 }
 
+/// How many steps were recorded so far.
+pub fn event_count() -> usize {
+    SEAM.with(|s| s.borrow().events.as_ref().map_or(0, Vec::len))
+}
+
+/// Stops recording and returns what was recorded.
+pub fn take_events() -> Vec<Event> {
+    let events = SEAM.with(|s| s.borrow_mut().events.take().unwrap_or_default());
+    refresh();
+    events
+}
+
 /// Forgets every fault, gate and recording of this thread.
 pub fn reset() {
     SEAM.with(|s| *s.borrow_mut() = Seam::default());
