@@ -60,8 +60,8 @@ use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
 use crate::config::ALIGN;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{align_up, remove_if_exists, sync_dir, write_file_atomic};
-use crate::seam::{self, Op};
 use crate::log::{lock_closed, Log};
+use crate::seam::{self, Op};
 use crate::segment::{
     segment_path, HeaderScanner, ScanStop, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -782,7 +782,10 @@ impl CleanedFile {
             .await
             .map_err(|e| io("truncate", e.into()))?;
         seam::step(Op::Fdatasync, &self.path, 0, 0).map_err(|e| io("fdatasync", e))?;
-        self.file.fdatasync().await.map_err(|e| io("fdatasync", e.into()))?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| io("fdatasync", e.into()))?;
         Ok(self.file)
     }
 }

@@ -49,9 +49,9 @@ mod log;
 mod recovery;
 #[doc(hidden)]
 pub mod seam;
+mod segment;
 #[doc(hidden)]
 pub mod simdisk;
-mod segment;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

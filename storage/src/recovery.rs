@@ -31,11 +31,11 @@ use crate::log::{
     create_segment, read_tail_block, Inner, Log, State, CLEAN_SHUTDOWN_FILE, EPOCH_FILE, LOG_START_FILE,
     RECOVERY_POINT_FILE,
 };
+use crate::seam::{self, Op};
 use crate::segment::{
     follows, parse_segment_name, rebuild_segment, resume_segment, segment_path, ScanStop, Segment,
     INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use crate::seam::{self, Op};
 use crate::writer::Writer;
 
 /// What opening a log found.
@@ -322,12 +322,14 @@ impl Log {
                     cut = true;
                     continue;
                 }
-                seam::step(Op::Truncate, &path, 0, valid).map_err(|e| StorageError::io("truncate", &path, e))?;
+                seam::step(Op::Truncate, &path, 0, valid)
+                    .map_err(|e| StorageError::io("truncate", &path, e))?;
                 seg.dma
                     .truncate(valid)
                     .await
                     .map_err(|e| StorageError::io("truncate", &path, e))?;
-                seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                seam::step(Op::Fdatasync, &path, 0, 0)
+                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
                 seg.dma
                     .fdatasync()
                     .await

@@ -200,7 +200,8 @@ impl SimDisk {
             }
             Op::Rename => {
                 let to = e.to.as_deref().unwrap_or(Path::new(""));
-                let (Some((from_dir, from)), Some((to_dir, to_name))) = (self.split(&e.path), self.split(to)) else {
+                let (Some((from_dir, from)), Some((to_dir, to_name))) = (self.split(&e.path), self.split(to))
+                else {
                     return self.untracked(&e.path);
                 };
                 if from_dir != to_dir {
