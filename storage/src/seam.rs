@@ -123,6 +123,12 @@ pub fn take_events() -> Vec<Event> {
     events
 }
 
+/// Forgets the faults planned on this thread; recording goes on.
+pub fn reset_faults() {
+    SEAM.with(|s| s.borrow_mut().plans.clear());
+    refresh();
+}
+
 /// Forgets every fault, gate and recording of this thread.
 pub fn reset() {
     SEAM.with(|s| *s.borrow_mut() = Seam::default());

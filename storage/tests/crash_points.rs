@@ -20,7 +20,8 @@
 //!     --test crash_points -- --ignored --nocapture
 //! ```
 //!
-//! (`BORGES_CRASH_SEED_FIRST` sets the first seed; a failure prints the
+//! (`BORGES_CRASH_FAULTS=1` also injects one I/O error per seed;
+//! `BORGES_CRASH_SEED_FIRST` sets the first seed; a failure prints the
 //! seed and the crash point, and `BORGES_CRASH_SEED_FIRST=<seed>
 //! BORGES_CRASH_SEEDS=1` replays it.)
 
@@ -32,9 +33,9 @@ use std::rc::Rc;
 
 use borges_net::batch::{Compression, RecordBatchBuilder};
 use borges_net::types::{LeaderEpoch, Offset};
-use borges_storage::seam;
+use borges_storage::seam::{self, Op};
 use borges_storage::simdisk::{SimDisk, SimRng};
-use borges_storage::{Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock};
+use borges_storage::{Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, StorageError};
 use bytes::BytesMut;
 use common::*;
 
@@ -135,8 +136,10 @@ fn real_files(root: &Path, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Runs one seed; returns the number of crash points checked and of
-/// records compaction removed.
-async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
+/// records compaction removed. With `faults`, one step of a kind drawn at
+/// random fails with EIO somewhere in the run; the run stops at the
+/// operation that reports it, which never finishes.
+async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let root = std::path::absolute(tmp.path()).unwrap();
     let dir = root.join("p-0");
@@ -148,6 +151,20 @@ async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
 
     seam::reset();
     seam::record();
+    let mut failed_at = None;
+    if faults {
+        let ops = [
+            Op::Write,
+            Op::Fdatasync,
+            Op::Truncate,
+            Op::Rename,
+            Op::Unlink,
+            Op::SyncDir,
+            Op::Create,
+        ];
+        let op = ops[rng.below(ops.len() as u64) as usize];
+        seam::fail(op, 5 + rng.below(60) as u32, 1, libc::EIO, None);
+    }
     let mut log = open_log().await.unwrap_or_else(|e| fail(format!("open: {e}")));
     let mut model: BTreeMap<u64, u64> = BTreeMap::new();
     // Before anything: an empty log.
@@ -175,6 +192,8 @@ async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
     let (mut next_seq, mut epoch) = (0u64, 0i32);
     let mut keys: BTreeMap<u64, String> = BTreeMap::new();
     let mut compacted_away = 0;
+    // Offset → (base offset, last offset) of its batch.
+    let mut batch_of: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for i in 0..=ops {
         let start = seam::event_count();
         let (kind, mut bound, mut appended) = (
@@ -193,108 +212,153 @@ async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
             Vec::new(),
         );
         let (log_start, leo) = (log.log_start_offset().0, log.log_end_offset().0);
-        match kind {
-            Kind::Append => {
-                if rng.chance(1, 8) {
-                    epoch += 1;
-                }
-                let n = 1 + rng.below(4);
-                let len = 20 + rng.below(200) as usize;
-                // Half the records share a few keys, so compaction removes
-                // some and leaves gaps.
-                let batch_keys: Vec<String> = (next_seq..next_seq + n)
-                    .map(|seq| {
-                        if rng.chance(1, 2) {
-                            format!("key{seq}")
-                        } else {
-                            format!("hot{}", rng.below(6))
-                        }
-                    })
-                    .collect();
-                for (j, k) in batch_keys.iter().enumerate() {
-                    keys.insert(next_seq + j as u64, k.clone());
-                }
-                let info = log
-                    .append(batch(next_seq, &batch_keys, len), LeaderEpoch(epoch))
-                    .await
-                    .unwrap_or_else(|e| fail(format!("append: {e}")));
-                for j in 0..n {
-                    model.insert(info.base_offset.0 + j, next_seq + j);
-                    appended.push((info.base_offset.0 + j, next_seq + j));
-                }
-                next_seq += n;
-            }
-            Kind::Sync => {
-                log.sync().await.unwrap_or_else(|e| fail(format!("sync: {e}")));
-            }
-            Kind::Flush => {
-                log.flush().await.unwrap_or_else(|e| fail(format!("flush: {e}")));
-            }
-            Kind::Roll => log.roll().await.unwrap_or_else(|e| fail(format!("roll: {e}"))),
-            Kind::Retention => {
-                let keep = log.size_bytes() * (1 + rng.below(3)) / 4;
-                log.set_config(LogConfig {
-                    retention_bytes: Some(keep),
-                    ..config()
-                })
-                .unwrap();
-                let out = log
-                    .apply_retention()
-                    .await
-                    .unwrap_or_else(|e| fail(format!("retention: {e}")));
-                log.set_config(config()).unwrap();
-                bound = out.log_start_offset.0;
-                model.retain(|&o, _| o >= bound);
-            }
-            Kind::Truncate => {
-                let target = log_start + rng.below(leo - log_start + 1);
-                let end = log
-                    .truncate_to(Offset(target))
-                    .await
-                    .unwrap_or_else(|e| fail(format!("truncate_to({target}): {e}")));
-                bound = end.0;
-                model.retain(|&o, _| o < bound);
-            }
-            Kind::Compact => {
-                let cfg = CompactionConfig {
-                    delete_retention_ms: 0,
-                    min_compaction_lag_ms: 0,
-                    max_bytes_per_sec: None,
-                };
-                log.compact(&cfg, None)
-                    .await
-                    .unwrap_or_else(|e| fail(format!("compact: {e}")));
-                // What stays is checked here; the model follows the log.
-                let live: BTreeMap<u64, u64> = contents(&log).await.into_iter().collect();
-                let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
-                for (&o, s) in &model {
-                    latest.insert(keys[s].as_str(), o);
-                }
-                for (&o, s) in &model {
-                    let kept = live.get(&o) == Some(s);
-                    if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
-                        fail(format!(
-                            "compaction removed record {s} at {o}, its key's latest, or changed it"
-                        ));
+        let outcome: Result<(), StorageError> = async {
+            match kind {
+                Kind::Append => {
+                    if rng.chance(1, 8) {
+                        epoch += 1;
                     }
+                    let n = 1 + rng.below(4);
+                    let len = 20 + rng.below(200) as usize;
+                    // Half the records share a few keys, so compaction removes
+                    // some and leaves gaps.
+                    let batch_keys: Vec<String> = (next_seq..next_seq + n)
+                        .map(|seq| {
+                            if rng.chance(1, 2) {
+                                format!("key{seq}")
+                            } else {
+                                format!("hot{}", rng.below(6))
+                            }
+                        })
+                        .collect();
+                    for (j, k) in batch_keys.iter().enumerate() {
+                        keys.insert(next_seq + j as u64, k.clone());
+                    }
+                    let info = log
+                        .append(batch(next_seq, &batch_keys, len), LeaderEpoch(epoch))
+                        .await?;
+                    for j in 0..n {
+                        model.insert(info.base_offset.0 + j, next_seq + j);
+                        batch_of.insert(info.base_offset.0 + j, (info.base_offset.0, info.last_offset.0));
+                        appended.push((info.base_offset.0 + j, next_seq + j));
+                    }
+                    next_seq += n;
                 }
-                if live.keys().any(|o| !model.contains_key(o)) {
-                    fail("compaction added records".into());
+                Kind::Sync => {
+                    log.sync().await?;
                 }
-                compacted_away += model.len() - live.len();
-                model = live;
+                Kind::Flush => {
+                    log.flush().await?;
+                }
+                Kind::Roll => log.roll().await?,
+                Kind::Retention => {
+                    let keep = log.size_bytes() * (1 + rng.below(3)) / 4;
+                    log.set_config(LogConfig {
+                        retention_bytes: Some(keep),
+                        ..config()
+                    })
+                    .unwrap();
+                    // Should it fail: it removes nothing past the active segment.
+                    bound = log.segment_bases().last().map_or(0, |b| b.0);
+                    let out = log.apply_retention().await?;
+                    log.set_config(config()).unwrap();
+                    bound = out.log_start_offset.0;
+                    model.retain(|&o, _| o >= bound);
+                }
+                Kind::Truncate => {
+                    let target = log_start + rng.below(leo - log_start + 1);
+                    // Batches go whole: the new end is the base of the
+                    // batch holding the target (or the target, in a gap).
+                    // (A compacted batch keeps its whole offset range.)
+                    bound = model
+                        .keys()
+                        .map(|o| batch_of[o])
+                        .filter(|&(_, last)| last >= target)
+                        .map(|(base, _)| base)
+                        .min()
+                        .unwrap_or(target)
+                        .min(target);
+                    let end = log.truncate_to(Offset(target)).await?;
+                    let expected: Vec<u64> = model.range(..bound).map(|(&o, _)| o).collect();
+                    let kept: Vec<u64> = model.range(..end.0).map(|(&o, _)| o).collect();
+                    if kept != expected {
+                        fail(format!("truncate_to({target}) ended at {end:?}, not at {bound}"));
+                    }
+                    bound = end.0;
+                    model.retain(|&o, _| o < bound);
+                }
+                Kind::Compact => {
+                    let cfg = CompactionConfig {
+                        delete_retention_ms: 0,
+                        min_compaction_lag_ms: 0,
+                        max_bytes_per_sec: None,
+                    };
+                    log.compact(&cfg, None).await?;
+                    // What stays is checked here; the model follows the log.
+                    let live: BTreeMap<u64, u64> = contents(&log).await.into_iter().collect();
+                    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+                    for (&o, s) in &model {
+                        latest.insert(keys[s].as_str(), o);
+                    }
+                    for (&o, s) in &model {
+                        let kept = live.get(&o) == Some(s);
+                        if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
+                            fail(format!(
+                                "compaction removed record {s} at {o}, its key's latest, or changed it"
+                            ));
+                        }
+                    }
+                    if live.keys().any(|o| !model.contains_key(o)) {
+                        fail("compaction added records".into());
+                    }
+                    compacted_away += model.len() - live.len();
+                    model = live;
+                }
+                Kind::Read => {
+                    let from = log_start + rng.below(leo - log_start + 1);
+                    log.read(Offset(from), 1 + rng.below(8192) as usize, None).await?;
+                }
+                Kind::Reopen => {
+                    log.close().await?;
+                    log = open_log().await?;
+                }
+                Kind::Open => unreachable!(),
             }
-            Kind::Read => {
-                let from = log_start + rng.below(leo - log_start + 1);
-                log.read(Offset(from), 1 + rng.below(8192) as usize, None)
-                    .await
-                    .unwrap_or_else(|e| fail(format!("read({from}): {e}")));
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            if !faults {
+                fail(format!("op {i} {kind:?}: {e}"));
             }
-            Kind::Reopen => {
-                log.close().await.unwrap_or_else(|e| fail(format!("close: {e}")));
-                log = open_log().await.unwrap_or_else(|e| fail(format!("reopen: {e}")));
+            // An injected fault: the operation never finishes. After a
+            // failed write path the log refuses writes.
+            let poisons = matches!(
+                kind,
+                Kind::Append | Kind::Sync | Kind::Flush | Kind::Roll | Kind::Retention | Kind::Truncate
+            );
+            seam::reset_faults();
+            if poisons {
+                let again = log
+                    .append(batch(next_seq, &["after".to_string()], 10), LeaderEpoch(epoch))
+                    .await;
+                if !matches!(again, Err(StorageError::LogFailed(..))) {
+                    fail(format!(
+                        "op {i} {kind:?} failed ({e}) but a later append gave {again:?}"
+                    ));
+                }
             }
-            Kind::Open => unreachable!(),
+            steps.push(Step {
+                kind,
+                start,
+                end: usize::MAX,
+                model: BTreeMap::new(),
+                durable: 0,
+                bound,
+                appended: std::mem::take(&mut appended),
+            });
+            failed_at = Some((i, kind, e.to_string()));
+            break;
         }
         // The live log matches the model after every operation.
         let live = contents(&log).await;
@@ -313,6 +377,14 @@ async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
             bound,
             appended: std::mem::take(&mut appended),
         });
+    }
+    if faults {
+        println!("seed {seed}: injected fault reported by {failed_at:?}");
+    }
+    if failed_at.is_some() {
+        // Background writes issued before the failure land on the real
+        // disk before it is compared with the model.
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
     }
     let events = seam::take_events();
     seam::reset();
@@ -373,7 +445,7 @@ async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
         let in_flight = steps.get(k + 1).filter(|s| s.start < c);
         let at = || {
             format!(
-                "crash point {c} of {n} (last step {:?}), after op {k} {:?}, in flight {:?}",
+                "crash point {c} of {n} (last step {:?}, injected fault {failed_at:?}), after op {k} {:?}, in flight {:?}",
                 events
                     .get(c.wrapping_sub(1))
                     .map(|e| (e.op, e.path.file_name().unwrap_or_default().to_owned())),
@@ -449,8 +521,15 @@ async fn run_seed(seed: u64, ops: usize) -> (usize, usize) {
 #[test]
 fn crash_points_fixed_seeds() {
     for seed in CI_SEEDS {
-        let (points, _) = run(move || async move { run_seed(seed, CI_OPS).await });
+        let (points, _) = run(move || async move { run_seed(seed, CI_OPS, false).await });
         assert!(points > 50, "seed {seed}: only {points} crash points");
+    }
+}
+
+#[test]
+fn crash_points_after_an_io_error_fixed_seeds() {
+    for seed in CI_SEEDS {
+        run(move || async move { run_seed(seed, CI_OPS, true).await });
     }
 }
 
@@ -468,7 +547,8 @@ fn crash_points_long() {
     let count = env("BORGES_CRASH_SEEDS", 100);
     let ops = env("BORGES_CRASH_OPS", 80) as usize;
     for seed in first..first + count {
-        let (points, compacted) = run(move || async move { run_seed(seed, ops).await });
+        let faults = env("BORGES_CRASH_FAULTS", 0) != 0;
+        let (points, compacted) = run(move || async move { run_seed(seed, ops, faults).await });
         println!("seed {seed}: {points} crash points, {compacted} records compacted away");
     }
 }
