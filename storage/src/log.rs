@@ -275,7 +275,14 @@ impl Log {
 
     /// Every record below this offset is on disk (fdatasynced).
     pub fn durable_offset(&self) -> Offset {
-        Offset(self.st().durable)
+        let st = self.st();
+        debug_assert!(
+            st.durable <= st.leo,
+            "durable {} above the log end {}",
+            st.durable,
+            st.leo
+        );
+        Offset(st.durable)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -692,6 +699,7 @@ impl Log {
             st.segments.insert(new_base, seg);
             st.writer = writer;
             st.durable = st.durable.max(new_base);
+            debug_assert!(st.durable <= st.leo);
         }
         write_file_atomic(
             &self.inner.dir.join(RECOVERY_POINT_FILE),

@@ -8,7 +8,8 @@
 //! (`cleaner-offset-checkpoint`, written by compaction) a batch may also
 //! follow a gap ([`crate::segment::follows`]). Leftovers of an interrupted
 //! compaction (`.log.cleaned` files) are deleted: the segment they were to
-//! replace is still in place.
+//! replace is still in place. So are segments wholly below the
+//! checkpointed log start, which retention had removed before a crash.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

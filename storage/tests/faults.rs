@@ -284,6 +284,33 @@ fn reads_during_a_truncation_of_the_only_segment_do_not_panic() {
     });
 }
 
+/// Issue 18, item 4: a truncation that cannot read its segment back fails
+/// with a typed error and fails the log; nothing panics, and reads of what
+/// is in memory go on.
+#[test]
+fn a_truncation_that_cannot_read_its_segment_fails_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 100).await;
+        seam::fail(Op::Read, 0, 1000, libc::EIO, Some(".log"));
+        let r = log.truncate_to(Offset(150)).await;
+        seam::reset();
+        assert!(matches!(r, Err(StorageError::Io { op: "read", .. })), "{r:?}");
+        let again = log.append(numbered_batch(0, 1, 10, 0), LeaderEpoch::NONE).await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+        assert_eq!(log.log_end_offset(), Offset(300), "nothing was cut");
+        log.read(Offset(299), 1 << 10, None).await.unwrap();
+        drop(log);
+        let log = open(dir.path(), small()).await;
+        assert_eq!(log.log_end_offset(), Offset(300));
+    });
+}
+
 /// Issue 18, item 4: a file range handed out before a truncation never
 /// sends bytes appended after it: it sends what it was handed out with, or
 /// comes up short.
