@@ -61,6 +61,7 @@ use crate::config::ALIGN;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{align_up, remove_if_exists, sync_dir, write_file_atomic};
 use crate::log::{lock_closed, Log};
+use crate::seam::{self, Op};
 use crate::segment::{
     segment_path, HeaderScanner, ScanStop, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -629,6 +630,7 @@ impl Log {
         remove_if_exists(&segment_path(&dir, src.base, TIME_INDEX_SUFFIX))?;
         sync_dir(&dir).await?;
         let path = segment_path(&dir, src.base, LOG_SUFFIX);
+        seam::rename(&cleaned.tmp, &path).map_err(|e| StorageError::io("rename", &cleaned.tmp, e))?;
         cleaned
             .file
             .rename(&path)
@@ -696,6 +698,7 @@ struct CleanedFile {
 
 impl CleanedFile {
     async fn create(path: &Path, cap: usize) -> Result<CleanedFile> {
+        seam::step(Op::Create, path, 0, 0).map_err(|e| StorageError::io("create", path, e))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -737,6 +740,7 @@ impl CleanedFile {
 
     async fn write(&self, buf: DmaBuffer, pos: u64) -> Result<()> {
         let len = buf.len();
+        seam::write(&self.path, pos, buf.as_bytes()).map_err(|e| StorageError::io("write", &self.path, e))?;
         let n = self
             .file
             .write_at(buf, pos)
@@ -771,12 +775,17 @@ impl CleanedFile {
             }
         }
         debug_assert_eq!(self.buf_start % ALIGN, 0);
-        let io = |op, e| StorageError::io(op, &self.path, e);
+        let io = |op, e: std::io::Error| StorageError::io(op, &self.path, e);
+        seam::step(Op::Truncate, &self.path, 0, self.size).map_err(|e| io("truncate", e))?;
         self.file
             .truncate(self.size)
             .await
-            .map_err(|e| io("truncate", e))?;
-        self.file.fdatasync().await.map_err(|e| io("fdatasync", e))?;
+            .map_err(|e| io("truncate", e.into()))?;
+        seam::step(Op::Fdatasync, &self.path, 0, 0).map_err(|e| io("fdatasync", e))?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| io("fdatasync", e.into()))?;
         Ok(self.file)
     }
 }

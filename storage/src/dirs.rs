@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use borges_net::types::PartitionId;
 
 use crate::error::{Result, StorageError};
+use crate::fsutil::sync_dir_blocking;
+use crate::seam::{self, Op};
 
 /// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<()> {
@@ -68,8 +70,10 @@ impl DataDirs {
         }
         let mut absolute = Vec::with_capacity(dirs.len());
         for d in &dirs {
-            std::fs::create_dir_all(d).map_err(|e| StorageError::io("create directory", d, e))?;
-            absolute.push(std::path::absolute(d).map_err(|e| StorageError::io("resolve directory", d, e))?);
+            let d = std::path::absolute(d).map_err(|e| StorageError::io("resolve directory", d, e))?;
+            create_dir_durably(&d)?;
+            remove_deleted_leftovers(&d)?;
+            absolute.push(d);
         }
         Ok(DataDirs { dirs: absolute })
     }
@@ -140,20 +144,75 @@ impl DataDirs {
         }
         let (_, dir) = best.expect("at least one data directory");
         let path = dir.join(partition_dir_name(topic, partition));
-        std::fs::create_dir_all(&path).map_err(|e| StorageError::io("create directory", &path, e))?;
+        create_dir_durably(&path)?;
         Ok(path)
     }
 
-    /// Deletes a partition's directory and everything in it.
+    /// Deletes a partition's directory and everything in it. The directory
+    /// is first renamed to `<name>.deleted` (never a partition's name) and
+    /// that rename made durable, so a crash during the removal never leaves
+    /// a partial partition to be opened again; leftovers are removed when
+    /// the data directories are next opened. The removal is durable too
+    /// (the data directory is synced) when this returns.
     pub fn remove(&self, topic: &str, partition: PartitionId) -> Result<bool> {
-        match self.locate(topic, partition)? {
-            Some(p) => {
-                std::fs::remove_dir_all(&p).map_err(|e| StorageError::io("remove directory", &p, e))?;
-                Ok(true)
-            }
-            None => Ok(false),
+        let Some(p) = self.locate(topic, partition)? else {
+            return Ok(false);
+        };
+        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(DELETED_SUFFIX);
+        let doomed = parent.join(name);
+        if doomed.exists() {
+            remove_dir_durably(&doomed)?;
+        }
+        seam::rename(&p, &doomed).map_err(|e| StorageError::io("rename", &p, e))?;
+        std::fs::rename(&p, &doomed).map_err(|e| StorageError::io("rename", &p, e))?;
+        sync_dir_blocking(&parent)?;
+        remove_dir_durably(&doomed)?;
+        Ok(true)
+    }
+}
+
+/// The suffix of a partition directory being removed.
+const DELETED_SUFFIX: &str = ".deleted";
+
+/// Creates `path` (and missing parents), each new directory made durable
+/// in its parent.
+pub(crate) fn create_dir_durably(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_dir_durably(parent)?;
+    }
+    seam::step(Op::CreateDir, path, 0, 0).map_err(|e| StorageError::io("create directory", path, e))?;
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(()),
+        Err(e) => return Err(StorageError::io("create directory", path, e)),
+    }
+    sync_dir_blocking(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Removes a directory tree and makes the removal durable in its parent.
+fn remove_dir_durably(path: &Path) -> Result<()> {
+    seam::step(Op::RemoveDir, path, 0, 0).map_err(|e| StorageError::io("remove directory", path, e))?;
+    std::fs::remove_dir_all(path).map_err(|e| StorageError::io("remove directory", path, e))?;
+    sync_dir_blocking(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Finishes removals a crash interrupted.
+fn remove_deleted_leftovers(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("read directory", dir, e))?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && entry.file_name().to_string_lossy().ends_with(DELETED_SUFFIX) {
+            tracing::info!(path = %entry.path().display(), "finishing the removal of a partition directory");
+            remove_dir_durably(&entry.path())?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

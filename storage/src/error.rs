@@ -45,6 +45,14 @@ pub enum StorageError {
     DuplicatePartition(String, Vec<PathBuf>),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// What the engine read back from its own files contradicts what it
+    /// knows of them; never a panic.
+    #[error("{path} is inconsistent at position {position}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        detail: String,
+    },
     #[error("log {0} failed after an I/O error and accepts no more writes: {1}")]
     LogFailed(PathBuf, String),
     #[error("log {0} is closed")]

@@ -31,6 +31,10 @@
 //! - `dirs.rs`: placing partitions over several data directories.
 //! - `config.rs`, `clock.rs`, `error.rs`, `fsutil.rs`: settings, time as an
 //!   input, errors, small-file helpers.
+//! - `seam.rs`: the file-system seam every durable step passes through,
+//!   where tests inject faults and record the order of steps.
+//! - `simdisk.rs`: a model of the disk after a crash, built from recorded
+//!   steps, for the crash-point harness.
 
 mod cache;
 mod clock;
@@ -43,7 +47,11 @@ mod fsutil;
 mod index;
 mod log;
 mod recovery;
+#[doc(hidden)]
+pub mod seam;
 mod segment;
+#[doc(hidden)]
+pub mod simdisk;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

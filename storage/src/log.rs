@@ -24,6 +24,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{remove_if_exists, sync_dir, write_file_atomic};
 use crate::recovery::RecoveryReport;
+use crate::seam::{self, Op};
 use crate::segment::{
     segment_path, HeaderScanner, ScanStop, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -47,7 +48,11 @@ pub struct AppendInfo {
 /// A byte range of a segment file, for a socket layer to send with
 /// sendfile or splice; the bytes never pass through user space. The range
 /// always starts and ends on batch boundaries, and every byte in it was
-/// completely written before the range was handed out.
+/// completely written before the range was handed out. No byte of a
+/// segment file is ever overwritten with other data: after a truncation
+/// ([`Log::truncate_to`]) a range sends what it was handed out with, or
+/// comes up short where the truncation cut its segment, and the sender
+/// must treat a short file as the end of the response.
 #[derive(Debug, Clone)]
 pub struct FileSlice {
     pub file: Rc<std::fs::File>,
@@ -270,7 +275,14 @@ impl Log {
 
     /// Every record below this offset is on disk (fdatasynced).
     pub fn durable_offset(&self) -> Offset {
-        Offset(self.st().durable)
+        let st = self.st();
+        debug_assert!(
+            st.durable <= st.leo,
+            "durable {} above the log end {}",
+            st.durable,
+            st.leo
+        );
+        Offset(st.durable)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -317,18 +329,25 @@ impl Log {
 
     /// Marks the log failed: after an I/O error the file's state is unknown.
     fn fail(&self, e: StorageError) -> StorageError {
-        let mut st = self.st();
+        self.poison(&mut self.st(), &e);
+        e
+    }
+
+    fn poison(&self, st: &mut State, e: &StorageError) {
         if st.failed.is_none() {
             tracing::error!(dir = %self.inner.dir.display(), error = %e, "log failed");
             st.failed = Some(e.to_string());
         }
-        e
     }
 
+    /// Collects finished background writes. A failed one fails the log
+    /// (whoever sees it first: an append, a sync or a read), and the writer
+    /// keeps reporting it, so `written_end` never passes it and the batches
+    /// it carried stay in the tail cache.
     fn reap(&self, st: &mut State) -> Result<()> {
         if let Err(e) = st.writer.reap() {
             let err = StorageError::io("write", self.active_path(st), e);
-            st.failed.get_or_insert_with(|| err.to_string());
+            self.poison(st, &err);
             return Err(err);
         }
         self.check_writable(st)
@@ -595,12 +614,23 @@ impl Log {
         }
         let (file, covered) = self.flush_writes().await?;
         let path = self.active_path(&self.st());
+        seam::gate(Op::Fdatasync).await;
+        seam::step(Op::Fdatasync, &path, 0, 0)
+            .map_err(|e| self.fail(StorageError::io("fdatasync", &path, e)))?;
         file.fdatasync()
             .await
             .map_err(|e| self.fail(StorageError::io("fdatasync", path, e)))?;
         let now = self.inner.clock.now_ms();
         let mut st = self.st();
         st.durable = st.durable.max(covered);
+        // Truncation takes the sync lock, so the log end has not moved
+        // below what this sync covered.
+        debug_assert!(
+            st.durable <= st.leo,
+            "durable {} above the log end {}",
+            st.durable,
+            st.leo
+        );
         st.last_sync_ms = now;
         Ok(())
     }
@@ -669,6 +699,7 @@ impl Log {
             st.segments.insert(new_base, seg);
             st.writer = writer;
             st.durable = st.durable.max(new_base);
+            debug_assert!(st.durable <= st.leo);
         }
         write_file_atomic(
             &self.inner.dir.join(RECOVERY_POINT_FILE),
@@ -689,9 +720,11 @@ impl Log {
     ) -> Result<()> {
         let dir = &self.inner.dir;
         let path = segment_path(dir, base, LOG_SUFFIX);
+        seam::step(Op::Truncate, &path, 0, size).map_err(|e| StorageError::io("truncate", &path, e))?;
         file.truncate(size)
             .await
             .map_err(|e| StorageError::io("truncate", &path, e))?;
+        seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| StorageError::io("fdatasync", &path, e))?;
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("fdatasync", &path, e))?;
@@ -779,8 +812,12 @@ impl Log {
         if from >= bound {
             return Ok(ReadPlan::Ready(read));
         }
-        // A failed write shows up on the append path; reads go on from memory.
-        let _ = st.writer.reap();
+        // A failed write fails the log here too; reads go on, the batches
+        // it carried from memory.
+        if let Err(e) = self.reap(&mut st) {
+            debug_assert!(st.failed.is_some());
+            tracing::debug!(error = %e, "read found the log failed");
+        }
         st.evict(self.config().tail_cache_bytes_max);
         let cache_front = st.cache.front().map(|f| (f.base, f.segment, f.position));
         if let Some((front_base, _, _)) = cache_front {
@@ -1012,19 +1049,31 @@ impl Log {
         if victims.is_empty() {
             return Ok(outcome);
         }
+        // The segments go first, oldest first, and their unlinks are made
+        // durable before any checkpoint says the log starts after them: a
+        // crash in between leaves a contiguous suffix of the segments under
+        // the old checkpoints, which recovery reads as it is. (The other
+        // order left old batches below the checkpointed epoch history, which
+        // recovery cut as an epoch mismatch, erasing the partition.) An I/O
+        // error fails the log; the next open deletes what the checkpoint
+        // excludes.
         let dir = &self.inner.dir;
+        let fail = |e| self.fail(e);
+        for seg in &victims {
+            delete_segment_files(dir, seg.base).map_err(fail)?;
+        }
+        sync_dir(dir).await.map_err(fail)?;
         write_file_atomic(
             &dir.join(LOG_START_FILE),
             outcome.log_start_offset.0.to_string().as_bytes(),
         )
-        .await?;
+        .await
+        .map_err(fail)?;
         if let Some(text) = epoch_text {
-            write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes()).await?;
+            write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes())
+                .await
+                .map_err(fail)?;
         }
-        for seg in victims {
-            delete_segment_files(dir, seg.base)?;
-        }
-        sync_dir(dir).await?;
         Ok(outcome)
     }
 
@@ -1032,6 +1081,24 @@ impl Log {
     /// divergent tail). Batches are atomic: if `target` falls inside one,
     /// the whole batch goes and the new log end is its base offset.
     /// Returns the new log end offset.
+    ///
+    /// The kept part of the cut segment is sealed and appends go on in a
+    /// new segment at the new end, so no file ever gets new bytes where
+    /// old ones were: a [`FileSlice`] handed out before the truncation
+    /// sends what it was handed out with, or comes up short (the sender
+    /// sees an early end of file) where the truncation cut its segment;
+    /// it never sends bytes appended afterwards.
+    ///
+    /// Durable steps, in this order, so that a crash at any point leaves a
+    /// prefix of the old log: the recovery point moves down to the cut
+    /// segment; the cleaner checkpoint is lowered to the new end (from
+    /// then on recovery accepts no gap above it, so a later segment that
+    /// survives the crash cannot follow the cut across a "compacted" gap);
+    /// the epoch history is cut; the later segments are unlinked, newest
+    /// first; the cut segment is truncated and fdatasynced (or unlinked
+    /// when nothing of it stays); the directory is synced; the kept part's
+    /// indexes are written; the new active segment is created. An I/O
+    /// error on the way fails the log.
     pub async fn truncate_to(&self, target: Offset) -> Result<Offset> {
         let _permit = self
             .inner
@@ -1042,6 +1109,15 @@ impl Log {
         let _segments = self
             .inner
             .segments_lock
+            .acquire_permit(1)
+            .await
+            .map_err(lock_closed(&self.inner.dir))?;
+        // A sync in flight covers offsets this may remove: it finishes
+        // first, and none starts until the new end is in place, so
+        // `durable` never ends above the log end.
+        let _sync = self
+            .inner
+            .sync_lock
             .acquire_permit(1)
             .await
             .map_err(lock_closed(&self.inner.dir))?;
@@ -1061,85 +1137,73 @@ impl Log {
         }
         // Everything on disk first, so the file is the whole truth.
         self.flush_writes().await?;
-        let (seg_base, dma, reader, start_pos, size) = {
+        let (seg_base, dma, reader, read_file, start_pos, size) = {
             let st = self.st();
             let seg = st
                 .segments
                 .range(..=target.0)
                 .next_back()
                 .map(|(_, s)| s)
-                .expect("target is past the log start");
+                .expect("a segment starts at or below the log start");
             let start_pos = seg.index.floor(seg.rel(target.0)).1 as u64;
-            (seg.base, seg.dma.clone(), seg.reader.clone(), start_pos, seg.size)
+            (
+                seg.base,
+                seg.dma.clone(),
+                seg.reader.clone(),
+                seg.read_file.clone(),
+                start_pos,
+                seg.size,
+            )
         };
         let dir = self.inner.dir.clone();
         let path = segment_path(&dir, seg_base, LOG_SUFFIX);
-        let mut scanner = HeaderScanner::new(reader, path.clone(), size, 64 << 10);
+        let fail = |e| self.fail(e);
+        let mut scanner = HeaderScanner::new(reader.clone(), path.clone(), size, 64 << 10);
         let mut pos = start_pos;
-        let mut new_leo = target.0;
-        while let Ok(h) = scanner.batch_at(pos, false).await? {
+        while let Ok(h) = scanner.batch_at(pos, false).await.map_err(fail)? {
             if h.last_offset() as u64 >= target.0 {
-                new_leo = new_leo.min(h.base_offset as u64);
                 break;
             }
             pos += h.total_len() as u64;
         }
-        let doomed: Vec<u64> = {
+        // The kept part, described afresh from the file (not cut yet); the
+        // map keeps the old description meanwhile, so concurrent reads and
+        // syncs always find the segment.
+        let mut kept = Segment::new(seg_base, dma.clone(), reader, read_file);
+        if pos > 0 {
+            let interval = self.config().index_interval_bytes;
+            let outcome = crate::segment::rebuild_segment(&mut kept, &path, pos, interval, false, None, 0)
+                .await
+                .map_err(fail)?;
+            if outcome.valid_size != pos {
+                return Err(fail(StorageError::Corrupt {
+                    path,
+                    position: outcome.valid_size,
+                    detail: format!(
+                        "batches end at {} where a scan found one ending at {pos}",
+                        outcome.valid_size
+                    ),
+                }));
+            }
+            kept.finish_time_index();
+        }
+        let (index, time_index) = (kept.index.encode(), kept.time_index.encode());
+        // One synchronous step: from here on readers see the truncated log.
+        let (doomed, leo, epoch_text, cleaned_text) = {
             let mut st = self.st();
             let doomed: Vec<u64> = st.segments.range(seg_base + 1..).map(|(&b, _)| b).collect();
             for b in &doomed {
                 st.segments.remove(b);
             }
-            st.cache.truncate_from(new_leo);
-            doomed
-        };
-        let fail = |e| self.fail(e);
-        dma.truncate(pos)
-            .await
-            .map_err(|e| fail(StorageError::io("truncate", &path, e)))?;
-        dma.fdatasync()
-            .await
-            .map_err(|e| fail(StorageError::io("fdatasync", &path, e)))?;
-        for b in doomed {
-            delete_segment_files(&dir, b).map_err(fail)?;
-        }
-        // The segment's indexes and timestamps are rebuilt from what remains.
-        let mut seg = {
-            let mut st = self.st();
-            st.segments.remove(&seg_base).expect("segment exists")
-        };
-        let rebuilt = crate::segment::rebuild_segment(
-            &mut seg,
-            &path,
-            pos,
-            self.config().index_interval_bytes,
-            false,
-            None,
-            0,
-        )
-        .await;
-        let tail = match &rebuilt {
-            Ok(_) => read_tail_block(&seg.reader, &path, pos).await,
-            Err(_) => Ok(Vec::new()),
-        };
-        let writer = Writer::new(
-            seg.dma.clone(),
-            seg.size,
-            tail.as_deref().unwrap_or(&[]),
-            self.config().write_buffer_bytes,
-            self.config().preallocate_bytes,
-        );
-        let (epoch_text, cleaned_text) = {
-            let mut st = self.st();
-            st.segments.insert(seg_base, seg);
-            st.writer = writer;
             // Batches are whole, so the new end is the end of the last batch
             // kept: at or below the target (below it when the target was in
             // a gap left by compaction).
-            st.leo = st.segments[&seg_base].next_offset;
-            debug_assert!(st.leo <= new_leo);
-            st.durable = st.leo;
-            let leo = st.leo;
+            let leo = kept.next_offset;
+            debug_assert!(leo <= target.0 && leo >= st.log_start.min(seg_base));
+            st.segments.insert(seg_base, kept);
+            st.cache.truncate_from(leo);
+            st.leo = leo;
+            st.durable = st.durable.min(leo);
             // Appends restart at the new end and must follow exactly: the
             // region where recovery accepts gaps ends there at the latest.
             let cleaned_text = (st.cleaned_to > leo).then(|| {
@@ -1150,16 +1214,11 @@ impl Log {
                 .epochs
                 .truncate_from_end(Offset(leo))
                 .then(|| st.epochs.encode());
-            (epoch_text, cleaned_text)
+            (doomed, leo, epoch_text, cleaned_text)
         };
-        let outcome = rebuilt.map_err(fail)?;
-        tail.map_err(fail)?;
-        debug_assert!(outcome.valid_size == pos);
-        if let Some(text) = epoch_text {
-            write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes())
-                .await
-                .map_err(fail)?;
-        }
+        write_file_atomic(&dir.join(RECOVERY_POINT_FILE), seg_base.to_string().as_bytes())
+            .await
+            .map_err(fail)?;
         if let Some(text) = cleaned_text {
             write_file_atomic(
                 &dir.join(crate::compact::CLEANER_CHECKPOINT_FILE),
@@ -1168,12 +1227,52 @@ impl Log {
             .await
             .map_err(fail)?;
         }
-        remove_if_exists(&segment_path(&dir, seg_base, INDEX_SUFFIX))?;
-        remove_if_exists(&segment_path(&dir, seg_base, TIME_INDEX_SUFFIX))?;
-        write_file_atomic(&dir.join(RECOVERY_POINT_FILE), seg_base.to_string().as_bytes())
+        if let Some(text) = epoch_text {
+            write_file_atomic(&dir.join(EPOCH_FILE), text.as_bytes())
+                .await
+                .map_err(fail)?;
+        }
+        for &b in doomed.iter().rev() {
+            delete_segment_files(&dir, b).map_err(fail)?;
+        }
+        remove_if_exists(&segment_path(&dir, seg_base, INDEX_SUFFIX)).map_err(fail)?;
+        remove_if_exists(&segment_path(&dir, seg_base, TIME_INDEX_SUFFIX)).map_err(fail)?;
+        if pos == 0 {
+            // Nothing of it stays: the file goes, and the new active
+            // segment below takes its name with a new file.
+            remove_if_exists(&path).map_err(fail)?;
+        } else {
+            seam::step(Op::Truncate, &path, 0, pos)
+                .map_err(|e| fail(StorageError::io("truncate", &path, e)))?;
+            dma.truncate(pos)
+                .await
+                .map_err(|e| fail(StorageError::io("truncate", &path, e)))?;
+            seam::step(Op::Fdatasync, &path, 0, 0)
+                .map_err(|e| fail(StorageError::io("fdatasync", &path, e)))?;
+            dma.fdatasync()
+                .await
+                .map_err(|e| fail(StorageError::io("fdatasync", &path, e)))?;
+        }
+        sync_dir(&dir).await.map_err(fail)?;
+        if pos > 0 {
+            write_file_atomic(&segment_path(&dir, seg_base, INDEX_SUFFIX), &index)
+                .await
+                .map_err(fail)?;
+            write_file_atomic(&segment_path(&dir, seg_base, TIME_INDEX_SUFFIX), &time_index)
+                .await
+                .map_err(fail)?;
+        }
+        let (seg, writer) = create_segment(&dir, leo, &self.config()).await.map_err(fail)?;
+        {
+            let mut st = self.st();
+            st.segments.insert(leo, seg);
+            st.writer = writer;
+            debug_assert!(st.durable <= st.leo && st.active().base == st.leo);
+        }
+        write_file_atomic(&dir.join(RECOVERY_POINT_FILE), leo.to_string().as_bytes())
             .await
             .map_err(fail)?;
-        Ok(self.log_end_offset())
+        Ok(Offset(leo))
     }
 
     /// Flushes and syncs everything, seals the active segment's files and
@@ -1257,6 +1356,7 @@ pub(crate) async fn create_segment(dir: &Path, base: u64, config: &LogConfig) ->
     let path = segment_path(dir, base, LOG_SUFFIX);
     remove_if_exists(&segment_path(dir, base, INDEX_SUFFIX))?;
     remove_if_exists(&segment_path(dir, base, TIME_INDEX_SUFFIX))?;
+    seam::step(Op::Create, &path, 0, 0).map_err(|e| StorageError::io("create", &path, e))?;
     let dma = OpenOptions::new()
         .read(true)
         .write(true)
@@ -1273,6 +1373,7 @@ pub(crate) async fn create_segment(dir: &Path, base: u64, config: &LogConfig) ->
     let dma = Rc::new(dma);
     let writer = Writer::new(
         dma.clone(),
+        path.clone(),
         0,
         &[],
         config.write_buffer_bytes,

@@ -8,7 +8,8 @@
 //! (`cleaner-offset-checkpoint`, written by compaction) a batch may also
 //! follow a gap ([`crate::segment::follows`]). Leftovers of an interrupted
 //! compaction (`.log.cleaned` files) are deleted: the segment they were to
-//! replace is still in place.
+//! replace is still in place. So are segments wholly below the
+//! checkpointed log start, which retention had removed before a crash.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use crate::log::{
     create_segment, read_tail_block, Inner, Log, State, CLEAN_SHUTDOWN_FILE, EPOCH_FILE, LOG_START_FILE,
     RECOVERY_POINT_FILE,
 };
+use crate::seam::{self, Op};
 use crate::segment::{
     follows, parse_segment_name, rebuild_segment, resume_segment, segment_path, ScanStop, Segment,
     INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
@@ -52,6 +54,9 @@ pub struct RecoveryReport {
     pub bytes_truncated: u64,
     /// Base offsets of segments deleted because they followed the cut.
     pub segments_deleted: Vec<Offset>,
+    /// Base offsets of segments deleted because they lay wholly below the
+    /// checkpointed log start (retention's unlinks had not reached the disk).
+    pub segments_below_log_start: Vec<Offset>,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
 }
@@ -182,10 +187,12 @@ impl Log {
     pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log> {
         config.validate()?;
         let dir: PathBuf = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
         // glommio opens directories with openat(-1, ..), which refuses a
         // relative path: keep every path absolute.
         let dir = std::path::absolute(&dir).map_err(|e| StorageError::io("resolve directory", &dir, e))?;
+        // A new partition directory is synced into its parent, or a power
+        // loss could take it, and every acknowledged record in it, away.
+        crate::dirs::create_dir_durably(&dir)?;
         let interval = config.index_interval_bytes;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = read_optional(&clean_marker)?.is_some();
@@ -212,7 +219,21 @@ impl Log {
             None => (LeaderEpochCache::default(), true),
         };
         let check_epochs = epochs_trusted.then_some(&epochs);
-        let bases = list_segments(&dir)?;
+        let mut bases = list_segments(&dir)?;
+        // Segments wholly below the checkpointed log start are deleted
+        // unread: retention removed them from the log (a crash, or a failed
+        // unlink, kept their files), and their batches' epochs are no longer
+        // in the history, so a scan would cut the whole log at them.
+        if let Some(start) = start_checkpoint {
+            let holding_start = bases.iter().rposition(|&b| b <= start).unwrap_or(0);
+            for base in bases.drain(..holding_start) {
+                tracing::info!(dir = %dir.display(), segment = base, log_start = start, "removing a segment below the log start");
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    remove_if_exists(&segment_path(&dir, base, suffix))?;
+                }
+                report.segments_below_log_start.push(Offset(base));
+            }
+        }
         // Segments from the one holding the recovery point on were written
         // after the last durable checkpoint: they get a full CRC scan.
         let first_unsafe = bases
@@ -302,10 +323,14 @@ impl Log {
                     cut = true;
                     continue;
                 }
+                seam::step(Op::Truncate, &path, 0, valid)
+                    .map_err(|e| StorageError::io("truncate", &path, e))?;
                 seg.dma
                     .truncate(valid)
                     .await
                     .map_err(|e| StorageError::io("truncate", &path, e))?;
+                seam::step(Op::Fdatasync, &path, 0, 0)
+                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
                 seg.dma
                     .fdatasync()
                     .await
@@ -330,6 +355,8 @@ impl Log {
             let path = segment_path(&dir, last.base, LOG_SUFFIX);
             // The active segment continues where its valid data ends; any
             // padding past it goes.
+            seam::step(Op::Truncate, &path, 0, last.file_size)
+                .map_err(|e| StorageError::io("truncate", &path, e))?;
             last.seg
                 .dma
                 .truncate(last.file_size)
@@ -337,6 +364,7 @@ impl Log {
                 .map_err(|e| StorageError::io("truncate", &path, e))?;
             // Whatever reached the file before a crash may sit only in the
             // page cache; it is durable from here on.
+            seam::step(Op::Fdatasync, &path, 0, 0).map_err(|e| StorageError::io("fdatasync", &path, e))?;
             last.seg
                 .dma
                 .fdatasync()
@@ -345,6 +373,7 @@ impl Log {
             let tail = read_tail_block(&last.seg.reader, &path, last.file_size).await?;
             writer = Writer::new(
                 last.seg.dma.clone(),
+                path.clone(),
                 last.file_size,
                 &tail,
                 config.write_buffer_bytes,

@@ -186,6 +186,8 @@ impl HeaderScanner {
             pos >= self.window_start && pos + len as u64 <= self.window_start + self.window.len() as u64;
         if !in_window {
             let size = (self.limit - pos).min(self.window_size.max(len) as u64) as usize;
+            crate::seam::step(crate::seam::Op::Read, &self.path, pos, size as u64)
+                .map_err(|e| StorageError::io("read", &self.path, e))?;
             let r = self
                 .file
                 .read_at(pos, size)

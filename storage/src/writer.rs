@@ -20,6 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -27,6 +28,7 @@ use glommio::io::{DmaBuffer, DmaFile};
 
 use crate::config::ALIGN;
 use crate::fsutil::align_down;
+use crate::seam::{self, Op};
 
 /// Completion of one background write.
 #[derive(Default)]
@@ -88,6 +90,7 @@ pub(crate) enum Submit {
 /// the shard that owns the log; only ever touched synchronously.
 pub(crate) struct Writer {
     pub file: Rc<DmaFile>,
+    path: Rc<PathBuf>,
     cap: usize,
     /// The aligned buffer, allocated when appends arrive: an idle partition
     /// holds only `carry`, so thousands of quiet partitions cost little.
@@ -109,13 +112,26 @@ pub(crate) struct Writer {
     pub end: u64,
     prealloc_end: u64,
     prealloc_step: u64,
+    /// The first write error, kept: once a write failed, what the file
+    /// holds from there on is unknown, so every later reap reports it and
+    /// `written_end` never moves past the failed write.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl Writer {
     /// A writer appending at `size`. `tail` must hold the file's bytes from
     /// `align_down(size)` to `size` (the partial last block).
-    pub fn new(file: Rc<DmaFile>, size: u64, tail: &[u8], cap: usize, prealloc_step: u64) -> Writer {
+    pub fn new(
+        file: Rc<DmaFile>,
+        path: PathBuf,
+        size: u64,
+        tail: &[u8],
+        cap: usize,
+        prealloc_step: u64,
+    ) -> Writer {
         let buf_start = align_down(size);
+        // Callers read the tail from the file; a mismatch is a bug in the
+        // engine, not something on disk.
         assert_eq!(
             tail.len() as u64,
             size - buf_start,
@@ -123,6 +139,7 @@ impl Writer {
         );
         Writer {
             file,
+            path: Rc::new(path),
             cap,
             buf: None,
             carry: tail.to_vec(),
@@ -135,6 +152,7 @@ impl Writer {
             end: size,
             prealloc_end: size,
             prealloc_step,
+            failed: None,
         }
     }
 
@@ -174,15 +192,22 @@ impl Writer {
     }
 
     /// Moves completed writes out of the in-flight queue, advancing
-    /// `written_end` over the completed prefix. Returns the first error.
+    /// `written_end` over the completed prefix. Returns the first error, on
+    /// this call and on every later one: a failed write poisons the writer
+    /// and `written_end` stays below it.
     pub fn reap(&mut self) -> Result<(), io::Error> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
         while let Some(front) = self.inflight.front() {
             if !front.slot.is_done() {
                 break;
             }
             if let Some(e) = front.slot.take_error() {
+                self.failed = Some((e.kind(), e.to_string()));
                 return Err(e);
             }
+            debug_assert!(front.end <= self.end, "a write never ends past the appended data");
             self.written_end = self.written_end.max(front.end);
             self.inflight.pop_front();
         }
@@ -245,15 +270,22 @@ impl Writer {
         let slot = Rc::new(Slot::default());
         let done = slot.clone();
         let file = self.file.clone();
+        let path = self.path.clone();
         let len = buf.len();
         glommio::spawn_local(async move {
-            let err = match file.write_at(buf, pos).await {
+            seam::gate(Op::Write).await;
+            let injected = seam::write(&path, pos, buf.as_bytes());
+            let written = match injected {
+                Ok(()) => file.write_at(buf, pos).await.map_err(io::Error::from),
+                Err(e) => Err(e),
+            };
+            let err = match written {
                 Ok(n) if n == len => None,
                 Ok(n) => Some(io::Error::new(
                     io::ErrorKind::WriteZero,
                     format!("short direct write: {n} of {len} bytes at {pos}"),
                 )),
-                Err(e) => Some(e.into()),
+                Err(e) => Some(e),
             };
             done.complete(err);
         })

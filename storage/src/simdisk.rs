@@ -1,0 +1,394 @@
+//! A model of a disk after a crash, built from the steps the seam records
+//! (`seam::record`), for the crash-point harness (`tests/crash_points.rs`)
+//! and for simulators that need a faulty disk.
+//!
+//! The model follows what POSIX and Linux file systems promise, and no
+//! more:
+//! - a file's data and size are durable up to its last fdatasync; writes
+//!   and truncations after it may each be lost, and a lost or kept write
+//!   may be torn at sector granularity (512 bytes);
+//! - a directory's entries (creations, renames, unlinks) are durable up to
+//!   its last directory sync; of those after it, a prefix survives (file
+//!   systems journal metadata in order), possibly none;
+//! - an fdatasync never makes a name durable.
+//!
+//! Steps are applied one at a time ([`SimDisk::apply`]); at any point
+//! [`SimDisk::crash`] draws one possible post-crash disk, and
+//! [`SimDisk::current`] is what a reader sees now (every step applied),
+//! which a harness compares with the real directory to check that every
+//! change went through the seam.
+//!
+//! Only files in directories that exist for the whole recording are
+//! modelled; creating and removing directories is not.
+//!
+//! Not part of the stable API: for tests and test tools.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::seam::{Event, Op};
+
+/// Sector size for torn writes.
+pub const SECTOR: u64 = 512;
+
+/// A small deterministic random generator (SplitMix64), so that a seed
+/// replays exactly.
+#[derive(Debug, Clone)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    pub fn new(seed: u64) -> SimRng {
+        SimRng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `num / den`.
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+}
+
+#[derive(Debug, Clone)]
+enum FileOp {
+    Write { pos: u64, data: Vec<u8> },
+    Truncate(u64),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inode {
+    durable: Vec<u8>,
+    pending: Vec<FileOp>,
+}
+
+#[derive(Debug, Clone)]
+enum DirOp {
+    Link(OsString, usize),
+    Unlink(OsString),
+    Rename(OsString, OsString),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Dir {
+    durable: BTreeMap<OsString, usize>,
+    current: BTreeMap<OsString, usize>,
+    pending: Vec<DirOp>,
+}
+
+/// The disk under one root directory, as the recorded steps left it.
+#[derive(Debug, Clone, Default)]
+pub struct SimDisk {
+    root: PathBuf,
+    inodes: Vec<Inode>,
+    dirs: BTreeMap<PathBuf, Dir>,
+    /// Paths a step touched that the model does not know (a file that
+    /// existed before the recording, or a step outside the root).
+    pub untracked: Vec<PathBuf>,
+}
+
+fn apply_op(content: &mut Vec<u8>, op: &FileOp) {
+    match op {
+        FileOp::Write { pos, data } => write_at(content, *pos, data),
+        FileOp::Truncate(len) => content.resize(*len as usize, 0),
+    }
+}
+
+fn write_at(content: &mut Vec<u8>, pos: u64, data: &[u8]) {
+    let end = pos as usize + data.len();
+    if content.len() < end {
+        content.resize(end, 0);
+    }
+    content[pos as usize..end].copy_from_slice(data);
+}
+
+fn apply_dir_op(entries: &mut BTreeMap<OsString, usize>, op: &DirOp) {
+    match op {
+        DirOp::Link(name, ino) => {
+            entries.insert(name.clone(), *ino);
+        }
+        DirOp::Unlink(name) => {
+            entries.remove(name);
+        }
+        DirOp::Rename(from, to) => {
+            if let Some(ino) = entries.remove(from) {
+                entries.insert(to.clone(), ino);
+            }
+        }
+    }
+}
+
+impl SimDisk {
+    /// An empty disk: `root` and the directories in `dirs` (paths under
+    /// `root`, or `root` itself) exist, durably, and hold nothing.
+    pub fn new(root: &Path, dirs: &[PathBuf]) -> SimDisk {
+        let mut disk = SimDisk {
+            root: root.to_path_buf(),
+            ..Default::default()
+        };
+        disk.dirs.insert(root.to_path_buf(), Dir::default());
+        for d in dirs {
+            disk.dirs.insert(d.clone(), Dir::default());
+        }
+        disk
+    }
+
+    fn split<'a>(&self, path: &'a Path) -> Option<(&'a Path, OsString)> {
+        let parent = path.parent()?;
+        let name = path.file_name()?.to_os_string();
+        self.dirs.contains_key(parent).then_some((parent, name))
+    }
+
+    fn inode_of(&self, path: &Path) -> Option<usize> {
+        let (parent, name) = self.split(path)?;
+        self.dirs[parent].current.get(&name).copied()
+    }
+
+    fn untracked(&mut self, path: &Path) {
+        if !self.untracked.iter().any(|p| p == path) {
+            self.untracked.push(path.to_path_buf());
+        }
+    }
+
+    /// Applies one recorded step.
+    pub fn apply(&mut self, e: &Event) {
+        match e.op {
+            Op::Read | Op::CreateDir | Op::RemoveDir => {}
+            Op::Create => match self.inode_of(&e.path) {
+                // Opening an existing file with O_TRUNC cuts it, like a truncation.
+                Some(ino) => self.inodes[ino].pending.push(FileOp::Truncate(0)),
+                None => {
+                    let Some((parent, name)) = self.split(&e.path) else {
+                        return self.untracked(&e.path);
+                    };
+                    let parent = parent.to_path_buf();
+                    self.inodes.push(Inode::default());
+                    let ino = self.inodes.len() - 1;
+                    let dir = self.dirs.get_mut(&parent).expect("split checked it");
+                    dir.current.insert(name.clone(), ino);
+                    dir.pending.push(DirOp::Link(name, ino));
+                }
+            },
+            Op::Write | Op::Truncate | Op::Fdatasync => {
+                let Some(ino) = self.inode_of(&e.path) else {
+                    return self.untracked(&e.path);
+                };
+                let inode = &mut self.inodes[ino];
+                match e.op {
+                    Op::Write => inode.pending.push(FileOp::Write {
+                        pos: e.pos,
+                        data: e.data.clone(),
+                    }),
+                    Op::Truncate => inode.pending.push(FileOp::Truncate(e.len)),
+                    _ => {
+                        for op in std::mem::take(&mut inode.pending) {
+                            apply_op(&mut inode.durable, &op);
+                        }
+                    }
+                }
+            }
+            Op::Rename => {
+                let to = e.to.as_deref().unwrap_or(Path::new(""));
+                let (Some((from_dir, from)), Some((to_dir, to_name))) = (self.split(&e.path), self.split(to))
+                else {
+                    return self.untracked(&e.path);
+                };
+                if from_dir != to_dir {
+                    return self.untracked(&e.path);
+                }
+                let from_dir = from_dir.to_path_buf();
+                let dir = self.dirs.get_mut(&from_dir).expect("split checked it");
+                if !dir.current.contains_key(&from) {
+                    return self.untracked(&e.path);
+                }
+                let op = DirOp::Rename(from, to_name);
+                apply_dir_op(&mut dir.current, &op);
+                dir.pending.push(op);
+            }
+            Op::Unlink => {
+                let Some((parent, name)) = self.split(&e.path) else {
+                    return self.untracked(&e.path);
+                };
+                let parent = parent.to_path_buf();
+                let dir = self.dirs.get_mut(&parent).expect("split checked it");
+                let op = DirOp::Unlink(name);
+                apply_dir_op(&mut dir.current, &op);
+                dir.pending.push(op);
+            }
+            Op::SyncDir => {
+                if let Some(dir) = self.dirs.get_mut(&e.path) {
+                    dir.durable = dir.current.clone();
+                    dir.pending.clear();
+                }
+            }
+        }
+    }
+
+    /// Every file as a reader sees it now: path relative to the root → bytes.
+    pub fn current(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (path, dir) in &self.dirs {
+            for (name, &ino) in &dir.current {
+                let inode = &self.inodes[ino];
+                let mut content = inode.durable.clone();
+                for op in &inode.pending {
+                    apply_op(&mut content, op);
+                }
+                out.insert(self.relative(&path.join(name)), content);
+            }
+        }
+        out
+    }
+
+    /// One possible disk after a crash now: path relative to the root → bytes.
+    pub fn crash(&self, rng: &mut SimRng) -> BTreeMap<PathBuf, Vec<u8>> {
+        // Each inode's fate is drawn once, however many names it has.
+        let mut contents: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for (path, dir) in &self.dirs {
+            let mut entries = dir.durable.clone();
+            let kept = rng.below(dir.pending.len() as u64 + 1) as usize;
+            for op in &dir.pending[..kept] {
+                apply_dir_op(&mut entries, op);
+            }
+            for (name, ino) in entries {
+                let content = contents
+                    .entry(ino)
+                    .or_insert_with(|| crash_content(&self.inodes[ino], rng))
+                    .clone();
+                out.insert(self.relative(&path.join(name)), content);
+            }
+        }
+        out
+    }
+
+    fn relative(&self, path: &Path) -> PathBuf {
+        path.strip_prefix(&self.root).unwrap_or(path).to_path_buf()
+    }
+
+    /// Writes `files` (as [`SimDisk::crash`] or [`SimDisk::current`] gives
+    /// them) under `root`, creating directories as needed.
+    pub fn materialize(files: &BTreeMap<PathBuf, Vec<u8>>, root: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(root)?;
+        for (rel, bytes) in files {
+            let path = root.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// A file's content after a crash: its durable content, then each later
+/// step kept or lost, a write possibly torn into a subset of its sectors.
+fn crash_content(inode: &Inode, rng: &mut SimRng) -> Vec<u8> {
+    let mut content = inode.durable.clone();
+    // Most often all or nothing of what is pending, so that long tails of
+    // kept steps are common too; otherwise each step on its own.
+    let mode = rng.below(4);
+    for op in &inode.pending {
+        let keep = match mode {
+            0 => false,
+            1 => true,
+            _ => rng.chance(1, 2),
+        };
+        match op {
+            FileOp::Write { pos, data } if mode >= 2 && rng.chance(1, 4) => {
+                // Torn: some sectors reach the disk, the others do not.
+                let mut at = 0usize;
+                while at < data.len() {
+                    let sector_end = (((*pos + at as u64) / SECTOR + 1) * SECTOR - *pos) as usize;
+                    let end = sector_end.min(data.len());
+                    if rng.chance(1, 2) {
+                        write_at(&mut content, *pos + at as u64, &data[at..end]);
+                    }
+                    at = end;
+                }
+            }
+            _ if keep => apply_op(&mut content, op),
+            _ => {}
+        }
+    }
+    content
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(op: Op, path: &Path) -> Event {
+        Event {
+            op,
+            path: path.to_path_buf(),
+            to: None,
+            pos: 0,
+            len: 0,
+            data: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn synced_data_and_entries_survive_every_crash() {
+        let root = PathBuf::from("/r");
+        let f = root.join("f");
+        let mut d = SimDisk::new(&root, &[]);
+        d.apply(&ev(Op::Create, &f));
+        d.apply(&Event {
+            data: b"hello".to_vec(),
+            len: 5,
+            ..ev(Op::Write, &f)
+        });
+        d.apply(&ev(Op::Fdatasync, &f));
+        d.apply(&ev(Op::SyncDir, &root));
+        d.apply(&Event {
+            data: b"J".to_vec(),
+            len: 1,
+            ..ev(Op::Write, &f)
+        });
+        d.apply(&ev(Op::Unlink, &f));
+        assert!(d.current().is_empty());
+        let mut rng = SimRng::new(7);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let c = d.crash(&mut rng);
+            if let Some(b) = c.get(Path::new("f")) {
+                assert!(b == b"hello" || b == b"Jello", "{b:?}");
+                seen.insert(b.clone());
+            } else {
+                seen.insert(Vec::new());
+            }
+        }
+        assert_eq!(seen.len(), 3, "kept, changed and unlinked all happen");
+    }
+
+    #[test]
+    fn an_unsynced_rename_leaves_the_old_name_or_the_new() {
+        let root = PathBuf::from("/r");
+        let (tmp, f) = (root.join("f.tmp"), root.join("f"));
+        let mut d = SimDisk::new(&root, &[]);
+        d.apply(&ev(Op::Create, &tmp));
+        d.apply(&ev(Op::SyncDir, &root));
+        d.apply(&Event {
+            to: Some(f.clone()),
+            ..ev(Op::Rename, &tmp)
+        });
+        let mut rng = SimRng::new(1);
+        for _ in 0..50 {
+            let names: Vec<PathBuf> = d.crash(&mut rng).into_keys().collect();
+            assert!(names == [PathBuf::from("f")] || names == [PathBuf::from("f.tmp")]);
+        }
+    }
+}

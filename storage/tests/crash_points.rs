@@ -1,0 +1,554 @@
+//! The crash-point harness (issue 18): a random sequence of operations on
+//! a log (append under rising epochs, sync, roll, retention, truncation,
+//! compaction, read, clean close and reopen) runs with every durable step
+//! recorded by the storage seam. Then, for every point of that recording,
+//! a possible post-crash disk is drawn (`borges_storage::simdisk`:
+//! un-synced writes lost or torn at sector granularity, un-synced
+//! directory entries undone), written to a fresh directory, and opened.
+//! The reopened log must hold every record that was acknowledged as
+//! durable (below the durable offset when its operation returned) at its
+//! offset, unless an operation in flight at the crash was removing it, and
+//! nothing that a finished truncation, retention or compaction removed;
+//! and no hole: between its first and last record, every record of the
+//! log is there. Half the records share a few keys, so compaction leaves
+//! gaps and recovery's gap rule is exercised.
+//!
+//! `cargo test` runs a fixed set of seeds. A long run:
+//!
+//! ```text
+//! BORGES_CRASH_SEEDS=200 BORGES_CRASH_OPS=80 cargo test --release -p borges-storage \
+//!     --test crash_points -- --ignored --nocapture
+//! ```
+//!
+//! (`BORGES_CRASH_FAULTS=1` also injects one I/O error per seed;
+//! `BORGES_CRASH_SEED_FIRST` sets the first seed; a failure prints the
+//! seed and the crash point, and `BORGES_CRASH_SEED_FIRST=<seed>
+//! BORGES_CRASH_SEEDS=1` replays it.)
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use borges_net::batch::{Compression, RecordBatchBuilder};
+use borges_net::types::{LeaderEpoch, Offset};
+use borges_storage::seam::{self, Op};
+use borges_storage::simdisk::{SimDisk, SimRng};
+use borges_storage::{Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, StorageError};
+use bytes::BytesMut;
+use common::*;
+
+const CI_SEEDS: std::ops::Range<u64> = 1..5;
+const CI_OPS: usize = 40;
+/// Crash points checked per seed at most (spread evenly over the run).
+const POINTS_MAX: usize = 400;
+const NOW: i64 = 1_000_000;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 4 << 10,
+        segment_ms_max: None,
+        index_interval_bytes: 256,
+        tail_cache_bytes_max: 2 << 10,
+        write_buffer_bytes: 4 << 10,
+        writes_in_flight_max: 2,
+        preallocate_bytes: 0,
+        flush: FlushPolicy::Never,
+        retention_ms: None,
+        retention_bytes: None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Open,
+    Append,
+    Sync,
+    Roll,
+    Retention,
+    Truncate,
+    Compact,
+    Read,
+    Reopen,
+    Flush,
+}
+
+/// One operation of the run, as the model saw it.
+#[derive(Debug)]
+struct Step {
+    kind: Kind,
+    /// Steps recorded before it began, and when it returned.
+    start: usize,
+    end: usize,
+    /// The log after it: offset → sequence number of the record there.
+    model: BTreeMap<u64, u64>,
+    /// The durable offset after it.
+    durable: u64,
+    /// A truncation's new log end; retention's new log start.
+    bound: u64,
+    /// Records it appended: (offset, sequence number).
+    appended: Vec<(u64, u64)>,
+}
+
+/// A batch of records `first..first + keys.len()` with these keys.
+fn batch(first: u64, keys: &[String], len: usize) -> BytesMut {
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    for (i, k) in keys.iter().enumerate() {
+        b.push(NOW, Some(k.as_bytes()), Some(&value(first + i as u64, len)), &[]);
+    }
+    b.build().expect("batch")
+}
+
+fn seq_of(v: &[u8]) -> u64 {
+    std::str::from_utf8(&v[1..13])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a numbered value: {v:?}"))
+}
+
+/// Every record of the log as (offset, sequence number). (A log may end
+/// in a gap compaction left, so an empty read before the log end is fine.)
+async fn contents(log: &Log) -> Vec<(u64, u64)> {
+    let start = log.log_start_offset();
+    read_batches(log, start, 1 << 20)
+        .await
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .filter(|r| r.offset as u64 >= start.0)
+        .map(|r| (r.offset as u64, seq_of(r.value.as_deref().expect("a value"))))
+        .collect()
+}
+
+fn real_files(root: &Path, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            let p = e.path();
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(&p).unwrap(),
+            );
+        }
+    }
+    out
+}
+
+/// Runs one seed; returns the number of crash points checked and of
+/// records compaction removed. With `faults`, one step of a kind drawn at
+/// random fails with EIO somewhere in the run; the run stops at the
+/// operation that reports it, which never finishes.
+async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::absolute(tmp.path()).unwrap();
+    let dir = root.join("p-0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Rc::new(ManualClock::new(NOW));
+    let open_log = || Log::open(&dir, config(), clock.clone() as Rc<dyn Clock>);
+    let mut rng = SimRng::new(seed);
+    let fail = |what: String| -> ! { panic!("seed {seed}: {what}") };
+
+    seam::reset();
+    seam::record();
+    let mut failed_at = None;
+    if faults {
+        let ops = [
+            Op::Write,
+            Op::Fdatasync,
+            Op::Truncate,
+            Op::Rename,
+            Op::Unlink,
+            Op::SyncDir,
+            Op::Create,
+        ];
+        let op = ops[rng.below(ops.len() as u64) as usize];
+        seam::fail(op, 5 + rng.below(60) as u32, 1, libc::EIO, None);
+    }
+    let mut log = open_log().await.unwrap_or_else(|e| fail(format!("open: {e}")));
+    let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+    // Before anything: an empty log.
+    let empty = Step {
+        kind: Kind::Open,
+        start: 0,
+        end: 0,
+        model: BTreeMap::new(),
+        durable: 0,
+        bound: 0,
+        appended: Vec::new(),
+    };
+    let mut steps = vec![
+        empty,
+        Step {
+            kind: Kind::Open,
+            start: 0,
+            end: seam::event_count(),
+            model: model.clone(),
+            durable: log.durable_offset().0,
+            bound: 0,
+            appended: Vec::new(),
+        },
+    ];
+    let (mut next_seq, mut epoch) = (0u64, 0i32);
+    let mut keys: BTreeMap<u64, String> = BTreeMap::new();
+    let mut compacted_away = 0;
+    // Offset → (base offset, last offset) of its batch.
+    let mut batch_of: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for i in 0..=ops {
+        let start = seam::event_count();
+        let (kind, mut bound, mut appended) = (
+            match rng.below(100) {
+                _ if i == ops => Kind::Flush,
+                0..=44 => Kind::Append,
+                45..=57 => Kind::Sync,
+                58..=65 => Kind::Roll,
+                66..=72 => Kind::Retention,
+                73..=80 => Kind::Truncate,
+                81..=86 => Kind::Compact,
+                87..=96 => Kind::Read,
+                _ => Kind::Reopen,
+            },
+            0,
+            Vec::new(),
+        );
+        let (log_start, leo) = (log.log_start_offset().0, log.log_end_offset().0);
+        let outcome: Result<(), StorageError> = async {
+            match kind {
+                Kind::Append => {
+                    if rng.chance(1, 8) {
+                        epoch += 1;
+                    }
+                    let n = 1 + rng.below(4);
+                    let len = 20 + rng.below(200) as usize;
+                    // Half the records share a few keys, so compaction removes
+                    // some and leaves gaps.
+                    let batch_keys: Vec<String> = (next_seq..next_seq + n)
+                        .map(|seq| {
+                            if rng.chance(1, 2) {
+                                format!("key{seq}")
+                            } else {
+                                format!("hot{}", rng.below(6))
+                            }
+                        })
+                        .collect();
+                    for (j, k) in batch_keys.iter().enumerate() {
+                        keys.insert(next_seq + j as u64, k.clone());
+                    }
+                    let info = log
+                        .append(batch(next_seq, &batch_keys, len), LeaderEpoch(epoch))
+                        .await?;
+                    for j in 0..n {
+                        model.insert(info.base_offset.0 + j, next_seq + j);
+                        batch_of.insert(info.base_offset.0 + j, (info.base_offset.0, info.last_offset.0));
+                        appended.push((info.base_offset.0 + j, next_seq + j));
+                    }
+                    next_seq += n;
+                }
+                Kind::Sync => {
+                    log.sync().await?;
+                }
+                Kind::Flush => {
+                    log.flush().await?;
+                }
+                Kind::Roll => log.roll().await?,
+                Kind::Retention => {
+                    let keep = log.size_bytes() * (1 + rng.below(3)) / 4;
+                    log.set_config(LogConfig {
+                        retention_bytes: Some(keep),
+                        ..config()
+                    })
+                    .unwrap();
+                    // Should it fail: it removes nothing past the active segment.
+                    bound = log.segment_bases().last().map_or(0, |b| b.0);
+                    let out = log.apply_retention().await?;
+                    log.set_config(config()).unwrap();
+                    bound = out.log_start_offset.0;
+                    model.retain(|&o, _| o >= bound);
+                }
+                Kind::Truncate => {
+                    let target = log_start + rng.below(leo - log_start + 1);
+                    // Batches go whole: the new end is the base of the
+                    // batch holding the target (or the target, in a gap).
+                    // (A compacted batch keeps its whole offset range.)
+                    bound = model
+                        .keys()
+                        .map(|o| batch_of[o])
+                        .filter(|&(_, last)| last >= target)
+                        .map(|(base, _)| base)
+                        .min()
+                        .unwrap_or(target)
+                        .min(target);
+                    let end = log.truncate_to(Offset(target)).await?;
+                    let expected: Vec<u64> = model.range(..bound).map(|(&o, _)| o).collect();
+                    let kept: Vec<u64> = model.range(..end.0).map(|(&o, _)| o).collect();
+                    if kept != expected {
+                        fail(format!("truncate_to({target}) ended at {end:?}, not at {bound}"));
+                    }
+                    bound = end.0;
+                    model.retain(|&o, _| o < bound);
+                }
+                Kind::Compact => {
+                    let cfg = CompactionConfig {
+                        delete_retention_ms: 0,
+                        min_compaction_lag_ms: 0,
+                        max_bytes_per_sec: None,
+                    };
+                    log.compact(&cfg, None).await?;
+                    // What stays is checked here; the model follows the log.
+                    let live: BTreeMap<u64, u64> = contents(&log).await.into_iter().collect();
+                    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+                    for (&o, s) in &model {
+                        latest.insert(keys[s].as_str(), o);
+                    }
+                    for (&o, s) in &model {
+                        let kept = live.get(&o) == Some(s);
+                        if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
+                            fail(format!(
+                                "compaction removed record {s} at {o}, its key's latest, or changed it"
+                            ));
+                        }
+                    }
+                    if live.keys().any(|o| !model.contains_key(o)) {
+                        fail("compaction added records".into());
+                    }
+                    compacted_away += model.len() - live.len();
+                    model = live;
+                }
+                Kind::Read => {
+                    let from = log_start + rng.below(leo - log_start + 1);
+                    log.read(Offset(from), 1 + rng.below(8192) as usize, None).await?;
+                }
+                Kind::Reopen => {
+                    log.close().await?;
+                    log = open_log().await?;
+                }
+                Kind::Open => unreachable!(),
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            if !faults {
+                fail(format!("op {i} {kind:?}: {e}"));
+            }
+            // An injected fault: the operation never finishes. After a
+            // failed write path the log refuses writes.
+            let poisons = matches!(
+                kind,
+                Kind::Append | Kind::Sync | Kind::Flush | Kind::Roll | Kind::Retention | Kind::Truncate
+            );
+            seam::reset_faults();
+            if poisons {
+                let again = log
+                    .append(batch(next_seq, &["after".to_string()], 10), LeaderEpoch(epoch))
+                    .await;
+                if !matches!(again, Err(StorageError::LogFailed(..))) {
+                    fail(format!(
+                        "op {i} {kind:?} failed ({e}) but a later append gave {again:?}"
+                    ));
+                }
+            }
+            steps.push(Step {
+                kind,
+                start,
+                end: usize::MAX,
+                model: BTreeMap::new(),
+                durable: 0,
+                bound,
+                appended: std::mem::take(&mut appended),
+            });
+            failed_at = Some((i, kind, e.to_string()));
+            break;
+        }
+        // The live log matches the model after every operation.
+        let live = contents(&log).await;
+        let want: Vec<(u64, u64)> = model.iter().map(|(&o, &s)| (o, s)).collect();
+        if live != want {
+            fail(format!(
+                "after op {i} {kind:?}: live log {live:?}, model {want:?}"
+            ));
+        }
+        steps.push(Step {
+            kind,
+            start,
+            end: seam::event_count(),
+            model: model.clone(),
+            durable: log.durable_offset().0,
+            bound,
+            appended: std::mem::take(&mut appended),
+        });
+    }
+    if faults {
+        println!("seed {seed}: injected fault reported by {failed_at:?}");
+    }
+    if failed_at.is_some() {
+        // Background writes issued before the failure land on the real
+        // disk before it is compared with the model.
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = seam::take_events();
+    seam::reset();
+
+    // Every change on the real disk went through the seam.
+    let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+    for e in &events {
+        disk.apply(e);
+    }
+    assert!(
+        disk.untracked.is_empty(),
+        "seed {seed}: untracked paths {:?}",
+        disk.untracked
+    );
+    let modelled = disk.current();
+    let real = real_files(&root, &dir);
+    let names = |m: &BTreeMap<PathBuf, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&modelled),
+        names(&real),
+        "seed {seed}: the model's files are the real ones"
+    );
+    for (p, bytes) in &real {
+        assert!(
+            &modelled[p] == bytes,
+            "seed {seed}: {} differs from its model",
+            p.display()
+        );
+    }
+    drop(log);
+
+    // Every crash point, or an even spread of them.
+    let n = events.len();
+    let points: BTreeSet<usize> = if n < POINTS_MAX {
+        (0..=n).collect()
+    } else {
+        (0..=POINTS_MAX).map(|i| i * n / POINTS_MAX).collect()
+    };
+    let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+    let mut applied = 0;
+    let mut crash_rng = SimRng::new(seed.wrapping_mul(31).wrapping_add(17));
+    for &c in &points {
+        while applied < c {
+            disk.apply(&events[applied]);
+            applied += 1;
+        }
+        let files = disk.crash(&mut crash_rng);
+        let crash_root = tempfile::tempdir().unwrap();
+        let crash_root_path = std::path::absolute(crash_root.path()).unwrap();
+        SimDisk::materialize(&files, &crash_root_path).unwrap();
+        let crash_dir = crash_root_path.join("p-0");
+        std::fs::create_dir_all(&crash_dir).unwrap();
+        let k = steps
+            .iter()
+            .rposition(|s| s.end <= c)
+            .expect("the empty step ends at 0");
+        let done = &steps[k];
+        let in_flight = steps.get(k + 1).filter(|s| s.start < c);
+        let at = || {
+            format!(
+                "crash point {c} of {n} (last step {:?}, injected fault {failed_at:?}), after op {k} {:?}, in flight {:?}",
+                events
+                    .get(c.wrapping_sub(1))
+                    .map(|e| (e.op, e.path.file_name().unwrap_or_default().to_owned())),
+                done.kind,
+                in_flight.map(|s| s.kind)
+            )
+        };
+        let reopened = match Log::open(&crash_dir, config(), clock.clone() as Rc<dyn Clock>).await {
+            Ok(l) => l,
+            Err(e) => fail(format!("{}: open failed: {e}", at())),
+        };
+        let found = contents(&reopened).await;
+        let report = reopened.recovery_report().clone();
+        drop(reopened);
+        // What an operation in flight may have removed.
+        let removing = |o: u64| {
+            in_flight.is_some_and(|f| match f.kind {
+                Kind::Truncate => o >= f.bound,
+                Kind::Retention => o < f.bound,
+                Kind::Compact => !f.model.contains_key(&o),
+                _ => false,
+            })
+        };
+        // No hole: between the first and the last record found, every
+        // record of the log is there (only the tail of what was not
+        // durable may go; a truncation removes a suffix and retention a
+        // prefix), except what a compaction in flight removed.
+        let compacted_away =
+            |o: u64| in_flight.is_some_and(|f| f.kind == Kind::Compact && !f.model.contains_key(&o));
+        let mut candidates: BTreeMap<u64, u64> = done.model.clone();
+        if let Some(f) = in_flight {
+            candidates.extend(f.appended.iter().copied());
+        }
+        if let (Some(first), Some(last)) = (found.first(), found.last()) {
+            let found_set: BTreeSet<u64> = found.iter().map(|r| r.0).collect();
+            for (&o, _) in candidates.range(first.0..=last.0) {
+                if !found_set.contains(&o) && !compacted_away(o) {
+                    fail(format!(
+                        "{}: a hole at offset {o} ({first:?}..={last:?}): {report:?}",
+                        at()
+                    ));
+                }
+            }
+        }
+        // Nothing that was removed, nothing that never was.
+        let found_map: BTreeMap<u64, u64> = found.iter().copied().collect();
+        for &(o, s) in &found {
+            let allowed =
+                done.model.get(&o) == Some(&s) || in_flight.is_some_and(|f| f.appended.contains(&(o, s)));
+            if !allowed {
+                fail(format!(
+                    "{}: record {s} at offset {o} should not be there (model has {:?}): {report:?}",
+                    at(),
+                    done.model.get(&o)
+                ));
+            }
+        }
+        // Everything acknowledged as durable, unless being removed.
+        for (&o, &s) in done.model.range(..done.durable) {
+            if !removing(o) && found_map.get(&o) != Some(&s) {
+                fail(format!(
+                    "{}: durable record {s} at offset {o} is missing (found {:?}, durable {}): {report:?}",
+                    at(),
+                    found_map.get(&o),
+                    done.durable
+                ));
+            }
+        }
+    }
+    (points.len(), compacted_away)
+}
+
+#[test]
+fn crash_points_fixed_seeds() {
+    for seed in CI_SEEDS {
+        let (points, _) = run(move || async move { run_seed(seed, CI_OPS, false).await });
+        assert!(points > 50, "seed {seed}: only {points} crash points");
+    }
+}
+
+#[test]
+fn crash_points_after_an_io_error_fixed_seeds() {
+    for seed in CI_SEEDS {
+        run(move || async move { run_seed(seed, CI_OPS, true).await });
+    }
+}
+
+/// The long run; see the module docs.
+#[test]
+#[ignore]
+fn crash_points_long() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let first = env("BORGES_CRASH_SEED_FIRST", 1000);
+    let count = env("BORGES_CRASH_SEEDS", 100);
+    let ops = env("BORGES_CRASH_OPS", 80) as usize;
+    for seed in first..first + count {
+        let faults = env("BORGES_CRASH_FAULTS", 0) != 0;
+        let (points, compacted) = run(move || async move { run_seed(seed, ops, faults).await });
+        println!("seed {seed}: {points} crash points, {compacted} records compacted away");
+    }
+}

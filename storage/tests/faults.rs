@@ -1,0 +1,454 @@
+//! Crash consistency and error paths (issue 18): retention whose unlinks a
+//! crash undid, write errors seen first by a read, a sync racing a
+//! truncation, reads and file ranges across a truncation, a truncation
+//! interrupted before its segments went, and directory syncs around
+//! partition directories. Faults come from the storage seam
+//! (`borges_storage::seam`), which is per thread, so these tests run in
+//! parallel without seeing each other's faults.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use borges_net::batch::Compression;
+use borges_net::types::{LeaderEpoch, Offset, PartitionId};
+use borges_storage::seam::{self, Op};
+use borges_storage::{
+    Chunk, Clock, CompactionConfig, DataDirs, FlushPolicy, Log, LogConfig, ManualClock, StorageError,
+};
+use common::*;
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 4 << 10,
+        segment_ms_max: None,
+        index_interval_bytes: 256,
+        write_buffer_bytes: 8 << 10,
+        flush: FlushPolicy::EveryBatch,
+        retention_ms: None,
+        retention_bytes: None,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batches` batches of three records under epochs 0 then 1;
+/// returns every record as (offset, value).
+async fn fill(log: &Log, batches: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut all = Vec::new();
+    let mut seq = 0;
+    for i in 0..batches {
+        let len = 40 + (i as usize * 13) % 80;
+        let epoch = LeaderEpoch(if i < batches / 2 { 0 } else { 1 });
+        let info = log
+            .append(numbered_batch(seq, 3, len, 1000 + i as i64), epoch)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, Offset(seq));
+        all.extend((0..3).map(|j| (seq + j, value(seq + j, len))));
+        seq += 3;
+    }
+    all
+}
+
+fn segment_files(dir: &Path, base: Offset) -> Vec<PathBuf> {
+    ["log", "index", "timeindex"]
+        .iter()
+        .map(|s| dir.join(format!("{:020}.{s}", base.0)))
+        .collect()
+}
+
+fn bases_on_disk(dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Issue 18, item 1, as reproduced: retention advanced the log start and
+/// the old first segment came back (a crash between the checkpoint writes
+/// and the unlinks). Reopening keeps every record at or above the log
+/// start and deletes the segment the checkpoint excludes.
+#[test]
+fn an_old_segment_put_back_after_retention_is_deleted_on_open() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small()).await;
+        let all = fill(&log, 80).await;
+        let first = log.segment_bases()[0];
+        let saved: Vec<(PathBuf, Vec<u8>)> = segment_files(dir.path(), first)
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), std::fs::read(&p).ok()?)))
+            .collect();
+        assert!(!saved.is_empty());
+        let total = log.size_bytes();
+        log.set_config(LogConfig {
+            retention_bytes: Some(total / 2),
+            ..small()
+        })
+        .unwrap();
+        let out = log.apply_retention().await.unwrap();
+        assert!(out.segments_deleted >= 2, "{out:?}");
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        let kept: Vec<_> = all.iter().filter(|(o, _)| *o >= start.0).cloned().collect();
+        assert_eq!(read_all(&log, start, 1 << 20).await, kept);
+        drop(log);
+        for (p, bytes) in &saved {
+            std::fs::write(p, bytes).unwrap();
+        }
+        let log = open(dir.path(), small()).await;
+        assert_eq!(log.log_end_offset(), end, "{:?}", log.recovery_report());
+        assert_eq!(log.log_start_offset(), start);
+        assert!(
+            log.recovery_report().truncated.is_none(),
+            "{:?}",
+            log.recovery_report()
+        );
+        assert_eq!(read_all(&log, start, 1 << 20).await, kept);
+        assert!(
+            !segment_files(dir.path(), first)[0].exists(),
+            "the excluded segment is gone"
+        );
+        // And again, after a clean close.
+        log.close().await.unwrap();
+        let log = open(dir.path(), small()).await;
+        assert_eq!(read_all(&log, start, 1 << 20).await, kept);
+    });
+}
+
+/// Issue 18, item 1, the ordering: retention unlinks its segments before
+/// the log-start checkpoint says they are gone, so a failed unlink (or a
+/// crash before the unlinks) never leaves a checkpoint above a segment on
+/// disk.
+#[test]
+fn retention_unlinks_before_it_moves_the_log_start_checkpoint() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small()).await;
+        let all = fill(&log, 80).await;
+        log.set_config(LogConfig {
+            retention_bytes: Some(log.size_bytes() / 2),
+            ..small()
+        })
+        .unwrap();
+        seam::fail(Op::Unlink, 0, 1, libc::EIO, Some(".log"));
+        let r = log.apply_retention().await;
+        seam::reset();
+        assert!(r.is_err(), "{r:?}");
+        let first_on_disk = bases_on_disk(dir.path())[0];
+        let checkpoint = std::fs::read_to_string(dir.path().join("log-start-offset"))
+            .ok()
+            .map(|t| t.trim().parse::<u64>().unwrap());
+        assert!(
+            checkpoint.is_none_or(|c| c <= first_on_disk),
+            "checkpoint {checkpoint:?} above the first segment on disk {first_on_disk}"
+        );
+        drop(log);
+        let log = open(dir.path(), small()).await;
+        let start = log.log_start_offset();
+        let kept: Vec<_> = all.iter().filter(|(o, _)| *o >= start.0).cloned().collect();
+        assert_eq!(read_all(&log, start, 1 << 20).await, kept);
+        assert_eq!(log.log_end_offset().0, all.len() as u64);
+    });
+}
+
+/// Issue 18, item 2: a background write fails and a read is the first to
+/// see it. The log is failed from then on (appends and syncs refuse with
+/// `LogFailed`), nothing is acknowledged over the hole, and reads go on
+/// from memory: the unwritten batches stay in the tail cache.
+#[test]
+fn a_write_error_seen_by_a_read_poisons_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            write_buffer_bytes: 4 << 10,
+            tail_cache_bytes_max: 0,
+            preallocate_bytes: 0,
+            flush: FlushPolicy::Never,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        seam::fail(Op::Write, 0, 1, libc::EIO, Some(".log"));
+        // The write fails once the append has returned, as a real one would.
+        let gate = seam::hold(Op::Write);
+        // More than one write buffer: the full ones go to the disk at once.
+        let info = append(&log, numbered_batch(0, 40, 200, 1000)).await;
+        gate.open();
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let r = log.read(Offset(0), 1 << 20, None).await.unwrap();
+        assert!(
+            matches!(r.chunks[0], Chunk::Memory(_)),
+            "unwritten data is served from memory"
+        );
+        assert_eq!(r.next_offset.0, info.last_offset.0 + 1);
+        let again = log
+            .append(numbered_batch(40, 1, 10, 2000), LeaderEpoch::NONE)
+            .await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+        let sync = log.sync().await;
+        assert!(matches!(sync, Err(StorageError::LogFailed(..))), "{sync:?}");
+        assert_eq!(log.durable_offset(), Offset(0));
+        let got = read_all(&log, Offset(0), 1 << 20).await;
+        assert_eq!(got.len(), 40);
+        seam::reset();
+    });
+}
+
+/// Issue 18, item 3: a sync that started before a truncation finishes
+/// after it. The durable offset never ends above the log end.
+#[test]
+fn a_sync_racing_a_truncation_never_leaves_durable_above_the_log_end() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush: FlushPolicy::Never,
+            segment_bytes_max: 1 << 20,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 20).await;
+        let gate = seam::hold(Op::Fdatasync);
+        let l = log.clone();
+        let sync = glommio::spawn_local(async move { l.sync().await });
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let l = log.clone();
+        let truncate = glommio::spawn_local(async move { l.truncate_to(Offset(10)).await });
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        gate.open();
+        sync.await.unwrap();
+        let leo = truncate.await.unwrap();
+        seam::reset();
+        assert_eq!(leo, Offset(9));
+        assert_eq!(log.log_end_offset(), Offset(9));
+        assert!(
+            log.durable_offset() <= log.log_end_offset(),
+            "durable {:?} above the log end {:?}",
+            log.durable_offset(),
+            log.log_end_offset()
+        );
+        // An append past the stale mark is synced, not acknowledged at once.
+        let before = log.log_end_offset();
+        append(&log, numbered_batch(9, 1, 10, 0)).await;
+        log.sync().await.unwrap();
+        assert!(log.durable_offset() > before);
+    });
+}
+
+/// Issue 18, item 4: reads and syncs go on while a truncation cuts the only
+/// segment, and never find the log without a segment.
+#[test]
+fn reads_during_a_truncation_of_the_only_segment_do_not_panic() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            tail_cache_bytes_max: 0,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        let all = fill(&log, 300).await;
+        assert_eq!(log.segment_count(), 1);
+        let done = Rc::new(std::cell::Cell::new(false));
+        let mut readers = Vec::new();
+        for k in 0..4u64 {
+            let (l, done) = (log.clone(), done.clone());
+            readers.push(glommio::spawn_local(async move {
+                let mut reads = 0;
+                while !done.get() {
+                    let from = Offset((k * 97 + reads * 31) % 150);
+                    if let Ok(r) = l.read(from, 4096, None).await {
+                        assert!(r.next_offset >= from);
+                    }
+                    let _ = l.sync().await;
+                    reads += 1;
+                    glommio::yield_if_needed().await;
+                }
+                reads
+            }));
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        let leo = log.truncate_to(Offset(450)).await.unwrap();
+        done.set(true);
+        for r in readers {
+            r.await;
+        }
+        assert_eq!(leo, Offset(450));
+        assert_eq!(read_all(&log, Offset(0), 1 << 20).await, all[..450].to_vec());
+    });
+}
+
+/// Issue 18, item 4: a truncation that cannot read its segment back fails
+/// with a typed error and fails the log; nothing panics, and reads of what
+/// is in memory go on.
+#[test]
+fn a_truncation_that_cannot_read_its_segment_fails_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 100).await;
+        seam::fail(Op::Read, 0, 1000, libc::EIO, Some(".log"));
+        let r = log.truncate_to(Offset(150)).await;
+        seam::reset();
+        assert!(matches!(r, Err(StorageError::Io { op: "read", .. })), "{r:?}");
+        let again = log.append(numbered_batch(0, 1, 10, 0), LeaderEpoch::NONE).await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+        assert_eq!(log.log_end_offset(), Offset(300), "nothing was cut");
+        log.read(Offset(299), 1 << 10, None).await.unwrap();
+        drop(log);
+        let log = open(dir.path(), small()).await;
+        assert_eq!(log.log_end_offset(), Offset(300));
+    });
+}
+
+/// Issue 18, item 4: a file range handed out before a truncation never
+/// sends bytes appended after it: it sends what it was handed out with, or
+/// comes up short.
+#[test]
+fn file_ranges_from_before_a_truncation_never_carry_later_appends() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            tail_cache_bytes_max: 0,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 50).await;
+        let r = log.read(Offset(90), 1 << 20, None).await.unwrap();
+        let Chunk::File(slice) = r.chunks[0].clone() else {
+            panic!("expected a file range")
+        };
+        let before = slice.read_to_vec().unwrap();
+        log.truncate_to(Offset(60)).await.unwrap();
+        let mut seq = 60;
+        for i in 0..60 {
+            append(&log, numbered_batch(1000 + seq, 3, 50 + i % 20, 5000)).await;
+            seq += 3;
+        }
+        log.sync().await.unwrap();
+        match slice.read_to_vec() {
+            Ok(after) => assert_eq!(after, before, "an old range sent new bytes"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+        }
+    });
+}
+
+/// Issue 18, item 5: a truncation into the cleaned region fails before its
+/// later segments are gone (as a crash would leave it). Reopened, the log
+/// is a prefix of what it was: never the cut segment followed, across a
+/// gap the cleaner checkpoint still allows, by the segments that were to go.
+#[test]
+fn an_interrupted_truncation_never_leaves_a_hole() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10_000_000;
+        let clock = Rc::new(ManualClock::new(now));
+        let open_at = || Log::open(dir.path(), small(), clock.clone() as Rc<dyn Clock>);
+        let log = open_at().await.unwrap();
+        let mut all = Vec::new();
+        for i in 0..150u64 {
+            let k = format!("k{i}");
+            let v = format!("value-{i:04}-{}", "y".repeat(40));
+            let mut b = borges_net::batch::RecordBatchBuilder::new(Compression::None);
+            b.push(now - 1000, Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+            let info = append(&log, b.build().unwrap()).await;
+            all.push((info.base_offset.0, v.into_bytes()));
+        }
+        log.roll().await.unwrap();
+        let cfg = CompactionConfig {
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+            max_bytes_per_sec: None,
+        };
+        log.compact(&cfg, None).await.unwrap();
+        let bases = log.segment_bases();
+        let cleaned_to = log.cleaner_checkpoint().0;
+        assert!(
+            bases.len() >= 4 && bases[2].0 <= cleaned_to,
+            "{bases:?} {cleaned_to}"
+        );
+        let target = (bases[1].0 + bases[2].0) / 2;
+        seam::fail(Op::Unlink, 0, 1, libc::EIO, Some(".log"));
+        let r = log.truncate_to(Offset(target)).await;
+        seam::reset();
+        assert!(r.is_err(), "{r:?}");
+        drop(log);
+        let log = open_at().await.unwrap();
+        let got: Vec<(u64, Vec<u8>)> = read_all(&log, Offset(0), 1 << 20).await;
+        let offsets: Vec<u64> = got.iter().map(|r| r.0).collect();
+        let prefix: Vec<u64> = all[..got.len()].iter().map(|r| r.0).collect();
+        assert_eq!(offsets, prefix, "the log is a prefix of what it was");
+        assert!(got.len() as u64 >= target, "{} records", got.len());
+        assert!(got == all[..got.len()], "the records are the ones appended");
+    });
+}
+
+/// Issue 18, item 7: a partition directory is synced into its data
+/// directory when it is created and when it is removed.
+#[test]
+fn partition_directories_are_synced_into_their_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let data = std::path::absolute(root.path().join("data")).unwrap();
+    let dirs = DataDirs::new(vec![data.clone()]).unwrap();
+    seam::record();
+    let p = dirs.place("orders", PartitionId(3)).unwrap();
+    let ev = seam::events();
+    let created = ev.iter().position(|e| e.op == Op::CreateDir && e.path == p);
+    let synced = ev.iter().rposition(|e| e.op == Op::SyncDir && e.path == data);
+    assert!(created.is_some() && synced > created, "{ev:?}");
+    std::fs::write(p.join("00000000000000000000.log"), b"x").unwrap();
+    seam::record();
+    assert!(dirs.remove("orders", PartitionId(3)).unwrap());
+    let ev = seam::events();
+    // Renamed out of the way durably first, then removed durably.
+    let renamed = ev.iter().position(|e| e.op == Op::Rename && e.path == p);
+    let removed = ev.iter().position(|e| e.op == Op::RemoveDir);
+    let synced = ev.iter().rposition(|e| e.op == Op::SyncDir && e.path == data);
+    let synced_first = ev.iter().position(|e| e.op == Op::SyncDir && e.path == data);
+    assert!(
+        renamed.is_some() && synced_first > renamed && removed > synced_first && synced > removed,
+        "{ev:?}"
+    );
+    assert!(!p.exists() && std::fs::read_dir(&data).unwrap().next().is_none());
+    seam::reset();
+    // A removal a crash interrupted is finished when the directories are opened.
+    let left = data.join("orders-4.deleted");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("00000000000000000000.log"), b"x").unwrap();
+    assert!(
+        dirs.list().unwrap().is_empty(),
+        "a removed partition is never listed"
+    );
+    DataDirs::new(vec![data.clone()]).unwrap();
+    assert!(!left.exists());
+}
+
+/// Issue 18, item 7: a log opened in a new directory syncs it into its parent.
+#[test]
+fn a_new_log_directory_is_synced_into_its_parent() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let parent = std::path::absolute(root.path()).unwrap();
+        let dir = parent.join("t-0");
+        seam::record();
+        let log = open(&dir, small()).await;
+        let ev = seam::events();
+        seam::reset();
+        assert!(
+            ev.iter().any(|e| e.op == Op::SyncDir && e.path == parent),
+            "{ev:?}"
+        );
+        drop(log);
+    });
+}
