@@ -17,15 +17,7 @@ pub fn broker_binary() -> PathBuf {
         .expect("workspace root")
         .to_path_buf();
     let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "borges-broker",
-            "--bin",
-            "borges",
-        ])
+        .args(["build", "-q", "--release", "-p", "borges", "--bin", "borges"])
         .current_dir(&workspace)
         .status()
         .expect("run cargo build for the broker");

@@ -225,8 +225,8 @@ fn find_coordinator(shard: &Rc<Shard>, r: FindCoordinatorRequest) -> FindCoordin
     FindCoordinatorResponse {
         error,
         node_id: shard.config.node_id,
-        host: shard.config.advertised.ip().to_string(),
-        port: shard.config.advertised.port(),
+        host: shard.config.advertised_addr().ip().to_string(),
+        port: shard.config.advertised_addr().port(),
     }
 }
 
@@ -371,8 +371,8 @@ fn metadata(shard: &Rc<Shard>, r: MetadataRequest) -> MetadataResponse {
     MetadataResponse {
         brokers: vec![BrokerMeta {
             node_id: node,
-            host: shard.config.advertised.ip().to_string(),
-            port: shard.config.advertised.port(),
+            host: shard.config.advertised_addr().ip().to_string(),
+            port: shard.config.advertised_addr().port(),
         }],
         controller_id: node,
         topics: list,
@@ -390,7 +390,7 @@ fn describe_configs(shard: &Rc<Shard>, r: DescribeConfigsRequest) -> DescribeCon
                     name,
                     error: ErrorCode::None,
                     message: None,
-                    configs: topics::describe(&shard.config.log, &t.configs)
+                    configs: topics::describe(&shard.config.log_defaults(), &t.configs)
                         .into_iter()
                         .map(|(key, value, is_default)| ConfigEntry {
                             key,

@@ -1,5 +1,5 @@
 //! The Borges broker: thread-per-core shards that serve the native
-//! protocol over the storage engine.
+//! protocol over the storage engine. The `borges` binary (cli/) starts it.
 //!
 //! Layout:
 //! - `server.rs`: start and stop: executors, channel mesh, accept loops, housekeeping, signals.
@@ -11,9 +11,7 @@
 //! - `notify.rs`: wake-ups for long polls.
 //! - `config.rs`: the TOML file and defaults.
 //! - `watchdog.rs`: shard heartbeats and the thread that reports a stalled shard.
-//! - `cli.rs`: the client subcommands of the `borges` binary.
 
-pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod group;

@@ -81,8 +81,10 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
         let (fd, port) =
             hold_free_port(config.listen).map_err(|e| ServerError::Listen(config.listen, e.to_string()))?;
         config.listen.set_port(port);
-        if config.advertised.port() == 0 {
-            config.advertised.set_port(port);
+        let mut advertised = config.advertised_addr();
+        if advertised.port() == 0 {
+            advertised.set_port(port);
+            config.advertised = Some(advertised);
         }
         Some(fd)
     } else {

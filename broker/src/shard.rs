@@ -716,10 +716,11 @@ impl Shard {
         }
         // The shard's tail-cache budget is shared by its partitions (bytes
         // not yet written to their files are kept whatever the budget).
+        let log_defaults = self.config.log_defaults();
         let cache_each = (self.config.tail_cache_bytes_per_shard / wanted.len().max(1))
-            .clamp(TAIL_CACHE_MIN_BYTES, self.config.log.tail_cache_bytes_max);
+            .clamp(TAIL_CACHE_MIN_BYTES, log_defaults.tail_cache_bytes_max);
         for (key, t) in wanted {
-            let mut settings = topics::settings(&self.config.log, &t.configs);
+            let mut settings = topics::settings(&log_defaults, &t.configs);
             settings.log.flush = self.config.log_flush_policy();
             settings.log.tail_cache_bytes_max = cache_each;
             let existing = self.partitions.borrow().get(&key).cloned();

@@ -38,7 +38,7 @@ pub fn borges_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "borges-broker", "--bin", "borges"])
+            .args(["build", "-q", "-p", "borges", "--bin", "borges"])
             .current_dir(workspace())
             .status()
             .expect("run cargo build");

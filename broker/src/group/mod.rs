@@ -63,27 +63,46 @@ pub fn partition_for(group: &str, partitions: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(group.as_bytes()) % u64::from(partitions.max(1))) as u32
 }
 
-/// Settings of the coordinator, from the broker's configuration.
-#[derive(Debug, Clone)]
+/// Settings of the coordinator: part of the broker's configuration.
+#[derive(Debug, Clone, clap::Args)]
 pub struct GroupSettings {
+    /// Shortest session timeout a group member may ask for.
+    #[arg(
+        id = "group_min_session_timeout_ms",
+        long = "group-min-session-timeout-ms",
+        env = "BORGES_GROUP_MIN_SESSION_TIMEOUT_MS",
+        value_parser = crate::config::millis,
+        default_value = "1000"
+    )]
     pub min_session_timeout: Duration,
+    /// Longest session timeout a group member may ask for.
+    #[arg(
+        id = "group_max_session_timeout_ms",
+        long = "group-max-session-timeout-ms",
+        env = "BORGES_GROUP_MAX_SESSION_TIMEOUT_MS",
+        value_parser = crate::config::millis,
+        default_value = "300000"
+    )]
     pub max_session_timeout: Duration,
     /// How long a group with no members waits for more to join before its
     /// first rebalance completes, so that a group starting up does not
     /// rebalance once per member.
+    #[arg(
+        id = "group_initial_rebalance_delay_ms",
+        long = "group-initial-rebalance-delay-ms",
+        env = "BORGES_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        value_parser = crate::config::millis,
+        default_value = "300"
+    )]
     pub initial_rebalance_delay: Duration,
+    /// Most members of one group.
+    #[arg(
+        id = "group_max_size",
+        long = "group-max-size",
+        env = "BORGES_GROUP_MAX_SIZE",
+        default_value_t = 1000
+    )]
     pub max_group_size: usize,
-}
-
-impl Default for GroupSettings {
-    fn default() -> Self {
-        GroupSettings {
-            min_session_timeout: Duration::from_millis(1000),
-            max_session_timeout: Duration::from_secs(300),
-            initial_rebalance_delay: Duration::from_millis(300),
-            max_group_size: 1000,
-        }
-    }
 }
 
 type GroupRef = Rc<RefCell<Group>>;
