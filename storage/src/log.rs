@@ -392,14 +392,13 @@ impl Log {
         if roll {
             self.roll_locked().await?;
         }
-        let (info, epoch_text) = {
-            let mut st = self.st();
+        // Every stored batch carries the epoch the history gives for its
+        // offset (-1 before any), which recovery checks; a caller without an
+        // epoch appends under the latest one, and an older epoch than the
+        // latest is a deposed leader's write.
+        let (epoch, new_history) = {
+            let st = self.st();
             self.check_writable(&st)?;
-            let st = &mut *st;
-            // Every stored batch carries the epoch the history gives for its
-            // offset (-1 before any), which recovery checks; a caller without
-            // an epoch appends under the latest one, and an older epoch than
-            // the latest is a deposed leader's write.
             let latest = st.epochs.latest().map(|e| e.epoch);
             let epoch = match latest {
                 Some(l) if epoch.0 >= 0 && epoch < l => {
@@ -408,6 +407,32 @@ impl Log {
                 Some(l) if epoch.0 < 0 => l,
                 _ => epoch,
             };
+            let mut history = None;
+            if epoch.0 >= 0 && latest.is_none_or(|l| epoch > l) {
+                let mut epochs = st.epochs.clone();
+                epochs.assign(epoch, Offset(st.leo));
+                history = Some(epochs);
+            }
+            (epoch, history)
+        };
+        // A new epoch is checkpointed before its first batch is copied in:
+        // from then on a concurrent `sync_to` may make the batch durable,
+        // and recovery cuts a batch whose epoch the checkpoint does not
+        // know. (The append lock keeps the log end and the history still
+        // meanwhile; a crash before the batch is durable leaves an epoch
+        // that starts at the log end, which the next open forgets.)
+        if let Some(history) = &new_history {
+            write_file_atomic(&self.inner.dir.join(EPOCH_FILE), history.encode().as_bytes())
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let info = {
+            let mut st = self.st();
+            if let Some(history) = new_history {
+                st.epochs = history;
+            }
+            self.check_writable(&st)?;
+            let st = &mut *st;
             let base = st.leo;
             let mut next = base;
             let mut pos = 0;
@@ -451,21 +476,18 @@ impl Log {
             debug_assert_eq!(st.writer.end, seg_size);
             st.leo = next;
             st.evict(config.tail_cache_bytes_max);
-            let epoch_text = st.epochs.assign(epoch, Offset(base)).then(|| st.epochs.encode());
-            let info = AppendInfo {
+            debug_assert!(
+                epoch.0 < 0 || st.epochs.epoch_for(Offset(base)) == Some(epoch),
+                "the history covers the batch"
+            );
+            AppendInfo {
                 base_offset: Offset(base),
                 last_offset: Offset(next - 1),
                 batches: headers.len(),
                 bytes: bytes.len(),
                 max_timestamp: TimestampMs(max_timestamp),
-            };
-            (info, epoch_text)
+            }
         };
-        if let Some(text) = epoch_text {
-            write_file_atomic(&self.inner.dir.join(EPOCH_FILE), text.as_bytes())
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
         self.submit_sealed().await?;
         drop(permit);
         match config.flush {

@@ -273,6 +273,18 @@ impl SimDisk {
         out
     }
 
+    /// The disk after the worst crash now: nothing survives that was not
+    /// made durable (no un-synced write, truncation or directory entry).
+    pub fn durable(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (path, dir) in &self.dirs {
+            for (name, &ino) in &dir.durable {
+                out.insert(self.relative(&path.join(name)), self.inodes[ino].durable.clone());
+            }
+        }
+        out
+    }
+
     fn relative(&self, path: &Path) -> PathBuf {
         path.strip_prefix(&self.root).unwrap_or(path).to_path_buf()
     }
