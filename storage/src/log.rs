@@ -1071,9 +1071,12 @@ impl Log {
         if victims.is_empty() {
             return Ok(outcome);
         }
-        // The segments go first, oldest first, and their unlinks are made
-        // durable before any checkpoint says the log starts after them: a
-        // crash in between leaves a contiguous suffix of the segments under
+        // The segments go first, oldest first, each one's unlinks made
+        // durable before the next one's begin (un-synced unlinks may survive
+        // a crash in any order: a later segment gone and an earlier one back
+        // is a hole, and recovery cuts the log after the earlier one), and
+        // all of them before any checkpoint says the log starts after them:
+        // a crash in between leaves a contiguous suffix of the segments under
         // the old checkpoints, which recovery reads as it is. (The other
         // order left old batches below the checkpointed epoch history, which
         // recovery cut as an epoch mismatch, erasing the partition.) An I/O
@@ -1083,8 +1086,8 @@ impl Log {
         let fail = |e| self.fail(e);
         for seg in &victims {
             delete_segment_files(dir, seg.base).map_err(fail)?;
+            sync_dir(dir).await.map_err(fail)?;
         }
-        sync_dir(dir).await.map_err(fail)?;
         write_file_atomic(
             &dir.join(LOG_START_FILE),
             outcome.log_start_offset.0.to_string().as_bytes(),

@@ -4,7 +4,8 @@
 //! recorded by the storage seam. Then, for every point of that recording,
 //! a possible post-crash disk is drawn (`borges_storage::simdisk`:
 //! un-synced writes lost or torn at sector granularity, un-synced
-//! directory entries undone), written to a fresh directory, and opened.
+//! directory entries undone, as a prefix or as any subset), written to a
+//! fresh directory, and opened.
 //! The reopened log must hold every record that was acknowledged as
 //! durable (below the durable offset when its operation returned) at its
 //! offset, unless an operation in flight at the crash was removing it, and
@@ -34,7 +35,7 @@ use std::rc::Rc;
 use borges_net::batch::{Compression, RecordBatchBuilder};
 use borges_net::types::{LeaderEpoch, Offset};
 use borges_storage::seam::{self, Op};
-use borges_storage::simdisk::{SimDisk, SimRng};
+use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
 use borges_storage::{Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, StorageError};
 use bytes::BytesMut;
 use common::*;
@@ -431,6 +432,13 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
             disk.apply(&events[applied]);
             applied += 1;
         }
+        // Un-synced directory entries survive as a prefix (a journal), or
+        // as any subset (all POSIX promises).
+        disk.dir_order = if crash_rng.chance(1, 2) {
+            DirOrder::AnySubset
+        } else {
+            DirOrder::Prefix
+        };
         let files = disk.crash(&mut crash_rng);
         let crash_root = tempfile::tempdir().unwrap();
         let crash_root_path = std::path::absolute(crash_root.path()).unwrap();

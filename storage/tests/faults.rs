@@ -15,7 +15,7 @@ use std::time::Duration;
 use borges_net::batch::Compression;
 use borges_net::types::{LeaderEpoch, Offset, PartitionId};
 use borges_storage::seam::{self, Op};
-use borges_storage::simdisk::SimDisk;
+use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
 use borges_storage::{
     Chunk, Clock, CompactionConfig, DataDirs, FlushPolicy, Log, LogConfig, ManualClock, StorageError,
 };
@@ -521,5 +521,61 @@ fn a_sync_racing_a_new_epoch_never_makes_its_batch_durable_before_the_checkpoint
             reopened.log_end_offset(),
             reopened.recovery_report()
         );
+    });
+}
+
+/// Review finding 2: retention deletes several old segments. Whatever
+/// subset of its un-synced unlinks a crash keeps, the log reopens as a
+/// contiguous suffix of what it was that holds every record retention
+/// kept: never an older segment back in front of a hole where a later one
+/// went (recovery would cut everything after the older one).
+#[test]
+fn retention_never_leaves_a_hole_at_the_start_whatever_unlinks_survive() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        seam::reset();
+        seam::record();
+        let log = open(&dir, small()).await;
+        let all = fill(&log, 80).await;
+        log.set_config(LogConfig {
+            retention_bytes: Some(log.size_bytes() / 2),
+            ..small()
+        })
+        .unwrap();
+        let start = seam::event_count();
+        let out = log.apply_retention().await.unwrap();
+        assert!(out.segments_deleted >= 3, "{out:?}");
+        drop(log);
+        let events = seam::take_events();
+        seam::reset();
+        let kept = all.iter().filter(|(o, _)| *o >= out.log_start_offset.0).count();
+        let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+        disk.dir_order = DirOrder::AnySubset;
+        let mut rng = SimRng::new(11);
+        for (c, e) in events.iter().enumerate() {
+            disk.apply(e);
+            if c + 1 < start {
+                continue;
+            }
+            for _ in 0..8 {
+                let copy = tempfile::tempdir().unwrap();
+                let copy_root = std::path::absolute(copy.path()).unwrap();
+                SimDisk::materialize(&disk.crash(&mut rng), &copy_root).unwrap();
+                let copy_dir = copy_root.join("p-0");
+                let log = open(&copy_dir, small()).await;
+                let got = read_all(&log, log.log_start_offset(), 1 << 20).await;
+                assert!(
+                    got.len() >= kept && got[..] == all[all.len() - got.len()..],
+                    "crash after step {c} ({:?} {:?}): the log reopened with {} records from offset {:?}, \
+                     not a suffix of the {} appended holding the {kept} retention kept: {:?}",
+                    e.op,
+                    e.path.file_name().unwrap_or_default(),
+                    got.len(),
+                    got.first().map(|r| r.0),
+                    all.len(),
+                    log.recovery_report()
+                );
+            }
+        }
     });
 }
