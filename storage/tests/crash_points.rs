@@ -121,6 +121,34 @@ async fn contents(log: &Log) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The live log after a compaction (finished or failed) over a log that
+/// held `model`, checked against the cleaner's rule: every record is kept
+/// unchanged or removed, and only a record that is not its key's latest
+/// may go.
+async fn compacted(
+    log: &Log,
+    model: &BTreeMap<u64, u64>,
+    keys: &BTreeMap<u64, String>,
+) -> Result<BTreeMap<u64, u64>, String> {
+    let live: BTreeMap<u64, u64> = contents(log).await.into_iter().collect();
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    for (&o, s) in model {
+        latest.insert(keys[s].as_str(), o);
+    }
+    for (&o, s) in model {
+        let kept = live.get(&o) == Some(s);
+        if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
+            return Err(format!(
+                "compaction removed record {s} at {o}, its key's latest, or changed it"
+            ));
+        }
+    }
+    if live.keys().any(|o| !model.contains_key(o)) {
+        return Err("compaction added records".into());
+    }
+    Ok(live)
+}
+
 fn real_files(root: &Path, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -296,22 +324,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                     };
                     log.compact(&cfg, None).await?;
                     // What stays is checked here; the model follows the log.
-                    let live: BTreeMap<u64, u64> = contents(&log).await.into_iter().collect();
-                    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
-                    for (&o, s) in &model {
-                        latest.insert(keys[s].as_str(), o);
-                    }
-                    for (&o, s) in &model {
-                        let kept = live.get(&o) == Some(s);
-                        if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
-                            fail(format!(
-                                "compaction removed record {s} at {o}, its key's latest, or changed it"
-                            ));
-                        }
-                    }
-                    if live.keys().any(|o| !model.contains_key(o)) {
-                        fail("compaction added records".into());
-                    }
+                    let live = compacted(&log, &model, &keys).await.unwrap_or_else(|e| fail(e));
                     compacted_away += model.len() - live.len();
                     model = live;
                 }
@@ -349,11 +362,22 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                     ));
                 }
             }
+            // The failed operation stays in flight for every later crash
+            // point. Its model is the log before it, so that the checks
+            // against it can fail; a failed compaction keeps what it swapped
+            // in before the error, which must follow the cleaner's rule.
+            let after = if kind == Kind::Compact {
+                compacted(&log, &model, &keys)
+                    .await
+                    .unwrap_or_else(|m| fail(format!("op {i} {kind:?} failed ({e}): {m}")))
+            } else {
+                model.clone()
+            };
             steps.push(Step {
                 kind,
                 start,
                 end: usize::MAX,
-                model: BTreeMap::new(),
+                model: after,
                 durable: 0,
                 bound,
                 appended: std::mem::take(&mut appended),
