@@ -159,6 +159,32 @@ impl SimDisk {
         disk
     }
 
+    /// The disk as it is now under `root`: the regular files directly in
+    /// `root` and in the directories of `dirs`, each durable with its
+    /// current content and name (a disk a crash left, before recovery
+    /// runs on it).
+    pub fn from_dir(root: &Path, dirs: &[PathBuf]) -> std::io::Result<SimDisk> {
+        let mut disk = SimDisk::new(root, dirs);
+        let paths: Vec<PathBuf> = disk.dirs.keys().cloned().collect();
+        for path in paths {
+            for entry in std::fs::read_dir(&path)? {
+                let entry = entry?;
+                if !entry.file_type()?.is_file() {
+                    continue;
+                }
+                disk.inodes.push(Inode {
+                    durable: std::fs::read(entry.path())?,
+                    pending: Vec::new(),
+                });
+                let ino = disk.inodes.len() - 1;
+                let dir = disk.dirs.get_mut(&path).expect("listed above");
+                dir.durable.insert(entry.file_name(), ino);
+                dir.current.insert(entry.file_name(), ino);
+            }
+        }
+        Ok(disk)
+    }
+
     fn split<'a>(&self, path: &'a Path) -> Option<(&'a Path, OsString)> {
         let parent = path.parent()?;
         let name = path.file_name()?.to_os_string();

@@ -12,7 +12,9 @@
 //! nothing that a finished truncation, retention or compaction removed;
 //! and no hole: between its first and last record, every record of the
 //! log is there. Half the records share a few keys, so compaction leaves
-//! gaps and recovery's gap rule is exercised.
+//! gaps and recovery's gap rule is exercised. Each crash point also
+//! crashes once more at a random step of the recovery that opened it, and
+//! the disk that leaves is opened and checked by the same rules.
 //!
 //! `cargo test` runs a fixed set of seeds. A long run:
 //!
@@ -36,7 +38,9 @@ use borges_net::batch::{Compression, RecordBatchBuilder};
 use borges_net::types::{LeaderEpoch, Offset};
 use borges_storage::seam::{self, Op};
 use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
-use borges_storage::{Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, StorageError};
+use borges_storage::{
+    Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, RecoveryReport, StorageError,
+};
 use bytes::BytesMut;
 use common::*;
 
@@ -485,10 +489,13 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                 in_flight.map(|s| s.kind)
             )
         };
-        let reopened = match Log::open(&crash_dir, config(), clock.clone() as Rc<dyn Clock>).await {
-            Ok(l) => l,
-            Err(e) => fail(format!("{}: open failed: {e}", at())),
-        };
+        // The disk the crash left, and the steps recovery takes on it.
+        let before_recovery = SimDisk::from_dir(&crash_root_path, std::slice::from_ref(&crash_dir)).unwrap();
+        seam::record();
+        let reopened = Log::open(&crash_dir, config(), clock.clone() as Rc<dyn Clock>).await;
+        let recovery = seam::take_events();
+        seam::reset();
+        let reopened = reopened.unwrap_or_else(|e| fail(format!("{}: open failed: {e}", at())));
         let found = contents(&reopened).await;
         let report = reopened.recovery_report().clone();
         drop(reopened);
@@ -501,51 +508,83 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                 _ => false,
             })
         };
-        // No hole: between the first and the last record found, every
-        // record of the log is there (only the tail of what was not
-        // durable may go; a truncation removes a suffix and retention a
-        // prefix), except what a compaction in flight removed.
         let compacted_away =
             |o: u64| in_flight.is_some_and(|f| f.kind == Kind::Compact && !f.model.contains_key(&o));
         let mut candidates: BTreeMap<u64, u64> = done.model.clone();
         if let Some(f) = in_flight {
             candidates.extend(f.appended.iter().copied());
         }
-        if let (Some(first), Some(last)) = (found.first(), found.last()) {
-            let found_set: BTreeSet<u64> = found.iter().map(|r| r.0).collect();
-            for (&o, _) in candidates.range(first.0..=last.0) {
-                if !found_set.contains(&o) && !compacted_away(o) {
+        let check = |found: &[(u64, u64)], report: &RecoveryReport, when: &str| {
+            // No hole: between the first and the last record found, every
+            // record of the log is there (only the tail of what was not
+            // durable may go; a truncation removes a suffix and retention a
+            // prefix), except what a compaction in flight removed.
+            if let (Some(first), Some(last)) = (found.first(), found.last()) {
+                let found_set: BTreeSet<u64> = found.iter().map(|r| r.0).collect();
+                for (&o, _) in candidates.range(first.0..=last.0) {
+                    if !found_set.contains(&o) && !compacted_away(o) {
+                        fail(format!(
+                            "{}{when}: a hole at offset {o} ({first:?}..={last:?}): {report:?}",
+                            at()
+                        ));
+                    }
+                }
+            }
+            // Nothing that was removed, nothing that never was.
+            let found_map: BTreeMap<u64, u64> = found.iter().copied().collect();
+            for &(o, s) in found {
+                let allowed =
+                    done.model.get(&o) == Some(&s) || in_flight.is_some_and(|f| f.appended.contains(&(o, s)));
+                if !allowed {
                     fail(format!(
-                        "{}: a hole at offset {o} ({first:?}..={last:?}): {report:?}",
-                        at()
+                        "{}{when}: record {s} at offset {o} should not be there (model has {:?}): {report:?}",
+                        at(),
+                        done.model.get(&o)
                     ));
                 }
             }
-        }
-        // Nothing that was removed, nothing that never was.
-        let found_map: BTreeMap<u64, u64> = found.iter().copied().collect();
-        for &(o, s) in &found {
-            let allowed =
-                done.model.get(&o) == Some(&s) || in_flight.is_some_and(|f| f.appended.contains(&(o, s)));
-            if !allowed {
-                fail(format!(
-                    "{}: record {s} at offset {o} should not be there (model has {:?}): {report:?}",
-                    at(),
-                    done.model.get(&o)
-                ));
+            // Everything acknowledged as durable, unless being removed.
+            for (&o, &s) in done.model.range(..done.durable) {
+                if !removing(o) && found_map.get(&o) != Some(&s) {
+                    fail(format!(
+                        "{}{when}: durable record {s} at offset {o} is missing (found {:?}, durable {}): {report:?}",
+                        at(),
+                        found_map.get(&o),
+                        done.durable
+                    ));
+                }
             }
+        };
+        check(&found, &report, "");
+        // A second crash, during that recovery, then another unclean open:
+        // the same rules hold.
+        let r = crash_rng.below(recovery.len() as u64 + 1) as usize;
+        let mut again = before_recovery;
+        for e in &recovery[..r] {
+            again.apply(e);
         }
-        // Everything acknowledged as durable, unless being removed.
-        for (&o, &s) in done.model.range(..done.durable) {
-            if !removing(o) && found_map.get(&o) != Some(&s) {
-                fail(format!(
-                    "{}: durable record {s} at offset {o} is missing (found {:?}, durable {}): {report:?}",
-                    at(),
-                    found_map.get(&o),
-                    done.durable
-                ));
-            }
-        }
+        again.dir_order = disk.dir_order;
+        let again_root = tempfile::tempdir().unwrap();
+        let again_root_path = std::path::absolute(again_root.path()).unwrap();
+        SimDisk::materialize(&again.crash(&mut crash_rng), &again_root_path).unwrap();
+        let again_dir = again_root_path.join("p-0");
+        std::fs::create_dir_all(&again_dir).unwrap();
+        let when = format!(
+            ", then a crash at recovery step {r} of {} (last {:?})",
+            recovery.len(),
+            r.checked_sub(1).map(|i| (
+                recovery[i].op,
+                recovery[i].path.file_name().unwrap_or_default().to_owned()
+            ))
+        );
+        let reopened = match Log::open(&again_dir, config(), clock.clone() as Rc<dyn Clock>).await {
+            Ok(l) => l,
+            Err(e) => fail(format!("{}{when}: open failed: {e}", at())),
+        };
+        let found = contents(&reopened).await;
+        let report = reopened.recovery_report().clone();
+        drop(reopened);
+        check(&found, &report, &when);
     }
     (points.len(), compacted_away)
 }
