@@ -1336,7 +1336,11 @@ impl Log {
             .await
             .map_err(|e| self.fail(e))?;
         let dir = &self.inner.dir;
-        write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"").await?;
+        // A marker that may or may not be on disk leaves the log's state
+        // unknown, as any failed write does: the log fails.
+        write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"")
+            .await
+            .map_err(|e| self.fail(e))?;
         let mut st = self.st();
         st.durable = st.leo;
         st.closed = true;

@@ -700,3 +700,29 @@ fn an_existing_log_directory_is_synced_into_its_parent_all_the_same() {
         assert!(ev.iter().any(|e| e.op == Op::SyncDir && e.path == root), "{ev:?}");
     });
 }
+
+/// Review finding 6: a close whose clean-shutdown marker cannot be
+/// written fails the log, like every other failed write path: nothing
+/// more is appended to it, a second close does not mark it clean, and
+/// the next open recovers it.
+#[test]
+fn a_close_that_cannot_write_its_clean_shutdown_marker_fails_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small()).await;
+        let all = fill(&log, 4).await;
+        seam::fail(Op::Rename, 0, 1, libc::EIO, Some("clean-shutdown"));
+        let r = log.close().await;
+        seam::reset();
+        assert!(matches!(r, Err(StorageError::Io { op: "rename", .. })), "{r:?}");
+        let again = log.append(numbered_batch(12, 1, 10, 0), LeaderEpoch::NONE).await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+        let r = log.close().await;
+        assert!(matches!(r, Err(StorageError::LogFailed(..))), "{r:?}");
+        assert!(!dir.path().join("clean-shutdown").exists());
+        drop(log);
+        let log = open(dir.path(), small()).await;
+        assert!(!log.recovery_report().clean_shutdown);
+        assert_eq!(read_all(&log, Offset(0), 1 << 20).await, all);
+    });
+}
