@@ -177,21 +177,23 @@ impl DataDirs {
 const DELETED_SUFFIX: &str = ".deleted";
 
 /// Creates `path` (and missing parents), each new directory made durable
-/// in its parent.
+/// in its parent. One that exists is synced into its parent too: it may
+/// exist only in the page cache (a crash after its `mkdir`, before the
+/// fsync of its parent, is followed by a restart that finds it).
 pub(crate) fn create_dir_durably(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Ok(());
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if !path.is_dir() {
+        if !parent.is_dir() {
+            create_dir_durably(parent)?;
+        }
+        seam::step(Op::CreateDir, path, 0, 0).map_err(|e| StorageError::io("create directory", path, e))?;
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(StorageError::io("create directory", path, e)),
+        }
     }
-    if let Some(parent) = path.parent() {
-        create_dir_durably(parent)?;
-    }
-    seam::step(Op::CreateDir, path, 0, 0).map_err(|e| StorageError::io("create directory", path, e))?;
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(()),
-        Err(e) => return Err(StorageError::io("create directory", path, e)),
-    }
-    sync_dir_blocking(path.parent().unwrap_or(Path::new("/")))
+    sync_dir_blocking(parent)
 }
 
 /// Removes a directory tree and makes the removal durable in its parent.

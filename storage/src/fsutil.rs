@@ -60,6 +60,7 @@ pub(crate) async fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
     }
     seam::step(Op::Fdatasync, &tmp, 0, 0).map_err(|e| io("fdatasync", e))?;
     file.fdatasync().await.map_err(|e| io("fdatasync", e.into()))?;
+    seam::gate(Op::Rename).await;
     seam::rename(&tmp, path).map_err(|e| io("rename", e))?;
     file.rename(path).await.map_err(|e| io("rename", e.into()))?;
     file.close().await.map_err(|e| io("close", e.into()))?;

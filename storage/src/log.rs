@@ -392,14 +392,13 @@ impl Log {
         if roll {
             self.roll_locked().await?;
         }
-        let (info, epoch_text) = {
-            let mut st = self.st();
+        // Every stored batch carries the epoch the history gives for its
+        // offset (-1 before any), which recovery checks; a caller without an
+        // epoch appends under the latest one, and an older epoch than the
+        // latest is a deposed leader's write.
+        let (epoch, new_history) = {
+            let st = self.st();
             self.check_writable(&st)?;
-            let st = &mut *st;
-            // Every stored batch carries the epoch the history gives for its
-            // offset (-1 before any), which recovery checks; a caller without
-            // an epoch appends under the latest one, and an older epoch than
-            // the latest is a deposed leader's write.
             let latest = st.epochs.latest().map(|e| e.epoch);
             let epoch = match latest {
                 Some(l) if epoch.0 >= 0 && epoch < l => {
@@ -408,6 +407,32 @@ impl Log {
                 Some(l) if epoch.0 < 0 => l,
                 _ => epoch,
             };
+            let mut history = None;
+            if epoch.0 >= 0 && latest.is_none_or(|l| epoch > l) {
+                let mut epochs = st.epochs.clone();
+                epochs.assign(epoch, Offset(st.leo));
+                history = Some(epochs);
+            }
+            (epoch, history)
+        };
+        // A new epoch is checkpointed before its first batch is copied in:
+        // from then on a concurrent `sync_to` may make the batch durable,
+        // and recovery cuts a batch whose epoch the checkpoint does not
+        // know. (The append lock keeps the log end and the history still
+        // meanwhile; a crash before the batch is durable leaves an epoch
+        // that starts at the log end, which the next open forgets.)
+        if let Some(history) = &new_history {
+            write_file_atomic(&self.inner.dir.join(EPOCH_FILE), history.encode().as_bytes())
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let info = {
+            let mut st = self.st();
+            if let Some(history) = new_history {
+                st.epochs = history;
+            }
+            self.check_writable(&st)?;
+            let st = &mut *st;
             let base = st.leo;
             let mut next = base;
             let mut pos = 0;
@@ -451,21 +476,18 @@ impl Log {
             debug_assert_eq!(st.writer.end, seg_size);
             st.leo = next;
             st.evict(config.tail_cache_bytes_max);
-            let epoch_text = st.epochs.assign(epoch, Offset(base)).then(|| st.epochs.encode());
-            let info = AppendInfo {
+            debug_assert!(
+                epoch.0 < 0 || st.epochs.epoch_for(Offset(base)) == Some(epoch),
+                "the history covers the batch"
+            );
+            AppendInfo {
                 base_offset: Offset(base),
                 last_offset: Offset(next - 1),
                 batches: headers.len(),
                 bytes: bytes.len(),
                 max_timestamp: TimestampMs(max_timestamp),
-            };
-            (info, epoch_text)
+            }
         };
-        if let Some(text) = epoch_text {
-            write_file_atomic(&self.inner.dir.join(EPOCH_FILE), text.as_bytes())
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
         self.submit_sealed().await?;
         drop(permit);
         match config.flush {
@@ -1049,9 +1071,12 @@ impl Log {
         if victims.is_empty() {
             return Ok(outcome);
         }
-        // The segments go first, oldest first, and their unlinks are made
-        // durable before any checkpoint says the log starts after them: a
-        // crash in between leaves a contiguous suffix of the segments under
+        // The segments go first, oldest first, each one's unlinks made
+        // durable before the next one's begin (un-synced unlinks may survive
+        // a crash in any order: a later segment gone and an earlier one back
+        // is a hole, and recovery cuts the log after the earlier one), and
+        // all of them before any checkpoint says the log starts after them:
+        // a crash in between leaves a contiguous suffix of the segments under
         // the old checkpoints, which recovery reads as it is. (The other
         // order left old batches below the checkpointed epoch history, which
         // recovery cut as an epoch mismatch, erasing the partition.) An I/O
@@ -1061,8 +1086,8 @@ impl Log {
         let fail = |e| self.fail(e);
         for seg in &victims {
             delete_segment_files(dir, seg.base).map_err(fail)?;
+            sync_dir(dir).await.map_err(fail)?;
         }
-        sync_dir(dir).await.map_err(fail)?;
         write_file_atomic(
             &dir.join(LOG_START_FILE),
             outcome.log_start_offset.0.to_string().as_bytes(),
@@ -1311,7 +1336,11 @@ impl Log {
             .await
             .map_err(|e| self.fail(e))?;
         let dir = &self.inner.dir;
-        write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"").await?;
+        // A marker that may or may not be on disk leaves the log's state
+        // unknown, as any failed write does: the log fails.
+        write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"")
+            .await
+            .map_err(|e| self.fail(e))?;
         let mut st = self.st();
         st.durable = st.leo;
         st.closed = true;

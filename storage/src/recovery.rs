@@ -323,18 +323,9 @@ impl Log {
                     cut = true;
                     continue;
                 }
-                seam::step(Op::Truncate, &path, 0, valid)
-                    .map_err(|e| StorageError::io("truncate", &path, e))?;
-                seg.dma
-                    .truncate(valid)
-                    .await
-                    .map_err(|e| StorageError::io("truncate", &path, e))?;
-                seam::step(Op::Fdatasync, &path, 0, 0)
-                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
-                seg.dma
-                    .fdatasync()
-                    .await
-                    .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+                // The cut itself waits until the segments after it are gone
+                // for good (below): this one is the last kept, whose file is
+                // cut to its valid size there.
             }
             found.push(Found {
                 base,
@@ -343,7 +334,44 @@ impl Log {
             });
         }
 
+        // Durable steps from here on, in the order truncate_to uses, so that
+        // a crash at any point leaves a disk the next open reads as the same
+        // prefix: the segments after the cut are unlinked (above) and the
+        // directory synced, so none of them comes back behind a cut segment;
+        // the checkpoints are cut down to the new log end (the cleaner's, so
+        // that no gap is accepted above it); and only then is the last kept
+        // segment cut to its valid size. (Cut first, a crash could keep the
+        // cut and undo the unlinks, and a gap the old cleaner checkpoint
+        // allows would join the cut segment to the ones that were to go.)
         let log_start_floor = start_checkpoint.unwrap_or(0);
+        let last_found = found.last().map(|f| (f.base, f.seg.next_offset));
+        if let Some((base, _)) = last_found {
+            // The segment that will take new appends loses its index files:
+            // they are rewritten when it is sealed.
+            remove_if_exists(&segment_path(&dir, base, INDEX_SUFFIX))?;
+            remove_if_exists(&segment_path(&dir, base, TIME_INDEX_SUFFIX))?;
+        }
+        sync_dir(&dir).await?;
+        let leo = last_found.map_or(log_start_floor, |(_, next)| next);
+        let first_base = found.first().map_or(log_start_floor, |f| f.base);
+        let log_start = log_start_floor.max(first_base).min(leo);
+        let epochs_changed = !epochs_trusted
+            | epochs.truncate_from_end(Offset(leo))
+            | epochs.truncate_from_start(Offset(log_start));
+        if epochs_changed {
+            write_file_atomic(&dir.join(EPOCH_FILE), epochs.encode().as_bytes()).await?;
+        }
+        // Gaps are allowed only where compaction made them, below the log
+        // end: batches appended from here on must follow exactly.
+        let cleaned_to = cleaned_to.min(leo);
+        if cleaned_checkpoint.is_some_and(|c| c != cleaned_to) {
+            write_file_atomic(
+                &dir.join(CLEANER_CHECKPOINT_FILE),
+                cleaned_to.to_string().as_bytes(),
+            )
+            .await?;
+        }
+
         let mut segments = BTreeMap::new();
         let writer;
         if found.is_empty() {
@@ -353,8 +381,8 @@ impl Log {
         } else {
             let last = found.last().expect("non-empty");
             let path = segment_path(&dir, last.base, LOG_SUFFIX);
-            // The active segment continues where its valid data ends; any
-            // padding past it goes.
+            // The active segment continues where its valid data ends; the
+            // damaged tail (or the padding) past it goes.
             seam::step(Op::Truncate, &path, 0, last.file_size)
                 .map_err(|e| StorageError::io("truncate", &path, e))?;
             last.seg
@@ -383,35 +411,8 @@ impl Log {
                 segments.insert(f.base, f.seg);
             }
         }
-        // The segment that will take new appends loses its index files: they
-        // are rewritten when it is sealed.
         let active_base = *segments.keys().next_back().expect("a segment");
-        remove_if_exists(&segment_path(&dir, active_base, INDEX_SUFFIX))?;
-        remove_if_exists(&segment_path(&dir, active_base, TIME_INDEX_SUFFIX))?;
-        let first_base = *segments.keys().next().expect("a segment");
-        let leo = segments
-            .values()
-            .next_back()
-            .map(|s| s.next_offset)
-            .expect("a segment");
-        let log_start = log_start_floor.max(first_base).min(leo);
-
-        let epochs_changed = !epochs_trusted
-            | epochs.truncate_from_end(Offset(leo))
-            | epochs.truncate_from_start(Offset(log_start));
-        if epochs_changed {
-            write_file_atomic(&dir.join(EPOCH_FILE), epochs.encode().as_bytes()).await?;
-        }
-        // Gaps are allowed only where compaction made them, below the log
-        // end: batches appended from here on must follow exactly.
-        let cleaned_to = cleaned_to.min(leo);
-        if cleaned_checkpoint.is_some_and(|c| c != cleaned_to) {
-            write_file_atomic(
-                &dir.join(CLEANER_CHECKPOINT_FILE),
-                cleaned_to.to_string().as_bytes(),
-            )
-            .await?;
-        }
+        debug_assert_eq!(leo, segments.values().next_back().expect("a segment").next_offset);
         // From here on the active segment changes: the next open must not
         // trust it, whatever the previous close was.
         write_file_atomic(&dir.join(RECOVERY_POINT_FILE), active_base.to_string().as_bytes()).await?;

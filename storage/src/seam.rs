@@ -136,7 +136,8 @@ pub fn reset() {
 }
 
 /// A gate that holds steps of one kind at the points that wait on gates
-/// (background segment writes and the fdatasync of `Log::sync_to`).
+/// (background segment writes, the fdatasync of `Log::sync_to`, and the
+/// rename of every atomic small-file write).
 pub struct Gate {
     sem: Rc<Semaphore>,
 }

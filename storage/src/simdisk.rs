@@ -9,7 +9,8 @@
 //!   may be torn at sector granularity (512 bytes);
 //! - a directory's entries (creations, renames, unlinks) are durable up to
 //!   its last directory sync; of those after it, a prefix survives (file
-//!   systems journal metadata in order), possibly none;
+//!   systems journal metadata in order), possibly none, or, with
+//!   [`DirOrder::AnySubset`], any subset (POSIX promises no order at all);
 //! - an fdatasync never makes a name durable.
 //!
 //! Steps are applied one at a time ([`SimDisk::apply`]); at any point
@@ -87,9 +88,23 @@ struct Dir {
     pending: Vec<DirOp>,
 }
 
+/// Which of a directory's entries made since its last sync survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirOrder {
+    /// A prefix of them, in the order they were made (file systems that
+    /// journal metadata in order).
+    #[default]
+    Prefix,
+    /// Any subset of them, each kept or lost on its own: all that POSIX
+    /// promises, and what catches an order that only a journal saves.
+    AnySubset,
+}
+
 /// The disk under one root directory, as the recorded steps left it.
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
+    /// How un-synced directory entries survive [`SimDisk::crash`].
+    pub dir_order: DirOrder,
     root: PathBuf,
     inodes: Vec<Inode>,
     dirs: BTreeMap<PathBuf, Dir>,
@@ -142,6 +157,32 @@ impl SimDisk {
             disk.dirs.insert(d.clone(), Dir::default());
         }
         disk
+    }
+
+    /// The disk as it is now under `root`: the regular files directly in
+    /// `root` and in the directories of `dirs`, each durable with its
+    /// current content and name (a disk a crash left, before recovery
+    /// runs on it).
+    pub fn from_dir(root: &Path, dirs: &[PathBuf]) -> std::io::Result<SimDisk> {
+        let mut disk = SimDisk::new(root, dirs);
+        let paths: Vec<PathBuf> = disk.dirs.keys().cloned().collect();
+        for path in paths {
+            for entry in std::fs::read_dir(&path)? {
+                let entry = entry?;
+                if !entry.file_type()?.is_file() {
+                    continue;
+                }
+                disk.inodes.push(Inode {
+                    durable: std::fs::read(entry.path())?,
+                    pending: Vec::new(),
+                });
+                let ino = disk.inodes.len() - 1;
+                let dir = disk.dirs.get_mut(&path).expect("listed above");
+                dir.durable.insert(entry.file_name(), ino);
+                dir.current.insert(entry.file_name(), ino);
+            }
+        }
+        Ok(disk)
     }
 
     fn split<'a>(&self, path: &'a Path) -> Option<(&'a Path, OsString)> {
@@ -258,9 +299,20 @@ impl SimDisk {
         let mut out = BTreeMap::new();
         for (path, dir) in &self.dirs {
             let mut entries = dir.durable.clone();
-            let kept = rng.below(dir.pending.len() as u64 + 1) as usize;
-            for op in &dir.pending[..kept] {
-                apply_dir_op(&mut entries, op);
+            match self.dir_order {
+                DirOrder::Prefix => {
+                    let kept = rng.below(dir.pending.len() as u64 + 1) as usize;
+                    for op in &dir.pending[..kept] {
+                        apply_dir_op(&mut entries, op);
+                    }
+                }
+                DirOrder::AnySubset => {
+                    for op in &dir.pending {
+                        if rng.chance(1, 2) {
+                            apply_dir_op(&mut entries, op);
+                        }
+                    }
+                }
             }
             for (name, ino) in entries {
                 let content = contents
@@ -268,6 +320,18 @@ impl SimDisk {
                     .or_insert_with(|| crash_content(&self.inodes[ino], rng))
                     .clone();
                 out.insert(self.relative(&path.join(name)), content);
+            }
+        }
+        out
+    }
+
+    /// The disk after the worst crash now: nothing survives that was not
+    /// made durable (no un-synced write, truncation or directory entry).
+    pub fn durable(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (path, dir) in &self.dirs {
+            for (name, &ino) in &dir.durable {
+                out.insert(self.relative(&path.join(name)), self.inodes[ino].durable.clone());
             }
         }
         out
@@ -372,6 +436,39 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 3, "kept, changed and unlinked all happen");
+    }
+
+    #[test]
+    fn unsynced_entries_survive_as_a_prefix_or_as_any_subset() {
+        let root = PathBuf::from("/r");
+        let (a, b) = (root.join("a"), root.join("b"));
+        let mut d = SimDisk::new(&root, &[]);
+        d.apply(&ev(Op::Create, &a));
+        d.apply(&ev(Op::Create, &b));
+        d.apply(&ev(Op::SyncDir, &root));
+        d.apply(&ev(Op::Unlink, &a));
+        d.apply(&ev(Op::Unlink, &b));
+        let outcomes = |d: &SimDisk| {
+            let mut rng = SimRng::new(3);
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                seen.insert(d.crash(&mut rng).into_keys().collect::<Vec<_>>());
+            }
+            seen
+        };
+        let (a, b) = (PathBuf::from("a"), PathBuf::from("b"));
+        let prefixes = outcomes(&d);
+        assert_eq!(
+            prefixes,
+            [vec![], vec![b.clone()], vec![a.clone(), b.clone()]]
+                .into_iter()
+                .collect(),
+            "the later unlink never survives without the earlier one"
+        );
+        d.dir_order = DirOrder::AnySubset;
+        let subsets = outcomes(&d);
+        assert_eq!(subsets.len(), 4, "{subsets:?}");
+        assert!(subsets.contains(&vec![a]), "the later unlink alone survives");
     }
 
     #[test]

@@ -4,14 +4,17 @@
 //! recorded by the storage seam. Then, for every point of that recording,
 //! a possible post-crash disk is drawn (`borges_storage::simdisk`:
 //! un-synced writes lost or torn at sector granularity, un-synced
-//! directory entries undone), written to a fresh directory, and opened.
+//! directory entries undone, as a prefix or as any subset), written to a
+//! fresh directory, and opened.
 //! The reopened log must hold every record that was acknowledged as
 //! durable (below the durable offset when its operation returned) at its
 //! offset, unless an operation in flight at the crash was removing it, and
 //! nothing that a finished truncation, retention or compaction removed;
 //! and no hole: between its first and last record, every record of the
 //! log is there. Half the records share a few keys, so compaction leaves
-//! gaps and recovery's gap rule is exercised.
+//! gaps and recovery's gap rule is exercised. Each crash point also
+//! crashes once more at a random step of the recovery that opened it, and
+//! the disk that leaves is opened and checked by the same rules.
 //!
 //! `cargo test` runs a fixed set of seeds. A long run:
 //!
@@ -34,8 +37,10 @@ use std::rc::Rc;
 use borges_net::batch::{Compression, RecordBatchBuilder};
 use borges_net::types::{LeaderEpoch, Offset};
 use borges_storage::seam::{self, Op};
-use borges_storage::simdisk::{SimDisk, SimRng};
-use borges_storage::{Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, StorageError};
+use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
+use borges_storage::{
+    Clock, CompactionConfig, FlushPolicy, Log, LogConfig, ManualClock, RecoveryReport, StorageError,
+};
 use bytes::BytesMut;
 use common::*;
 
@@ -118,6 +123,34 @@ async fn contents(log: &Log) -> Vec<(u64, u64)> {
         .filter(|r| r.offset as u64 >= start.0)
         .map(|r| (r.offset as u64, seq_of(r.value.as_deref().expect("a value"))))
         .collect()
+}
+
+/// The live log after a compaction (finished or failed) over a log that
+/// held `model`, checked against the cleaner's rule: every record is kept
+/// unchanged or removed, and only a record that is not its key's latest
+/// may go.
+async fn compacted(
+    log: &Log,
+    model: &BTreeMap<u64, u64>,
+    keys: &BTreeMap<u64, String>,
+) -> Result<BTreeMap<u64, u64>, String> {
+    let live: BTreeMap<u64, u64> = contents(log).await.into_iter().collect();
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    for (&o, s) in model {
+        latest.insert(keys[s].as_str(), o);
+    }
+    for (&o, s) in model {
+        let kept = live.get(&o) == Some(s);
+        if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
+            return Err(format!(
+                "compaction removed record {s} at {o}, its key's latest, or changed it"
+            ));
+        }
+    }
+    if live.keys().any(|o| !model.contains_key(o)) {
+        return Err("compaction added records".into());
+    }
+    Ok(live)
 }
 
 fn real_files(root: &Path, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -295,22 +328,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                     };
                     log.compact(&cfg, None).await?;
                     // What stays is checked here; the model follows the log.
-                    let live: BTreeMap<u64, u64> = contents(&log).await.into_iter().collect();
-                    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
-                    for (&o, s) in &model {
-                        latest.insert(keys[s].as_str(), o);
-                    }
-                    for (&o, s) in &model {
-                        let kept = live.get(&o) == Some(s);
-                        if !kept && (live.contains_key(&o) || latest[keys[s].as_str()] == o) {
-                            fail(format!(
-                                "compaction removed record {s} at {o}, its key's latest, or changed it"
-                            ));
-                        }
-                    }
-                    if live.keys().any(|o| !model.contains_key(o)) {
-                        fail("compaction added records".into());
-                    }
+                    let live = compacted(&log, &model, &keys).await.unwrap_or_else(|e| fail(e));
                     compacted_away += model.len() - live.len();
                     model = live;
                 }
@@ -348,11 +366,22 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                     ));
                 }
             }
+            // The failed operation stays in flight for every later crash
+            // point. Its model is the log before it, so that the checks
+            // against it can fail; a failed compaction keeps what it swapped
+            // in before the error, which must follow the cleaner's rule.
+            let after = if kind == Kind::Compact {
+                compacted(&log, &model, &keys)
+                    .await
+                    .unwrap_or_else(|m| fail(format!("op {i} {kind:?} failed ({e}): {m}")))
+            } else {
+                model.clone()
+            };
             steps.push(Step {
                 kind,
                 start,
                 end: usize::MAX,
-                model: BTreeMap::new(),
+                model: after,
                 durable: 0,
                 bound,
                 appended: std::mem::take(&mut appended),
@@ -431,6 +460,13 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
             disk.apply(&events[applied]);
             applied += 1;
         }
+        // Un-synced directory entries survive as a prefix (a journal), or
+        // as any subset (all POSIX promises).
+        disk.dir_order = if crash_rng.chance(1, 2) {
+            DirOrder::AnySubset
+        } else {
+            DirOrder::Prefix
+        };
         let files = disk.crash(&mut crash_rng);
         let crash_root = tempfile::tempdir().unwrap();
         let crash_root_path = std::path::absolute(crash_root.path()).unwrap();
@@ -453,10 +489,13 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                 in_flight.map(|s| s.kind)
             )
         };
-        let reopened = match Log::open(&crash_dir, config(), clock.clone() as Rc<dyn Clock>).await {
-            Ok(l) => l,
-            Err(e) => fail(format!("{}: open failed: {e}", at())),
-        };
+        // The disk the crash left, and the steps recovery takes on it.
+        let before_recovery = SimDisk::from_dir(&crash_root_path, std::slice::from_ref(&crash_dir)).unwrap();
+        seam::record();
+        let reopened = Log::open(&crash_dir, config(), clock.clone() as Rc<dyn Clock>).await;
+        let recovery = seam::take_events();
+        seam::reset();
+        let reopened = reopened.unwrap_or_else(|e| fail(format!("{}: open failed: {e}", at())));
         let found = contents(&reopened).await;
         let report = reopened.recovery_report().clone();
         drop(reopened);
@@ -469,51 +508,83 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                 _ => false,
             })
         };
-        // No hole: between the first and the last record found, every
-        // record of the log is there (only the tail of what was not
-        // durable may go; a truncation removes a suffix and retention a
-        // prefix), except what a compaction in flight removed.
         let compacted_away =
             |o: u64| in_flight.is_some_and(|f| f.kind == Kind::Compact && !f.model.contains_key(&o));
         let mut candidates: BTreeMap<u64, u64> = done.model.clone();
         if let Some(f) = in_flight {
             candidates.extend(f.appended.iter().copied());
         }
-        if let (Some(first), Some(last)) = (found.first(), found.last()) {
-            let found_set: BTreeSet<u64> = found.iter().map(|r| r.0).collect();
-            for (&o, _) in candidates.range(first.0..=last.0) {
-                if !found_set.contains(&o) && !compacted_away(o) {
+        let check = |found: &[(u64, u64)], report: &RecoveryReport, when: &str| {
+            // No hole: between the first and the last record found, every
+            // record of the log is there (only the tail of what was not
+            // durable may go; a truncation removes a suffix and retention a
+            // prefix), except what a compaction in flight removed.
+            if let (Some(first), Some(last)) = (found.first(), found.last()) {
+                let found_set: BTreeSet<u64> = found.iter().map(|r| r.0).collect();
+                for (&o, _) in candidates.range(first.0..=last.0) {
+                    if !found_set.contains(&o) && !compacted_away(o) {
+                        fail(format!(
+                            "{}{when}: a hole at offset {o} ({first:?}..={last:?}): {report:?}",
+                            at()
+                        ));
+                    }
+                }
+            }
+            // Nothing that was removed, nothing that never was.
+            let found_map: BTreeMap<u64, u64> = found.iter().copied().collect();
+            for &(o, s) in found {
+                let allowed =
+                    done.model.get(&o) == Some(&s) || in_flight.is_some_and(|f| f.appended.contains(&(o, s)));
+                if !allowed {
                     fail(format!(
-                        "{}: a hole at offset {o} ({first:?}..={last:?}): {report:?}",
-                        at()
+                        "{}{when}: record {s} at offset {o} should not be there (model has {:?}): {report:?}",
+                        at(),
+                        done.model.get(&o)
                     ));
                 }
             }
-        }
-        // Nothing that was removed, nothing that never was.
-        let found_map: BTreeMap<u64, u64> = found.iter().copied().collect();
-        for &(o, s) in &found {
-            let allowed =
-                done.model.get(&o) == Some(&s) || in_flight.is_some_and(|f| f.appended.contains(&(o, s)));
-            if !allowed {
-                fail(format!(
-                    "{}: record {s} at offset {o} should not be there (model has {:?}): {report:?}",
-                    at(),
-                    done.model.get(&o)
-                ));
+            // Everything acknowledged as durable, unless being removed.
+            for (&o, &s) in done.model.range(..done.durable) {
+                if !removing(o) && found_map.get(&o) != Some(&s) {
+                    fail(format!(
+                        "{}{when}: durable record {s} at offset {o} is missing (found {:?}, durable {}): {report:?}",
+                        at(),
+                        found_map.get(&o),
+                        done.durable
+                    ));
+                }
             }
+        };
+        check(&found, &report, "");
+        // A second crash, during that recovery, then another unclean open:
+        // the same rules hold.
+        let r = crash_rng.below(recovery.len() as u64 + 1) as usize;
+        let mut again = before_recovery;
+        for e in &recovery[..r] {
+            again.apply(e);
         }
-        // Everything acknowledged as durable, unless being removed.
-        for (&o, &s) in done.model.range(..done.durable) {
-            if !removing(o) && found_map.get(&o) != Some(&s) {
-                fail(format!(
-                    "{}: durable record {s} at offset {o} is missing (found {:?}, durable {}): {report:?}",
-                    at(),
-                    found_map.get(&o),
-                    done.durable
-                ));
-            }
-        }
+        again.dir_order = disk.dir_order;
+        let again_root = tempfile::tempdir().unwrap();
+        let again_root_path = std::path::absolute(again_root.path()).unwrap();
+        SimDisk::materialize(&again.crash(&mut crash_rng), &again_root_path).unwrap();
+        let again_dir = again_root_path.join("p-0");
+        std::fs::create_dir_all(&again_dir).unwrap();
+        let when = format!(
+            ", then a crash at recovery step {r} of {} (last {:?})",
+            recovery.len(),
+            r.checked_sub(1).map(|i| (
+                recovery[i].op,
+                recovery[i].path.file_name().unwrap_or_default().to_owned()
+            ))
+        );
+        let reopened = match Log::open(&again_dir, config(), clock.clone() as Rc<dyn Clock>).await {
+            Ok(l) => l,
+            Err(e) => fail(format!("{}{when}: open failed: {e}", at())),
+        };
+        let found = contents(&reopened).await;
+        let report = reopened.recovery_report().clone();
+        drop(reopened);
+        check(&found, &report, &when);
     }
     (points.len(), compacted_away)
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use borges_net::batch::Compression;
 use borges_net::types::{LeaderEpoch, Offset, PartitionId};
 use borges_storage::seam::{self, Op};
+use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
 use borges_storage::{
     Chunk, Clock, CompactionConfig, DataDirs, FlushPolicy, Log, LogConfig, ManualClock, StorageError,
 };
@@ -445,10 +446,283 @@ fn a_new_log_directory_is_synced_into_its_parent() {
         let log = open(&dir, small()).await;
         let ev = seam::events();
         seam::reset();
+        // Synced after it was made (an existing directory is synced too).
+        let created = ev.iter().position(|e| e.op == Op::CreateDir && e.path == dir);
+        let synced = ev.iter().rposition(|e| e.op == Op::SyncDir && e.path == parent);
+        assert!(created.is_some() && synced > created, "{ev:?}");
+        drop(log);
+    });
+}
+
+/// The disk under `root` after the worst crash now (nothing un-synced
+/// survives), from the steps recorded since `seam::record`, written to a
+/// fresh directory; returns it and the partition directory in it.
+fn durable_copy(root: &Path, dir: &Path) -> (tempfile::TempDir, PathBuf) {
+    let mut disk = SimDisk::new(root, &[dir.to_path_buf()]);
+    for e in &seam::events() {
+        disk.apply(e);
+    }
+    assert!(disk.untracked.is_empty(), "{:?}", disk.untracked);
+    let copy = tempfile::tempdir().unwrap();
+    let copy_root = std::path::absolute(copy.path()).unwrap();
+    SimDisk::materialize(&disk.durable(), &copy_root).unwrap();
+    let copy_dir = copy_root.join(dir.strip_prefix(root).unwrap());
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    (copy, copy_dir)
+}
+
+/// A fresh partition directory under an absolute root.
+fn fresh_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::absolute(tmp.path()).unwrap();
+    let dir = root.join("p-0");
+    std::fs::create_dir_all(&dir).unwrap();
+    (tmp, root, dir)
+}
+
+/// Review finding 1: an append under a new leader epoch must not let a
+/// concurrent sync make its batch durable before the epoch checkpoint
+/// says the epoch exists; otherwise a crash leaves a durable batch whose
+/// epoch recovery does not know, and recovery cuts the log there.
+#[test]
+fn a_sync_racing_a_new_epoch_never_makes_its_batch_durable_before_the_checkpoint() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        let config = LogConfig {
+            flush: FlushPolicy::Never,
+            ..small()
+        };
+        seam::reset();
+        seam::record();
+        let log = open(&dir, config.clone()).await;
+        log.append(numbered_batch(0, 3, 50, 1000), LeaderEpoch(0))
+            .await
+            .unwrap();
+        log.sync().await.unwrap();
+        // The new epoch's checkpoint write is held before its rename.
+        let gate = seam::hold(Op::Rename);
+        let l = log.clone();
+        let appending =
+            glommio::spawn_local(
+                async move { l.append(numbered_batch(3, 3, 50, 1001), LeaderEpoch(1)).await },
+            );
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        log.sync().await.unwrap();
+        let durable = log.durable_offset();
+        let (_copy, copy_dir) = durable_copy(&root, &dir);
+        gate.open();
+        appending.await.unwrap();
+        seam::reset();
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(1)));
+        let reopened = open(&copy_dir, config).await;
         assert!(
-            ev.iter().any(|e| e.op == Op::SyncDir && e.path == parent),
-            "{ev:?}"
+            reopened.log_end_offset() >= durable,
+            "durable {durable:?} before the crash, but recovery kept the log up to {:?}: {:?}",
+            reopened.log_end_offset(),
+            reopened.recovery_report()
+        );
+    });
+}
+
+/// Review finding 2: retention deletes several old segments. Whatever
+/// subset of its un-synced unlinks a crash keeps, the log reopens as a
+/// contiguous suffix of what it was that holds every record retention
+/// kept: never an older segment back in front of a hole where a later one
+/// went (recovery would cut everything after the older one).
+#[test]
+fn retention_never_leaves_a_hole_at_the_start_whatever_unlinks_survive() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        seam::reset();
+        seam::record();
+        let log = open(&dir, small()).await;
+        let all = fill(&log, 80).await;
+        log.set_config(LogConfig {
+            retention_bytes: Some(log.size_bytes() / 2),
+            ..small()
+        })
+        .unwrap();
+        let start = seam::event_count();
+        let out = log.apply_retention().await.unwrap();
+        assert!(out.segments_deleted >= 3, "{out:?}");
+        drop(log);
+        let events = seam::take_events();
+        seam::reset();
+        let kept = all.iter().filter(|(o, _)| *o >= out.log_start_offset.0).count();
+        let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+        disk.dir_order = DirOrder::AnySubset;
+        let mut rng = SimRng::new(11);
+        for (c, e) in events.iter().enumerate() {
+            disk.apply(e);
+            if c + 1 < start {
+                continue;
+            }
+            for _ in 0..8 {
+                let copy = tempfile::tempdir().unwrap();
+                let copy_root = std::path::absolute(copy.path()).unwrap();
+                SimDisk::materialize(&disk.crash(&mut rng), &copy_root).unwrap();
+                let copy_dir = copy_root.join("p-0");
+                let log = open(&copy_dir, small()).await;
+                let got = read_all(&log, log.log_start_offset(), 1 << 20).await;
+                assert!(
+                    got.len() >= kept && got[..] == all[all.len() - got.len()..],
+                    "crash after step {c} ({:?} {:?}): the log reopened with {} records from offset {:?}, \
+                     not a suffix of the {} appended holding the {kept} retention kept: {:?}",
+                    e.op,
+                    e.path.file_name().unwrap_or_default(),
+                    got.len(),
+                    got.first().map(|r| r.0),
+                    all.len(),
+                    log.recovery_report()
+                );
+            }
+        }
+    });
+}
+
+/// Review finding 4: recovery cuts a segment in the cleaned region (a
+/// damaged batch) and deletes the segments after it. A crash during that
+/// recovery, whatever of its un-synced steps survive, must leave a disk
+/// that the next recovery reads as the same prefix: never the cut segment
+/// followed, across a gap the old cleaner checkpoint still allows, by the
+/// segments that were to go.
+#[test]
+fn a_crash_during_recovery_never_leaves_a_hole() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        let now = 10_000_000;
+        let clock = Rc::new(ManualClock::new(now));
+        let open_at = |d: PathBuf| Log::open(d, small(), clock.clone() as Rc<dyn Clock>);
+        let log = open_at(dir.clone()).await.unwrap();
+        let mut all = Vec::new();
+        for i in 0..150u64 {
+            let k = format!("k{i}");
+            let v = format!("value-{i:04}-{}", "y".repeat(40));
+            let mut b = borges_net::batch::RecordBatchBuilder::new(Compression::None);
+            b.push(now - 1000, Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+            let info = append(&log, b.build().unwrap()).await;
+            all.push((info.base_offset.0, v.into_bytes()));
+        }
+        log.roll().await.unwrap();
+        let cfg = CompactionConfig {
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+            max_bytes_per_sec: None,
+        };
+        log.compact(&cfg, None).await.unwrap();
+        let bases = log.segment_bases();
+        let cleaned_to = log.cleaner_checkpoint().0;
+        assert!(
+            bases.len() >= 4 && bases[3].0 <= cleaned_to,
+            "{bases:?} {cleaned_to}"
         );
         drop(log);
+        // A damaged byte in the middle of the second segment, whose indexes
+        // are gone, so that recovery scans it.
+        let [seg, index, time_index] = &segment_files(&dir, bases[1])[..] else {
+            unreachable!()
+        };
+        std::fs::remove_file(index).unwrap();
+        std::fs::remove_file(time_index).unwrap();
+        let mut bytes = std::fs::read(seg).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(seg, &bytes).unwrap();
+
+        let before = SimDisk::from_dir(&root, std::slice::from_ref(&dir)).unwrap();
+        seam::reset();
+        seam::record();
+        let log = open_at(dir.clone()).await.unwrap();
+        let events = seam::take_events();
+        seam::reset();
+        let expected = read_all(&log, Offset(0), 1 << 20).await;
+        let report = log.recovery_report().clone();
+        drop(log);
+        assert!(
+            expected[..] == all[..expected.len()] && (expected.len() as u64) < bases[2].0,
+            "recovery cut in the damaged segment: {report:?}"
+        );
+        assert!(report.segments_deleted.len() >= 2, "{report:?}");
+
+        let mut rng = SimRng::new(5);
+        let mut disk = before;
+        for c in 0..=events.len() {
+            if c > 0 {
+                disk.apply(&events[c - 1]);
+            }
+            for draw in 0..8 {
+                disk.dir_order = if draw % 2 == 0 {
+                    DirOrder::Prefix
+                } else {
+                    DirOrder::AnySubset
+                };
+                let copy = tempfile::tempdir().unwrap();
+                let copy_root = std::path::absolute(copy.path()).unwrap();
+                SimDisk::materialize(&disk.crash(&mut rng), &copy_root).unwrap();
+                let log = open_at(copy_root.join("p-0")).await.unwrap();
+                let got = read_all(&log, Offset(0), 1 << 20).await;
+                assert!(
+                    got == expected,
+                    "crash after recovery step {c} of {} ({:?}): reopened with {} records (offsets {:?}..={:?}), \
+                     not the {} the recovery kept: {:?}",
+                    events.len(),
+                    c.checked_sub(1)
+                        .map(|i| (events[i].op, events[i].path.file_name().unwrap_or_default())),
+                    got.len(),
+                    got.first().map(|r| r.0),
+                    got.last().map(|r| r.0),
+                    expected.len(),
+                    log.recovery_report()
+                );
+            }
+        }
+    });
+}
+
+/// Review finding 5: a directory that already exists may exist only
+/// un-synced (a crash after its mkdir, before its parent's fsync), so a
+/// log opened in it, and a data directory, are synced into their parent
+/// all the same.
+#[test]
+fn an_existing_log_directory_is_synced_into_its_parent_all_the_same() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        seam::reset();
+        seam::record();
+        let log = open(&dir, small()).await;
+        let ev = seam::events();
+        assert!(ev.iter().any(|e| e.op == Op::SyncDir && e.path == root), "{ev:?}");
+        drop(log);
+        seam::record();
+        DataDirs::new(vec![dir.clone()]).unwrap();
+        let ev = seam::take_events();
+        seam::reset();
+        assert!(ev.iter().any(|e| e.op == Op::SyncDir && e.path == root), "{ev:?}");
+    });
+}
+
+/// Review finding 6: a close whose clean-shutdown marker cannot be
+/// written fails the log, like every other failed write path: nothing
+/// more is appended to it, a second close does not mark it clean, and
+/// the next open recovers it.
+#[test]
+fn a_close_that_cannot_write_its_clean_shutdown_marker_fails_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small()).await;
+        let all = fill(&log, 4).await;
+        seam::fail(Op::Rename, 0, 1, libc::EIO, Some("clean-shutdown"));
+        let r = log.close().await;
+        seam::reset();
+        assert!(matches!(r, Err(StorageError::Io { op: "rename", .. })), "{r:?}");
+        let again = log.append(numbered_batch(12, 1, 10, 0), LeaderEpoch::NONE).await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+        let r = log.close().await;
+        assert!(matches!(r, Err(StorageError::LogFailed(..))), "{r:?}");
+        assert!(!dir.path().join("clean-shutdown").exists());
+        drop(log);
+        let log = open(dir.path(), small()).await;
+        assert!(!log.recovery_report().clean_shutdown);
+        assert_eq!(read_all(&log, Offset(0), 1 << 20).await, all);
     });
 }
