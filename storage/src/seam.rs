@@ -123,6 +123,11 @@ pub fn take_events() -> Vec<Event> {
     events
 }
 
+/// How many planned faults have not fired yet (steps still to fail).
+pub fn faults_left() -> u32 {
+    SEAM.with(|s| s.borrow().plans.iter().map(|p| p.count).sum())
+}
+
 /// Forgets the faults planned on this thread; recording goes on.
 pub fn reset_faults() {
     SEAM.with(|s| s.borrow_mut().plans.clear());
