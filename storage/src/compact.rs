@@ -740,7 +740,8 @@ impl CleanedFile {
 
     async fn write(&self, buf: DmaBuffer, pos: u64) -> Result<()> {
         let len = buf.len();
-        seam::write(&self.path, pos, buf.as_bytes()).map_err(|e| StorageError::io("write", &self.path, e))?;
+        let written = seam::write(&self.path, pos, buf.as_bytes())
+            .map_err(|e| StorageError::io("write", &self.path, e))?;
         let n = self
             .file
             .write_at(buf, pos)
@@ -753,6 +754,7 @@ impl CleanedFile {
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
             ));
         }
+        written.done();
         Ok(())
     }
 

@@ -44,7 +44,7 @@ pub(crate) async fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let mut buf = file.alloc_dma_buffer(padded);
         buf.as_bytes_mut()[..data.len()].copy_from_slice(data);
         buf.as_bytes_mut()[data.len()..].fill(0);
-        seam::write(&tmp, 0, buf.as_bytes()).map_err(|e| io("write", e))?;
+        let written = seam::write(&tmp, 0, buf.as_bytes()).map_err(|e| io("write", e))?;
         let n = file.write_at(buf, 0).await.map_err(|e| io("write", e.into()))?;
         if n != padded {
             return Err(StorageError::io(
@@ -53,6 +53,7 @@ pub(crate) async fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
             ));
         }
+        written.done();
         seam::step(Op::Truncate, &tmp, 0, data.len() as u64).map_err(|e| io("truncate", e))?;
         file.truncate(data.len() as u64)
             .await

@@ -190,7 +190,7 @@ enum Step {
     Wait(Rc<crate::writer::Slot>),
     Preallocate(Rc<DmaFile>, u64),
     Again,
-    Done(Rc<DmaFile>, u64),
+    Done(Rc<DmaFile>, Rc<PathBuf>, u64),
 }
 
 pub(crate) fn lock_closed(dir: &Path) -> impl Fn(glommio::GlommioError<()>) -> StorageError + '_ {
@@ -346,15 +346,11 @@ impl Log {
     /// it carried stay in the tail cache.
     fn reap(&self, st: &mut State) -> Result<()> {
         if let Err(e) = st.writer.reap() {
-            let err = StorageError::io("write", self.active_path(st), e);
+            let err = StorageError::io("write", st.writer.path.as_path(), e);
             self.poison(st, &err);
             return Err(err);
         }
         self.check_writable(st)
-    }
-
-    fn active_path(&self, st: &State) -> PathBuf {
-        segment_path(&self.inner.dir, st.active().base, LOG_SUFFIX)
     }
 
     /// Appends one or more record batches (concatenated, as a producer sends
@@ -554,8 +550,9 @@ impl Log {
     }
 
     /// Writes everything appended so far to the active segment file and
-    /// waits for it. Returns the file and the log end offset it now covers.
-    async fn flush_writes(&self) -> Result<(Rc<DmaFile>, u64)> {
+    /// waits for it. Returns the file, its path, and the log end offset it
+    /// now covers.
+    async fn flush_writes(&self) -> Result<(Rc<DmaFile>, Rc<PathBuf>, u64)> {
         let _io = self
             .inner
             .io_lock
@@ -588,11 +585,15 @@ impl Log {
                 } else if let Some(front) = st.writer.inflight.front() {
                     Step::Wait(front.slot.clone())
                 } else {
-                    Step::Done(st.writer.file.clone(), covered.unwrap_or(st.leo))
+                    Step::Done(
+                        st.writer.file.clone(),
+                        st.writer.path.clone(),
+                        covered.unwrap_or(st.leo),
+                    )
                 }
             };
-            if let Step::Done(file, covered) = step {
-                return Ok((file, covered));
+            if let Step::Done(file, path, covered) = step {
+                return Ok((file, path, covered));
             }
             self.run_step(step).await;
         }
@@ -602,7 +603,7 @@ impl Log {
     /// fdatasync: safe against a crash of the process (the bytes are in the
     /// kernel), not against a power loss. Returns the offset it covers.
     pub async fn flush(&self) -> Result<Offset> {
-        let (_, covered) = self.flush_writes().await?;
+        let (_, _, covered) = self.flush_writes().await?;
         Ok(Offset(covered))
     }
 
@@ -613,6 +614,16 @@ impl Log {
         Ok(self.durable_offset())
     }
 
+    /// The sync lock: one fdatasync of the active segment at a time, and
+    /// none while a truncation moves the log end.
+    async fn sync_lock(&self) -> Result<glommio::sync::Permit<'_>> {
+        self.inner
+            .sync_lock
+            .acquire_permit(1)
+            .await
+            .map_err(lock_closed(&self.inner.dir))
+    }
+
     /// Waits until every offset below `target` is on disk. Callers queue on
     /// one lock; whoever gets it syncs everything appended so far, so the
     /// callers behind it usually find their offsets already durable (group
@@ -621,12 +632,7 @@ impl Log {
         if self.st().durable >= target {
             return Ok(());
         }
-        let _sync = self
-            .inner
-            .sync_lock
-            .acquire_permit(1)
-            .await
-            .map_err(lock_closed(&self.inner.dir))?;
+        let _sync = self.sync_lock().await?;
         {
             let st = self.st();
             if st.durable >= target {
@@ -634,14 +640,15 @@ impl Log {
             }
             self.check_writable(&st)?;
         }
-        let (file, covered) = self.flush_writes().await?;
-        let path = self.active_path(&self.st());
+        // The file the writes went to, and its name: a roll may change the
+        // active segment while this waits at the gate or in the fdatasync.
+        let (file, path, covered) = self.flush_writes().await?;
         seam::gate(Op::Fdatasync).await;
         seam::step(Op::Fdatasync, &path, 0, 0)
-            .map_err(|e| self.fail(StorageError::io("fdatasync", &path, e)))?;
+            .map_err(|e| self.fail(StorageError::io("fdatasync", path.as_path(), e)))?;
         file.fdatasync()
             .await
-            .map_err(|e| self.fail(StorageError::io("fdatasync", path, e)))?;
+            .map_err(|e| self.fail(StorageError::io("fdatasync", path.as_path(), e)))?;
         let now = self.inner.clock.now_ms();
         let mut st = self.st();
         st.durable = st.durable.max(covered);
@@ -696,7 +703,7 @@ impl Log {
     /// Seals the active segment and starts a new one at the log end.
     /// Caller holds the append lock.
     async fn roll_locked(&self) -> Result<()> {
-        let (file, _) = self.flush_writes().await?;
+        let (file, _, _) = self.flush_writes().await?;
         let (base, size, index, time_index, new_base) = {
             let mut st = self.st();
             let new_base = st.leo;
@@ -1140,12 +1147,7 @@ impl Log {
         // A sync in flight covers offsets this may remove: it finishes
         // first, and none starts until the new end is in place, so
         // `durable` never ends above the log end.
-        let _sync = self
-            .inner
-            .sync_lock
-            .acquire_permit(1)
-            .await
-            .map_err(lock_closed(&self.inner.dir))?;
+        let _sync = self.sync_lock().await?;
         {
             let mut st = self.st();
             self.check_writable(&st)?;
@@ -1325,7 +1327,7 @@ impl Log {
             }
             self.check_writable(&st)?;
         }
-        let (file, _) = self.flush_writes().await?;
+        let (file, _, _) = self.flush_writes().await?;
         let (base, size, index, time_index) = {
             let mut st = self.st();
             let seg = st.active_mut();

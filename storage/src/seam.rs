@@ -123,6 +123,11 @@ pub fn take_events() -> Vec<Event> {
     events
 }
 
+/// How many planned faults have not fired yet (steps still to fail).
+pub fn faults_left() -> u32 {
+    SEAM.with(|s| s.borrow().plans.iter().map(|p| p.count).sum())
+}
+
 /// Forgets the faults planned on this thread; recording goes on.
 pub fn reset_faults() {
     SEAM.with(|s| s.borrow_mut().plans.clear());
@@ -180,22 +185,52 @@ pub(crate) async fn gate(op: Op) {
 
 /// Announces a step: records it, and fails it if a plan says so.
 pub(crate) fn step(op: Op, path: &Path, pos: u64, len: u64) -> io::Result<()> {
-    step_to(op, path, None, pos, len, &[])
+    step_to(op, path, None, pos, len, &[], true).map(|_| ())
 }
 
 /// [`step`] for a rename of `path` to `to`.
 pub(crate) fn rename(path: &Path, to: &Path) -> io::Result<()> {
-    step_to(Op::Rename, path, Some(to), 0, 0, &[])
+    step_to(Op::Rename, path, Some(to), 0, 0, &[], true).map(|_| ())
 }
 
-/// [`step`] for a write of `data` at `pos`.
-pub(crate) fn write(path: &Path, pos: u64, data: &[u8]) -> io::Result<()> {
-    step_to(Op::Write, path, None, pos, data.len() as u64, data)
+/// A write announced to the seam and let through, recorded only once it
+/// has completed ([`Written::done`]): a write in flight may not have
+/// reached the file yet, and one that fails never does.
+#[must_use = "a write is recorded when it is done"]
+pub(crate) struct Written(Option<Event>);
+
+impl Written {
+    /// The whole write completed: records it, if recording goes on.
+    pub(crate) fn done(self) {
+        if let Some(e) = self.0 {
+            SEAM.with(|s| {
+                if let Some(events) = s.borrow_mut().events.as_mut() {
+                    events.push(e);
+                }
+            });
+        }
+    }
 }
 
-fn step_to(op: Op, path: &Path, to: Option<&Path>, pos: u64, len: u64, data: &[u8]) -> io::Result<()> {
+/// [`step`] for a write of `data` at `pos`, issued when this returns `Ok`;
+/// call [`Written::done`] when it completes.
+pub(crate) fn write(path: &Path, pos: u64, data: &[u8]) -> io::Result<Written> {
+    step_to(Op::Write, path, None, pos, data.len() as u64, data, false).map(Written)
+}
+
+/// Fails the step if a plan says so; otherwise records it now (`now`), or
+/// returns it to be recorded later.
+fn step_to(
+    op: Op,
+    path: &Path,
+    to: Option<&Path>,
+    pos: u64,
+    len: u64,
+    data: &[u8],
+    now: bool,
+) -> io::Result<Option<Event>> {
     if !ACTIVE.with(|a| a.get()) {
-        return Ok(());
+        return Ok(None);
     }
     SEAM.with(|s| {
         let mut s = s.borrow_mut();
@@ -218,22 +253,26 @@ fn step_to(op: Op, path: &Path, to: Option<&Path>, pos: u64, len: u64, data: &[u
             fail_with = Some(p.errno);
             break;
         }
-        // Reads change nothing on disk: they are never recorded.
-        if fail_with.is_none() && op != Op::Read {
-            if let Some(events) = s.events.as_mut() {
-                events.push(Event {
-                    op,
-                    path: path.to_path_buf(),
-                    to: to.map(Path::to_path_buf),
-                    pos,
-                    len,
-                    data: data.to_vec(),
-                });
-            }
+        if let Some(errno) = fail_with {
+            return Err(io::Error::from_raw_os_error(errno));
         }
-        match fail_with {
-            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            None => Ok(()),
+        // Reads change nothing on disk: they are never recorded.
+        let Some(events) = s.events.as_mut().filter(|_| op != Op::Read) else {
+            return Ok(None);
+        };
+        let event = Event {
+            op,
+            path: path.to_path_buf(),
+            to: to.map(Path::to_path_buf),
+            pos,
+            len,
+            data: data.to_vec(),
+        };
+        if now {
+            events.push(event);
+            Ok(None)
+        } else {
+            Ok(Some(event))
         }
     })
 }

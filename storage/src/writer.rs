@@ -90,7 +90,8 @@ pub(crate) enum Submit {
 /// the shard that owns the log; only ever touched synchronously.
 pub(crate) struct Writer {
     pub file: Rc<DmaFile>,
-    path: Rc<PathBuf>,
+    /// The file's path.
+    pub path: Rc<PathBuf>,
     cap: usize,
     /// The aligned buffer, allocated when appends arrive: an idle partition
     /// holds only `carry`, so thousands of quiet partitions cost little.
@@ -274,13 +275,22 @@ impl Writer {
         let len = buf.len();
         glommio::spawn_local(async move {
             seam::gate(Op::Write).await;
-            let injected = seam::write(&path, pos, buf.as_bytes());
-            let written = match injected {
-                Ok(()) => file.write_at(buf, pos).await.map_err(io::Error::from),
-                Err(e) => Err(e),
+            // Recorded once it completes, so that a recording never holds
+            // a write that had not reached the file.
+            let (written, record) = match seam::write(&path, pos, buf.as_bytes()) {
+                Ok(record) => (
+                    file.write_at(buf, pos).await.map_err(io::Error::from),
+                    Some(record),
+                ),
+                Err(e) => (Err(e), None),
             };
             let err = match written {
-                Ok(n) if n == len => None,
+                Ok(n) if n == len => {
+                    if let Some(record) = record {
+                        record.done();
+                    }
+                    None
+                }
                 Ok(n) => Some(io::Error::new(
                     io::ErrorKind::WriteZero,
                     format!("short direct write: {n} of {len} bytes at {pos}"),

@@ -1,14 +1,15 @@
 //! The crash-point harness (issue 18): a random sequence of operations on
-//! a log (append under rising epochs, sync, roll, retention, truncation,
-//! compaction, read, clean close and reopen) runs with every durable step
+//! a log (append under rising epochs, appends with a spawned sync racing
+//! them, sync, roll, retention, truncation, compaction, read, clean close
+//! and reopen) runs with every durable step
 //! recorded by the storage seam. Then, for every point of that recording,
 //! a possible post-crash disk is drawn (`borges_storage::simdisk`:
 //! un-synced writes lost or torn at sector granularity, un-synced
 //! directory entries undone, as a prefix or as any subset), written to a
 //! fresh directory, and opened.
 //! The reopened log must hold every record that was acknowledged as
-//! durable (below the durable offset when its operation returned) at its
-//! offset, unless an operation in flight at the crash was removing it, and
+//! durable (below the durable offset when its operation, or a racing sync,
+//! returned) at its offset, unless an operation in flight at the crash was removing it, and
 //! nothing that a finished truncation, retention or compaction removed;
 //! and no hole: between its first and last record, every record of the
 //! log is there. Half the records share a few keys, so compaction leaves
@@ -23,7 +24,9 @@
 //!     --test crash_points -- --ignored --nocapture
 //! ```
 //!
-//! (`BORGES_CRASH_FAULTS=1` also injects one I/O error per seed;
+//! (`BORGES_CRASH_FAULTS=1` also injects one I/O error per seed, into a
+//! step drawn among those a run of the seed without faults takes; the
+//! harness checks that it fired and that an operation reported it;
 //! `BORGES_CRASH_SEED_FIRST` sets the first seed; a failure prints the
 //! seed and the crash point, and `BORGES_CRASH_SEED_FIRST=<seed>
 //! BORGES_CRASH_SEEDS=1` replays it.)
@@ -77,6 +80,8 @@ enum Kind {
     Read,
     Reopen,
     Flush,
+    /// Appends with a spawned sync racing them.
+    RacingSync,
 }
 
 /// One operation of the run, as the model saw it.
@@ -94,6 +99,9 @@ struct Step {
     bound: u64,
     /// Records it appended: (offset, sequence number).
     appended: Vec<(u64, u64)>,
+    /// A racing sync that returned while it ran: the steps recorded by
+    /// then, and the durable offset it acknowledged.
+    acked: Option<(usize, u64)>,
 }
 
 /// A batch of records `first..first + keys.len()` with these keys.
@@ -168,11 +176,53 @@ fn real_files(root: &Path, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// The kinds of step a fault is injected into.
+const FAULT_OPS: [Op; 7] = [
+    Op::Write,
+    Op::Fdatasync,
+    Op::Truncate,
+    Op::Rename,
+    Op::Unlink,
+    Op::SyncDir,
+    Op::Create,
+];
+
 /// Runs one seed; returns the number of crash points checked and of
 /// records compaction removed. With `faults`, one step of a kind drawn at
-/// random fails with EIO somewhere in the run; the run stops at the
-/// operation that reports it, which never finishes.
+/// random fails with EIO somewhere in the run (drawn among the steps a
+/// run of the seed without faults takes, so that it fires); the run stops
+/// at the operation that reports it, which never finishes.
 async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
+    let fault = if faults {
+        let (_, _, events) = run_ops(seed, ops, None, false).await;
+        let mut frng = SimRng::new(seed ^ 0xfa17_fa17);
+        let counts: Vec<(Op, u64)> = FAULT_OPS
+            .iter()
+            .map(|&op| (op, events.iter().filter(|e| e.op == op).count() as u64))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        let (op, n) = counts[frng.below(counts.len() as u64) as usize];
+        // In the first three quarters of that kind's steps, so that a run
+        // that differs a little in timing still reaches it.
+        Some((op, frng.below((n - n / 4).max(1)) as u32))
+    } else {
+        None
+    };
+    let (points, compacted, _) = run_ops(seed, ops, fault, true).await;
+    (points, compacted)
+}
+
+/// One run of a seed, with `fault` (a kind of step, and how many of them
+/// pass before one fails), and, with `check`, its crash points checked.
+/// Returns the crash points checked, the records compaction removed, and
+/// the steps recorded.
+async fn run_ops(
+    seed: u64,
+    ops: usize,
+    fault: Option<(Op, u32)>,
+    check: bool,
+) -> (usize, usize, Vec<seam::Event>) {
+    let faults = fault.is_some();
     let tmp = tempfile::tempdir().unwrap();
     let root = std::path::absolute(tmp.path()).unwrap();
     let dir = root.join("p-0");
@@ -185,18 +235,8 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
     seam::reset();
     seam::record();
     let mut failed_at = None;
-    if faults {
-        let ops = [
-            Op::Write,
-            Op::Fdatasync,
-            Op::Truncate,
-            Op::Rename,
-            Op::Unlink,
-            Op::SyncDir,
-            Op::Create,
-        ];
-        let op = ops[rng.below(ops.len() as u64) as usize];
-        seam::fail(op, 5 + rng.below(60) as u32, 1, libc::EIO, None);
+    if let Some((op, skip)) = fault {
+        seam::fail(op, skip, 1, libc::EIO, None);
     }
     let mut log = open_log().await.unwrap_or_else(|e| fail(format!("open: {e}")));
     let mut model: BTreeMap<u64, u64> = BTreeMap::new();
@@ -209,6 +249,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
         durable: 0,
         bound: 0,
         appended: Vec::new(),
+        acked: None,
     };
     let mut steps = vec![
         empty,
@@ -220,6 +261,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
             durable: log.durable_offset().0,
             bound: 0,
             appended: Vec::new(),
+            acked: None,
         },
     ];
     let (mut next_seq, mut epoch) = (0u64, 0i32);
@@ -232,7 +274,8 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
         let (kind, mut bound, mut appended) = (
             match rng.below(100) {
                 _ if i == ops => Kind::Flush,
-                0..=44 => Kind::Append,
+                0..=39 => Kind::Append,
+                40..=44 => Kind::RacingSync,
                 45..=57 => Kind::Sync,
                 58..=65 => Kind::Roll,
                 66..=72 => Kind::Retention,
@@ -245,37 +288,65 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
             Vec::new(),
         );
         let (log_start, leo) = (log.log_start_offset().0, log.log_end_offset().0);
+        // A reopen whose close finished and whose open failed.
+        let mut closed = false;
+        let mut acked = None;
         let outcome: Result<(), StorageError> = async {
             match kind {
-                Kind::Append => {
-                    if rng.chance(1, 8) {
-                        epoch += 1;
-                    }
-                    let n = 1 + rng.below(4);
-                    let len = 20 + rng.below(200) as usize;
-                    // Half the records share a few keys, so compaction removes
-                    // some and leaves gaps.
-                    let batch_keys: Vec<String> = (next_seq..next_seq + n)
-                        .map(|seq| {
-                            if rng.chance(1, 2) {
-                                format!("key{seq}")
-                            } else {
-                                format!("hot{}", rng.below(6))
+                Kind::Append | Kind::RacingSync => {
+                    // A sync spawned before appends races them (it may
+                    // cover some of them, whole, or none).
+                    let racing = (kind == Kind::RacingSync).then(|| {
+                        let l = log.clone();
+                        // It starts at the appends' first yield, or a few
+                        // yields later (in the middle of one).
+                        let yields = rng.below(4);
+                        glommio::spawn_local(async move {
+                            for _ in 0..yields {
+                                glommio::executor().yield_now().await;
                             }
+                            let durable = l.sync().await;
+                            (durable, seam::event_count())
                         })
-                        .collect();
-                    for (j, k) in batch_keys.iter().enumerate() {
-                        keys.insert(next_seq + j as u64, k.clone());
+                    });
+                    let appends = if racing.is_some() { 1 + rng.below(3) } else { 1 };
+                    for a in 0..appends {
+                        // A new epoch's checkpoint is what a racing sync
+                        // must not overtake: often so under a racing sync.
+                        if rng.chance(1, 8) || (a == 0 && racing.is_some() && rng.chance(1, 2)) {
+                            epoch += 1;
+                        }
+                        let n = 1 + rng.below(4);
+                        let len = 20 + rng.below(200) as usize;
+                        // Half the records share a few keys, so compaction removes
+                        // some and leaves gaps.
+                        let batch_keys: Vec<String> = (next_seq..next_seq + n)
+                            .map(|seq| {
+                                if rng.chance(1, 2) {
+                                    format!("key{seq}")
+                                } else {
+                                    format!("hot{}", rng.below(6))
+                                }
+                            })
+                            .collect();
+                        for (j, k) in batch_keys.iter().enumerate() {
+                            keys.insert(next_seq + j as u64, k.clone());
+                        }
+                        let info = log
+                            .append(batch(next_seq, &batch_keys, len), LeaderEpoch(epoch))
+                            .await?;
+                        for j in 0..n {
+                            model.insert(info.base_offset.0 + j, next_seq + j);
+                            batch_of.insert(info.base_offset.0 + j, (info.base_offset.0, info.last_offset.0));
+                            appended.push((info.base_offset.0 + j, next_seq + j));
+                        }
+                        next_seq += n;
+                        glommio::yield_if_needed().await;
                     }
-                    let info = log
-                        .append(batch(next_seq, &batch_keys, len), LeaderEpoch(epoch))
-                        .await?;
-                    for j in 0..n {
-                        model.insert(info.base_offset.0 + j, next_seq + j);
-                        batch_of.insert(info.base_offset.0 + j, (info.base_offset.0, info.last_offset.0));
-                        appended.push((info.base_offset.0 + j, next_seq + j));
+                    if let Some(sync) = racing {
+                        let (durable, at) = sync.await;
+                        acked = Some((at, durable?.0));
                     }
-                    next_seq += n;
                 }
                 Kind::Sync => {
                     log.sync().await?;
@@ -338,6 +409,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                 }
                 Kind::Reopen => {
                     log.close().await?;
+                    closed = true;
                     log = open_log().await?;
                 }
                 Kind::Open => unreachable!(),
@@ -349,18 +421,35 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
             if !faults {
                 fail(format!("op {i} {kind:?}: {e}"));
             }
+            if seam::faults_left() != 0 {
+                fail(format!(
+                    "op {i} {kind:?} failed ({e}) but the injected fault never fired"
+                ));
+            }
             // An injected fault: the operation never finishes. After a
-            // failed write path the log refuses writes.
+            // failed write path (a close's included) the log refuses
+            // writes; after a failed open the old log stays closed.
             let poisons = matches!(
                 kind,
-                Kind::Append | Kind::Sync | Kind::Flush | Kind::Roll | Kind::Retention | Kind::Truncate
-            );
+                Kind::Append
+                    | Kind::RacingSync
+                    | Kind::Sync
+                    | Kind::Flush
+                    | Kind::Roll
+                    | Kind::Retention
+                    | Kind::Truncate
+            ) || (kind == Kind::Reopen && !closed);
             seam::reset_faults();
-            if poisons {
+            if poisons || kind == Kind::Reopen {
                 let again = log
                     .append(batch(next_seq, &["after".to_string()], 10), LeaderEpoch(epoch))
                     .await;
-                if !matches!(again, Err(StorageError::LogFailed(..))) {
+                let refused = if poisons {
+                    matches!(again, Err(StorageError::LogFailed(..)))
+                } else {
+                    matches!(again, Err(StorageError::Closed(..)))
+                };
+                if !refused {
                     fail(format!(
                         "op {i} {kind:?} failed ({e}) but a later append gave {again:?}"
                     ));
@@ -385,6 +474,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                 durable: 0,
                 bound,
                 appended: std::mem::take(&mut appended),
+                acked,
             });
             failed_at = Some((i, kind, e.to_string()));
             break;
@@ -405,10 +495,18 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
             durable: log.durable_offset().0,
             bound,
             appended: std::mem::take(&mut appended),
+            acked,
         });
     }
     if faults {
-        println!("seed {seed}: injected fault reported by {failed_at:?}");
+        println!("seed {seed}: injected fault {fault:?} reported by {failed_at:?}");
+        // Every planned fault fires, and an operation reports it.
+        if seam::faults_left() != 0 || failed_at.is_none() {
+            fail(format!(
+                "the injected fault {fault:?} fired {} times, reported by {failed_at:?}",
+                1 - seam::faults_left()
+            ));
+        }
     }
     if failed_at.is_some() {
         // Background writes issued before the failure land on the real
@@ -417,6 +515,10 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
     }
     let events = seam::take_events();
     seam::reset();
+    if !check {
+        drop(log);
+        return (0, 0, events);
+    }
 
     // Every change on the real disk went through the seam.
     let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
@@ -543,14 +645,19 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
                     ));
                 }
             }
-            // Everything acknowledged as durable, unless being removed.
-            for (&o, &s) in done.model.range(..done.durable) {
+            // Everything acknowledged as durable (by the last operation
+            // that finished, or by a racing sync of the one in flight that
+            // returned before the crash), unless being removed.
+            let durable = in_flight
+                .and_then(|f| f.acked)
+                .filter(|&(at, _)| at <= c)
+                .map_or(done.durable, |(_, d)| d.max(done.durable));
+            for (&o, &s) in candidates.range(..durable) {
                 if !removing(o) && found_map.get(&o) != Some(&s) {
                     fail(format!(
-                        "{}{when}: durable record {s} at offset {o} is missing (found {:?}, durable {}): {report:?}",
+                        "{}{when}: durable record {s} at offset {o} is missing (found {:?}, durable {durable}): {report:?}",
                         at(),
                         found_map.get(&o),
-                        done.durable
                     ));
                 }
             }
@@ -586,7 +693,7 @@ async fn run_seed(seed: u64, ops: usize, faults: bool) -> (usize, usize) {
         drop(reopened);
         check(&found, &report, &when);
     }
-    (points.len(), compacted_away)
+    (points.len(), compacted_away, Vec::new())
 }
 
 #[test]
