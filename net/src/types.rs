@@ -69,3 +69,55 @@ impl fmt::Display for TopicId {
         write!(f, "{:016x}", self.0)
     }
 }
+
+/// A broker's identity in the cluster (Kafka's `node.id`), chosen by the
+/// operator and kept across restarts. On the wire an `i32`; `-1` means none
+/// (no leader, no controller).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub i32);
+
+impl NodeId {
+    /// The wire value for "no node": no leader elected, no controller known.
+    pub const NONE: NodeId = NodeId(-1);
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One core's executor within a broker: partitions and groups are hosted by
+/// exactly one shard of one broker.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub u16);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The version of a partition's whole state (replicas, leader, ISR), bumped by
+/// the controller on every change to it. An ISR change a leader proposes
+/// names the epoch it saw, so a stale proposal is refused (compare-and-set).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionEpoch(pub i32);
+
+impl fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A broker's registration: a new epoch each time a broker process registers,
+/// so that requests from an earlier incarnation of the same node id are told
+/// apart and refused.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BrokerEpoch(pub i64);
+
+impl fmt::Display for BrokerEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -46,11 +46,22 @@ pub enum ErrorCode {
     InvalidRecord = 87,
     ThrottlingQuotaExceeded = 89,
     UnknownTopicId = 100,
+    NotController = 41,
+    FencedLeaderEpoch = 74,
+    StaleBrokerEpoch = 77,
+    PreferredLeaderNotAvailable = 80,
+    EligibleLeadersNotAvailable = 83,
+    ElectionNotNeeded = 84,
+    InvalidUpdateVersion = 95,
+    DuplicateBrokerRegistration = 101,
+    BrokerIdNotRegistered = 102,
+    IneligibleReplica = 107,
+    NewLeaderElected = 106,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order of their Kafka numbers (`UnknownServerError` first).
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 51] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -91,6 +102,17 @@ impl ErrorCode {
         ErrorCode::InvalidRecord,
         ErrorCode::ThrottlingQuotaExceeded,
         ErrorCode::UnknownTopicId,
+        ErrorCode::NotController,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::StaleBrokerEpoch,
+        ErrorCode::PreferredLeaderNotAvailable,
+        ErrorCode::EligibleLeadersNotAvailable,
+        ErrorCode::ElectionNotNeeded,
+        ErrorCode::InvalidUpdateVersion,
+        ErrorCode::DuplicateBrokerRegistration,
+        ErrorCode::BrokerIdNotRegistered,
+        ErrorCode::IneligibleReplica,
+        ErrorCode::NewLeaderElected,
     ];
 
     /// The code for a number read off the wire. A number this build does not
@@ -123,6 +145,17 @@ impl ErrorCode {
             87 => ErrorCode::InvalidRecord,
             89 => ErrorCode::ThrottlingQuotaExceeded,
             100 => ErrorCode::UnknownTopicId,
+            41 => ErrorCode::NotController,
+            74 => ErrorCode::FencedLeaderEpoch,
+            77 => ErrorCode::StaleBrokerEpoch,
+            80 => ErrorCode::PreferredLeaderNotAvailable,
+            83 => ErrorCode::EligibleLeadersNotAvailable,
+            84 => ErrorCode::ElectionNotNeeded,
+            95 => ErrorCode::InvalidUpdateVersion,
+            101 => ErrorCode::DuplicateBrokerRegistration,
+            102 => ErrorCode::BrokerIdNotRegistered,
+            107 => ErrorCode::IneligibleReplica,
+            106 => ErrorCode::NewLeaderElected,
             12 => ErrorCode::OffsetMetadataTooLarge,
             14 => ErrorCode::CoordinatorLoadInProgress,
             15 => ErrorCode::CoordinatorNotAvailable,
@@ -162,6 +195,10 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoadInProgress
                 | ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
+                | ErrorCode::NotController
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::PreferredLeaderNotAvailable
+                | ErrorCode::EligibleLeadersNotAvailable
         )
     }
 
@@ -210,6 +247,17 @@ impl ErrorCode {
             ErrorCode::CoordinatorNotAvailable => "the group coordinator is not available",
             ErrorCode::CoordinatorLoadInProgress => "the group coordinator is still loading its state; retry",
             ErrorCode::OffsetMetadataTooLarge => "the offset commit's metadata string is too long",
+            ErrorCode::NotController => "this broker is not the active controller",
+            ErrorCode::FencedLeaderEpoch => "the leader epoch in the request is older than the broker's",
+            ErrorCode::StaleBrokerEpoch => "the broker epoch in the request is not the broker's current one",
+            ErrorCode::PreferredLeaderNotAvailable => "the preferred leader is not in the ISR or not alive",
+            ErrorCode::EligibleLeadersNotAvailable => "no replica of the partition is eligible to lead",
+            ErrorCode::ElectionNotNeeded => "the partition is already led by its preferred replica",
+            ErrorCode::InvalidUpdateVersion => "the partition epoch in the request is not the current one",
+            ErrorCode::DuplicateBrokerRegistration => "another live broker is registered with this node id",
+            ErrorCode::BrokerIdNotRegistered => "no broker with this node id is registered",
+            ErrorCode::IneligibleReplica => "a proposed in-sync replica is fenced or shutting down",
+            ErrorCode::NewLeaderElected => "a new leader was elected while the request was in flight",
         }
     }
 }
