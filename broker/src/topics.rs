@@ -18,6 +18,9 @@ pub const TOPICS_FILE: &str = "topics.json";
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
+/// A partition by topic id and index.
+pub type PartKey = (TopicId, u32);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
     pub name: String,

@@ -41,11 +41,12 @@ use borges_net::protocol::{
     SyncGroupResponse,
 };
 use borges_net::types::Offset;
-use borges_storage::Chunk;
+use borges_storage::{Chunk, Log};
 use bytes::Bytes;
 use glommio::channels::local_channel;
 
-use crate::shard::{PartKey, Partition, Shard};
+use crate::shard::Shard;
+use crate::topics::PartKey;
 use records::{GroupValue, OffsetValue, RecordKey};
 pub use state::GroupState;
 use state::{Group, Member};
@@ -905,61 +906,63 @@ pub fn tick(shard: &Rc<Shard>) {
     }
 }
 
-/// Rebuilds the groups of one `__consumer_offsets` partition from its log.
-pub async fn load(shard: &Shard, p: &Partition) {
-    let started = Instant::now();
-    let mut from = p.log.log_start_offset().0;
-    let end = p.log.log_end_offset().0;
-    let mut records = 0u64;
-    let mut skipped = 0u64;
-    let mut applied: HashMap<String, Group> = HashMap::new();
-    while from < end {
-        let read = match p.log.read(Offset(from), 4 << 20, None).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(partition = p.key.1, error = %e, "cannot read __consumer_offsets");
-                break;
-            }
-        };
-        let before = from;
-        for chunk in read.chunks {
-            let bytes = match chunk {
-                Chunk::Memory(b) => b,
-                Chunk::File(s) => match s.read_to_vec() {
-                    Ok(v) => Bytes::from(v),
-                    Err(e) => {
-                        tracing::error!(partition = p.key.1, error = %e, "cannot read __consumer_offsets");
-                        return;
-                    }
-                },
+impl Coordinator {
+    /// Rebuilds the groups of partition `partition` of `__consumer_offsets` from its log.
+    pub async fn load(&self, partition: u32, log: &Log) {
+        let started = Instant::now();
+        let mut from = log.log_start_offset().0;
+        let end = log.log_end_offset().0;
+        let mut records = 0u64;
+        let mut skipped = 0u64;
+        let mut applied: HashMap<String, Group> = HashMap::new();
+        while from < end {
+            let read = match log.read(Offset(from), 4 << 20, None).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
+                    break;
+                }
             };
-            for item in BatchIter::new(&bytes) {
-                let Ok((h, range)) = item else { break };
-                from = from.max(h.last_offset() as u64 + 1);
-                let Ok(batch) = decode_records_bytes(&bytes.slice(range)) else {
-                    skipped += 1;
-                    continue;
+            let before = from;
+            for chunk in read.chunks {
+                let bytes = match chunk {
+                    Chunk::Memory(b) => b,
+                    Chunk::File(s) => match s.read_to_vec() {
+                        Ok(v) => Bytes::from(v),
+                        Err(e) => {
+                            tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
+                            return;
+                        }
+                    },
                 };
-                for rec in batch {
-                    records += 1;
-                    if !apply_record(&mut applied, rec.key, rec.value) {
+                for item in BatchIter::new(&bytes) {
+                    let Ok((h, range)) = item else { break };
+                    from = from.max(h.last_offset() as u64 + 1);
+                    let Ok(batch) = decode_records_bytes(&bytes.slice(range)) else {
                         skipped += 1;
+                        continue;
+                    };
+                    for rec in batch {
+                        records += 1;
+                        if !apply_record(&mut applied, rec.key, rec.value) {
+                            skipped += 1;
+                        }
                     }
                 }
             }
+            if from == before {
+                break;
+            }
         }
-        if from == before {
-            break;
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        let loaded = applied.len();
+        for (id, mut g) in applied {
+            g.restore(now);
+            groups.insert(id, Rc::new(RefCell::new(g)));
         }
+        tracing::info!(partition, groups = loaded, records, skipped, elapsed = ?started.elapsed(), "loaded consumer groups");
     }
-    let now = Instant::now();
-    let mut groups = shard.coordinator.groups.borrow_mut();
-    let loaded = applied.len();
-    for (id, mut g) in applied {
-        g.restore(now);
-        groups.insert(id, Rc::new(RefCell::new(g)));
-    }
-    tracing::info!(partition = p.key.1, groups = loaded, records, skipped, elapsed = ?started.elapsed(), "loaded consumer groups");
 }
 
 /// Applies one record; false if it could not be read.

@@ -8,10 +8,15 @@
 //!
 //! Shard 0 also owns the topic metadata: it applies every change, persists
 //! it, and hands the new snapshot to every shard.
+//!
+//! Layout:
+//! - `mod.rs`: the shard's state and the plumbing of calls between shards.
+//! - `calls.rs`: the typed calls, one type per kind with its own reply.
+//! - `registry.rs`: the partitions this shard owns, opened and closed to
+//!   follow the metadata snapshots.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::fs::File;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -19,38 +24,27 @@ use std::time::Duration;
 
 use borges_net::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, ListedGroup, Request, Response, TopicResult,
+    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, Response, TopicResult,
 };
-use borges_net::types::{LeaderEpoch, Offset, PartitionId, TimestampMs, TopicId};
-use borges_storage::{Chunk, Clock, DataDirs, Log, StorageError, SystemClock};
-use bytes::{Bytes, BytesMut};
+use borges_net::types::{LeaderEpoch, Offset, TimestampMs, TopicId};
+use borges_storage::{Chunk, DataDirs, StorageError, SystemClock};
+use bytes::BytesMut;
 use glommio::channels::channel_mesh::Senders;
-use glommio::channels::local_channel::{self, LocalSender};
 use glommio::sync::Semaphore;
 
 use crate::config::{BrokerConfig, FlushMode};
 use crate::notify::{changed_any, Notify};
-use crate::topics::{self, shard_for, TopicMeta, TopicSettings, Topics, MAX_PARTITIONS};
+use crate::topics::{self, shard_for, TopicMeta, Topics, MAX_PARTITIONS};
 
-/// The least tail cache a partition gets, however many share the budget.
-const TAIL_CACHE_MIN_BYTES: usize = 256 << 10;
+pub mod calls;
+pub mod registry;
 
-/// A partition by topic id and index.
-pub type PartKey = (TopicId, u32);
+pub use crate::topics::PartKey;
+pub use calls::{Admin, Envelope, Fetched, Produced, SendChunk, ShardCall, Unavailable};
+pub use registry::{Partition, Registry};
 
 /// A failure for one partition: the code the client gets and a message.
 pub type PartError = (ErrorCode, String);
-
-/// One partition owned by this shard.
-pub struct Partition {
-    pub topic: String,
-    pub key: PartKey,
-    pub log: Log,
-    pub notify: Notify,
-    pub settings: RefCell<TopicSettings>,
-    /// A task syncs the log for consumers waiting on records not yet on disk.
-    pub visibility_sync: Cell<bool>,
-}
 
 /// Syncs `p` while consumers wait for records that are appended but not yet
 /// on disk (in the flush modes where they may read only durable records),
@@ -80,98 +74,6 @@ fn start_visibility_sync(p: &Rc<Partition>) {
         p.visibility_sync.set(false);
     })
     .detach();
-}
-
-/// Work one shard asks of another.
-pub enum ShardRequest {
-    Produce {
-        key: PartKey,
-        records: BytesMut,
-        acks: i8,
-        /// Decompressed bytes the whole produce may still recompress,
-        /// shared by its partitions on every shard.
-        recompress_budget: Arc<AtomicUsize>,
-    },
-    Fetch {
-        key: PartKey,
-        offset: i64,
-        max_bytes: u32,
-    },
-    ListOffsets {
-        key: PartKey,
-        timestamp: i64,
-    },
-    /// Answer when any partition's log end passes the offset given with
-    /// it, after `wait`, or when shard `from` cancels wait `id`.
-    WaitForData {
-        from: usize,
-        id: u64,
-        parts: Vec<(PartKey, i64)>,
-        wait: Duration,
-    },
-    /// Ends wait `id` of shard `from` (its fetch answered or its
-    /// connection closed); unknown ids are ignored.
-    CancelWait {
-        from: usize,
-        id: u64,
-    },
-    /// Topic changes, for shard 0.
-    Admin(AdminRequest),
-    /// A new metadata snapshot from shard 0.
-    Apply(Arc<Topics>),
-    /// A consumer-group request, for the shard that coordinates the group.
-    Group {
-        req: Request,
-        client_id: String,
-        client_host: String,
-    },
-    /// The groups this shard coordinates.
-    ListGroups,
-}
-
-pub enum AdminRequest {
-    Create(CreateTopicsRequest),
-    Delete(DeleteTopicsRequest),
-    Alter(AlterConfigsRequest),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Produced {
-    pub base_offset: i64,
-    pub log_start_offset: i64,
-}
-
-/// Records read for a fetch, in a form that can cross cores: a file range
-/// travels as its own duplicated descriptor.
-pub enum SendChunk {
-    Memory(Bytes),
-    File { file: File, position: u64, len: u64 },
-}
-
-pub struct Fetched<C> {
-    pub error: ErrorCode,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub chunks: Vec<C>,
-}
-
-pub enum ShardResponse {
-    Produce(Result<Produced, PartError>),
-    Fetch(Fetched<SendChunk>),
-    ListOffsets(Result<(i64, i64), PartError>),
-    DataReady,
-    Admin(Response),
-    Applied,
-    Group(Response),
-    Groups(Vec<ListedGroup>),
-    /// The other shard could not be reached (it is stopping).
-    Unavailable,
-}
-
-/// What travels over the mesh.
-pub enum Envelope {
-    Call { id: u64, from: usize, req: ShardRequest },
-    Reply { id: u64, resp: ShardResponse },
 }
 
 /// Counters of one shard (a probe: the logic counts, exporting is elsewhere).
@@ -246,17 +148,14 @@ pub struct Shard {
     pub id: usize,
     pub count: usize,
     pub config: Rc<BrokerConfig>,
-    pub dirs: DataDirs,
-    clock: Rc<dyn Clock>,
-    topics: RefCell<Arc<Topics>>,
-    partitions: RefCell<HashMap<PartKey, Rc<Partition>>>,
+    /// The partitions this shard owns.
+    pub registry: Registry,
     senders: Senders<Envelope>,
-    next_call: Cell<u64>,
-    pending: RefCell<HashMap<u64, LocalSender<ShardResponse>>>,
+    /// Calls this shard made of others, waiting for their replies.
+    pending: calls::Pending,
     /// Fetch waits running here, to cancel.
     pub waits: Waits,
     next_wait: Cell<u64>,
-    apply_lock: Semaphore,
     admin_lock: Semaphore,
     /// One recompression at a time on this shard: each may hold up to
     /// `recompress_max_bytes` decompressed, whatever the number of
@@ -296,17 +195,12 @@ impl Shard {
         Shard {
             id,
             count,
+            registry: Registry::new(id, count, config.clone(), dirs, Rc::new(SystemClock)),
             config,
-            dirs,
-            clock: Rc::new(SystemClock),
-            topics: RefCell::new(Arc::new(Topics::default())),
-            partitions: RefCell::new(HashMap::new()),
             senders,
-            next_call: Cell::new(0),
-            pending: RefCell::new(HashMap::new()),
+            pending: calls::Pending::default(),
             waits: Waits::default(),
             next_wait: Cell::new(0),
-            apply_lock: Semaphore::new(1),
             admin_lock: Semaphore::new(1),
             recompress_lock: Semaphore::new(1),
             inflight,
@@ -316,8 +210,9 @@ impl Shard {
         }
     }
 
+    /// The metadata snapshot this shard follows.
     pub fn topics(&self) -> Arc<Topics> {
-        self.topics.borrow().clone()
+        self.registry.topics()
     }
 
     pub fn owner(&self, key: PartKey) -> usize {
@@ -325,143 +220,53 @@ impl Shard {
     }
 
     fn partition(&self, key: PartKey) -> Result<Rc<Partition>, PartError> {
-        self.partitions.borrow().get(&key).cloned().ok_or_else(|| {
-            (
-                ErrorCode::UnknownTopicOrPartition,
-                format!("partition {} of topic id {} is not here", key.1, key.0),
-            )
-        })
+        self.registry.get(key)
     }
 
     /// The partition if this shard has it open.
     pub fn local_partition(&self, key: PartKey) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(&key).cloned()
+        self.registry.local(key)
     }
 
     pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
-        self.partitions.borrow().values().cloned().collect()
+        self.registry.all()
     }
 
-    /// Sends `req` to shard `to` and waits for its answer (served in place
+    /// Sends `call` to shard `to` and waits for its reply (served in place
     /// when `to` is this shard).
-    pub async fn call(self: &Rc<Self>, to: usize, req: ShardRequest) -> ShardResponse {
+    pub async fn call<C: ShardCall>(self: &Rc<Self>, to: usize, call: C) -> Result<C::Reply, Unavailable> {
         if to == self.id {
-            return self.serve(req).await;
+            return Ok(call.serve(self).await);
         }
-        let id = self.next_call.get();
-        self.next_call.set(id + 1);
-        let (tx, rx) = local_channel::new_bounded(1);
-        self.pending.borrow_mut().insert(id, tx);
-        let sent = self
-            .senders
-            .send_to(
-                to,
-                Envelope::Call {
-                    id,
-                    from: self.id,
-                    req,
-                },
-            )
-            .await;
-        if sent.is_err() {
-            self.pending.borrow_mut().remove(&id);
-            return ShardResponse::Unavailable;
+        let id = self.pending.next_id();
+        let reply = C::waiting(&self.pending).park(id);
+        let env = Envelope::Call {
+            id,
+            from: self.id,
+            call: call.into_call(),
+        };
+        if self.senders.send_to(to, env).await.is_err() {
+            C::waiting(&self.pending).forget(id);
+            return Err(Unavailable);
         }
-        rx.recv().await.unwrap_or(ShardResponse::Unavailable)
+        reply.recv().await.ok_or(Unavailable)
     }
 
     /// Handles a message that arrived over the mesh.
     pub async fn on_envelope(self: &Rc<Self>, env: Envelope) {
         match env {
-            Envelope::Call { id, from, req } => {
-                let resp = self.serve(req).await;
+            Envelope::Call { id, from, call } => {
+                let reply = call.serve(self).await;
                 if self
                     .senders
-                    .send_to(from, Envelope::Reply { id, resp })
+                    .send_to(from, Envelope::Reply { id, reply })
                     .await
                     .is_err()
                 {
                     tracing::warn!(shard = self.id, to = from, "reply to a stopped shard dropped");
                 }
             }
-            Envelope::Reply { id, resp } => {
-                let tx = self.pending.borrow_mut().remove(&id);
-                if let Some(tx) = tx {
-                    let _ = tx.try_send(resp);
-                }
-            }
-        }
-    }
-
-    /// Serves a request for this shard's partitions or, on shard 0, the metadata.
-    pub async fn serve(self: &Rc<Self>, req: ShardRequest) -> ShardResponse {
-        match req {
-            ShardRequest::Produce {
-                key,
-                records,
-                acks,
-                recompress_budget,
-            } => ShardResponse::Produce(self.produce_local(key, records, acks, &recompress_budget).await),
-            ShardRequest::Fetch {
-                key,
-                offset,
-                max_bytes,
-            } => {
-                let f = self.fetch_local(key, offset, max_bytes).await;
-                let mut chunks = Vec::with_capacity(f.chunks.len());
-                let mut error = f.error;
-                for c in f.chunks {
-                    match c {
-                        Chunk::Memory(b) => chunks.push(SendChunk::Memory(b)),
-                        Chunk::File(s) => match s.file.try_clone() {
-                            Ok(file) => chunks.push(SendChunk::File {
-                                file,
-                                position: s.position,
-                                len: s.len,
-                            }),
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot duplicate a segment descriptor");
-                                error = ErrorCode::KafkaStorageError;
-                                chunks.clear();
-                                break;
-                            }
-                        },
-                    }
-                }
-                ShardResponse::Fetch(Fetched {
-                    error,
-                    high_watermark: f.high_watermark,
-                    log_start_offset: f.log_start_offset,
-                    chunks,
-                })
-            }
-            ShardRequest::ListOffsets { key, timestamp } => {
-                ShardResponse::ListOffsets(self.list_offsets_local(key, timestamp).await)
-            }
-            ShardRequest::WaitForData {
-                from,
-                id,
-                parts,
-                wait,
-            } => {
-                self.wait_for_data(from, id, &parts, wait).await;
-                ShardResponse::DataReady
-            }
-            ShardRequest::CancelWait { from, id } => {
-                self.waits.cancel((from, id));
-                ShardResponse::DataReady
-            }
-            ShardRequest::Admin(a) => ShardResponse::Admin(self.admin(a).await),
-            ShardRequest::Apply(snap) => {
-                self.apply(snap).await;
-                ShardResponse::Applied
-            }
-            ShardRequest::Group {
-                req,
-                client_id,
-                client_host,
-            } => ShardResponse::Group(crate::group::handle(self, req, client_id, client_host).await),
-            ShardRequest::ListGroups => ShardResponse::Groups(self.coordinator.list()),
+            Envelope::Reply { id, reply } => self.pending.answer(id, reply),
         }
     }
 
@@ -644,7 +449,7 @@ impl Shard {
         let shard = self.clone();
         glommio::spawn_local(async move {
             let from = shard.id;
-            shard.call(owner, ShardRequest::CancelWait { from, id }).await;
+            let _ = shard.call(owner, calls::CancelWait { from, id }).await;
         })
         .detach();
     }
@@ -680,107 +485,18 @@ impl Shard {
 
     /// Opens and closes this shard's partitions to match a metadata snapshot.
     pub async fn apply(&self, snap: Arc<Topics>) {
-        let Ok(_guard) = self.apply_lock.acquire_permit(1).await else {
-            return;
-        };
-        let mut wanted: HashMap<PartKey, &TopicMeta> = HashMap::new();
-        for t in snap.topics.values() {
-            for p in 0..t.partitions {
-                let key = (t.topic_id(), p);
-                if self.owner(key) == self.id {
-                    wanted.insert(key, t);
-                }
-            }
-        }
-        let gone: Vec<Rc<Partition>> = {
-            let mut parts = self.partitions.borrow_mut();
-            let keys: Vec<PartKey> = parts
-                .keys()
-                .filter(|k| !wanted.contains_key(k))
-                .copied()
-                .collect();
-            keys.iter().filter_map(|k| parts.remove(k)).collect()
-        };
-        for p in gone {
-            if p.topic == crate::group::OFFSETS_TOPIC {
-                let partitions = self.topics().topics.get(&p.topic).map_or(1, |t| t.partitions);
-                self.coordinator.unload(p.key.1, partitions);
-            }
-            if let Err(e) = p.log.close().await {
-                tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "closing a deleted partition");
-            }
-            p.notify.notify();
-            if let Err(e) = self.dirs.remove(&p.topic, PartitionId(p.key.1)) {
-                tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "removing a deleted partition");
-            }
-        }
-        // The shard's tail-cache budget is shared by its partitions (bytes
-        // not yet written to their files are kept whatever the budget).
-        let log_defaults = self.config.log_defaults();
-        let cache_each = (self.config.tail_cache_bytes_per_shard / wanted.len().max(1))
-            .clamp(TAIL_CACHE_MIN_BYTES, log_defaults.tail_cache_bytes_max);
-        for (key, t) in wanted {
-            let mut settings = topics::settings(&log_defaults, &t.configs);
-            settings.log.flush = self.config.log_flush_policy();
-            settings.log.tail_cache_bytes_max = cache_each;
-            let existing = self.partitions.borrow().get(&key).cloned();
-            if let Some(p) = existing {
-                if let Err(e) = p.log.set_config(settings.log.clone()) {
-                    tracing::error!(topic = %t.name, error = %e, "new topic settings refused");
-                }
-                *p.settings.borrow_mut() = settings;
-                continue;
-            }
-            let path = match self.dirs.place(&t.name, PartitionId(key.1)) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot place partition");
-                    continue;
-                }
-            };
-            match Log::open(path, settings.log.clone(), self.clock.clone()).await {
-                Ok(log) => {
-                    let r = log.recovery_report();
-                    if r.truncated.is_some() || !r.segments_deleted.is_empty() {
-                        tracing::warn!(topic = %t.name, partition = key.1, report = ?r, "partition recovered with truncation");
-                    }
-                    let p = Rc::new(Partition {
-                        topic: t.name.clone(),
-                        key,
-                        log,
-                        notify: Notify::default(),
-                        settings: RefCell::new(settings),
-                        visibility_sync: Cell::new(false),
-                    });
-                    if t.name == crate::group::OFFSETS_TOPIC {
-                        // The groups are known before any request can reach them.
-                        crate::group::load(self, &p).await;
-                    }
-                    self.partitions.borrow_mut().insert(key, p);
-                }
-                Err(e) => {
-                    tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot open partition")
-                }
-            }
-        }
-        *self.topics.borrow_mut() = snap;
+        self.registry.apply(snap, &self.coordinator).await
     }
 
     /// Closes every partition cleanly (flushed, synced, indexes written).
     pub async fn close_all(&self) {
-        let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
-        for p in parts {
-            if let Err(e) = p.log.close().await {
-                tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "close failed");
-            }
-            p.notify.notify();
-        }
+        self.registry.close_all().await
     }
 
     async fn broadcast(self: &Rc<Self>, snap: Arc<Topics>) {
         for shard in 0..self.count {
-            // Boxed: call -> serve -> admin -> broadcast -> call is recursive.
-            Box::pin(self.call(shard, ShardRequest::Apply(snap.clone()))).await;
+            // A shard that cannot be reached is stopping: it needs no snapshot.
+            let _ = self.call(shard, calls::Apply(snap.clone())).await;
         }
     }
 
@@ -789,7 +505,7 @@ impl Shard {
     }
 
     /// Applies a topic change; shard 0 only.
-    async fn admin(self: &Rc<Self>, req: AdminRequest) -> Response {
+    async fn admin(self: &Rc<Self>, req: Admin) -> Response {
         assert_eq!(self.id, 0, "topic metadata changes are made on shard 0");
         let _guard = self
             .admin_lock
@@ -798,9 +514,9 @@ impl Shard {
             .expect("the admin lock is never closed");
         let mut topics = (*self.topics()).clone();
         let (response, changed) = match req {
-            AdminRequest::Create(r) => self.create_topics(&mut topics, r),
-            AdminRequest::Delete(r) => delete_topics(&mut topics, r),
-            AdminRequest::Alter(r) => alter_configs(&mut topics, r),
+            Admin::Create(r) => self.create_topics(&mut topics, r),
+            Admin::Delete(r) => delete_topics(&mut topics, r),
+            Admin::Alter(r) => alter_configs(&mut topics, r),
         };
         if changed {
             if let Err(e) = topics.save(self.meta_home()) {
