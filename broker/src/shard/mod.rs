@@ -14,67 +14,37 @@
 //! - `calls.rs`: the typed calls, one type per kind with its own reply.
 //! - `registry.rs`: the partitions this shard owns, opened and closed to
 //!   follow the metadata snapshots.
+//! - `data.rs`: produce, fetch and list offsets on the partitions owned here.
+//! - `waits.rs`: long-poll fetch waits and their cancellation.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use borges_net::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, Response, TopicResult,
 };
-use borges_net::types::{LeaderEpoch, Offset, TimestampMs, TopicId};
-use borges_storage::{Chunk, DataDirs, StorageError, SystemClock};
-use bytes::BytesMut;
+use borges_net::types::TopicId;
+use borges_storage::{DataDirs, SystemClock};
 use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 
-use crate::config::{BrokerConfig, FlushMode};
-use crate::notify::{changed_any, Notify};
+use crate::config::BrokerConfig;
 use crate::topics::{self, shard_for, TopicMeta, Topics, MAX_PARTITIONS};
 
 pub mod calls;
+mod data;
 pub mod registry;
+mod waits;
 
 pub use crate::topics::PartKey;
 pub use calls::{Admin, Envelope, Fetched, Produced, SendChunk, ShardCall, Unavailable};
 pub use registry::{Partition, Registry};
+pub use waits::{WaitEntry, Waits};
 
 /// A failure for one partition: the code the client gets and a message.
 pub type PartError = (ErrorCode, String);
-
-/// Syncs `p` while consumers wait for records that are appended but not yet
-/// on disk (in the flush modes where they may read only durable records),
-/// waking them after each sync. One such task per partition at a time; syncs
-/// coalesce with the producers' (group commit). It stops when nobody waits
-/// or the log fails (the waits then run out, and appends report the error).
-fn start_visibility_sync(p: &Rc<Partition>) {
-    if p.visibility_sync.replace(true) {
-        return;
-    }
-    let p = p.clone();
-    glommio::spawn_local(async move {
-        loop {
-            let end = p.log.log_end_offset().0;
-            if p.log.durable_offset().0 >= end {
-                break;
-            }
-            if let Err(e) = p.log.sync_to(end).await {
-                tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "sync for waiting consumers failed");
-                break;
-            }
-            p.notify.notify();
-            if p.notify.waiters() == 0 {
-                break;
-            }
-        }
-        p.visibility_sync.set(false);
-    })
-    .detach();
-}
 
 /// Counters of one shard (a probe: the logic counts, exporting is elsewhere).
 #[derive(Default, Debug)]
@@ -89,57 +59,6 @@ pub struct ShardProbe {
 impl ShardProbe {
     pub fn bump(c: &Cell<u64>) {
         c.set(c.get() + 1);
-    }
-}
-
-/// The fetch waits running on a shard, by (asking shard, wait id), so that
-/// a cancel finds its wait. An entry lives exactly as long as its wait.
-#[derive(Default)]
-pub struct Waits {
-    map: RefCell<HashMap<(usize, u64), Rc<Notify>>>,
-}
-
-impl Waits {
-    /// Registers a wait; it is removed when the entry is dropped.
-    pub fn register(&self, key: (usize, u64)) -> WaitEntry<'_> {
-        let cancel = Rc::new(Notify::default());
-        let old = self.map.borrow_mut().insert(key, cancel.clone());
-        debug_assert!(old.is_none(), "wait ids are never reused");
-        WaitEntry {
-            waits: self,
-            key,
-            cancel,
-        }
-    }
-
-    /// Ends the wait `key` if it is still running.
-    pub fn cancel(&self, key: (usize, u64)) {
-        let w = self.map.borrow_mut().remove(&key);
-        if let Some(w) = w {
-            w.notify();
-        }
-    }
-
-    /// Waits registered now.
-    pub fn len(&self) -> usize {
-        self.map.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// One registered wait; its `cancel` is notified by [`Waits::cancel`].
-pub struct WaitEntry<'a> {
-    waits: &'a Waits,
-    key: (usize, u64),
-    pub cancel: Rc<Notify>,
-}
-
-impl Drop for WaitEntry<'_> {
-    fn drop(&mut self) {
-        self.waits.map.borrow_mut().remove(&self.key);
     }
 }
 
@@ -167,20 +86,6 @@ pub struct Shard {
     pub probe: ShardProbe,
     /// The consumer groups this shard coordinates.
     pub coordinator: crate::group::Coordinator,
-}
-
-fn storage_error(e: StorageError) -> PartError {
-    let code = match &e {
-        StorageError::InvalidBatch(borges_net::batch::BatchError::CrcMismatch { .. }) => {
-            ErrorCode::CorruptMessage
-        }
-        StorageError::InvalidBatch(_) | StorageError::EmptyAppend => ErrorCode::InvalidRecord,
-        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        StorageError::Closed(_) => ErrorCode::NotLeaderOrFollower,
-        _ => ErrorCode::KafkaStorageError,
-    };
-    (code, e.to_string())
 }
 
 impl Shard {
@@ -268,219 +173,6 @@ impl Shard {
             }
             Envelope::Reply { id, reply } => self.pending.answer(id, reply),
         }
-    }
-
-    /// Appends `records` to partition `key`; a topic `compression.type`
-    /// rewrites them, taking their decompressed size from `recompress_budget`.
-    pub async fn produce_local(
-        &self,
-        key: PartKey,
-        records: BytesMut,
-        acks: i8,
-        recompress_budget: &AtomicUsize,
-    ) -> Result<Produced, PartError> {
-        let p = self.partition(key)?;
-        let (max, compression) = {
-            let s = p.settings.borrow();
-            (s.max_message_bytes, s.compression)
-        };
-        if records.len() > max {
-            return Err((
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "{} bytes of records exceed max.message.bytes {max}",
-                    records.len()
-                ),
-            ));
-        }
-        let records = match compression {
-            Some(c) if crate::recompress::needs_rewrite(&records, c)? => {
-                let _one = self
-                    .recompress_lock
-                    .acquire_permit(1)
-                    .await
-                    .map_err(|_| (ErrorCode::UnknownServerError, "the shard is stopping".to_string()))?;
-                let out = crate::recompress::to_codec(
-                    records,
-                    c,
-                    recompress_budget,
-                    self.config.recompress_max_bytes,
-                )
-                .await?;
-                if out.len() > max {
-                    return Err((
-                        ErrorCode::MessageTooLarge,
-                        format!(
-                            "{} bytes of records after recompression exceed max.message.bytes {max}",
-                            out.len()
-                        ),
-                    ));
-                }
-                out
-            }
-            _ => records,
-        };
-        let info = p
-            .log
-            .append(records, LeaderEpoch(0))
-            .await
-            .map_err(storage_error)?;
-        let end = info.last_offset.0 + 1;
-        match self.config.flush {
-            FlushMode::AcksAll if acks == -1 => {
-                let synced = p.log.sync_to(end).await.map_err(storage_error);
-                // Consumers may read these records now (or see the error).
-                p.notify.notify();
-                synced?;
-            }
-            // Consumers see these records once they are on disk: at once
-            // if a consumer waits for them, else at the next sync.
-            FlushMode::AcksAll => {
-                if p.notify.waiters() > 0 {
-                    start_visibility_sync(&p);
-                }
-            }
-            // Already synced by the append itself.
-            FlushMode::EveryBatch => p.notify.notify(),
-            FlushMode::Never => {
-                p.notify.notify();
-                if acks == -1 {
-                    p.log.flush().await.map_err(storage_error)?;
-                }
-            }
-        }
-        Ok(Produced {
-            base_offset: info.base_offset.0 as i64,
-            log_start_offset: p.log.log_start_offset().0 as i64,
-        })
-    }
-
-    pub async fn fetch_local(&self, key: PartKey, offset: i64, max_bytes: u32) -> Fetched<Chunk> {
-        let empty = |error| Fetched {
-            error,
-            high_watermark: -1,
-            log_start_offset: -1,
-            chunks: Vec::new(),
-        };
-        let p = match self.partition(key) {
-            Ok(p) => p,
-            Err((code, _)) => return empty(code),
-        };
-        let visible = self.visible_end(&p);
-        let mut out = Fetched {
-            error: ErrorCode::None,
-            high_watermark: visible as i64,
-            log_start_offset: p.log.log_start_offset().0 as i64,
-            chunks: Vec::new(),
-        };
-        if offset < 0 {
-            out.error = ErrorCode::OffsetOutOfRange;
-            return out;
-        }
-        if offset as u64 >= visible && p.log.log_end_offset().0 > visible {
-            // Nothing this consumer may see yet, but records wait for a
-            // sync: have them synced now rather than at the interval sync.
-            start_visibility_sync(&p);
-        }
-        match p
-            .log
-            .read(Offset(offset as u64), max_bytes as usize, Some(Offset(visible)))
-            .await
-        {
-            Ok(r) => {
-                debug_assert!(r.next_offset.0 <= visible, "a fetch read past the visible end");
-                out.high_watermark = visible as i64;
-                out.log_start_offset = r.log_start_offset.0 as i64;
-                out.chunks = r.chunks;
-            }
-            Err(e) => out.error = storage_error(e).0,
-        }
-        out
-    }
-
-    /// The end of what consumers may read: in the flush modes where an
-    /// acknowledgement promises durability, only what is on disk (a record
-    /// read and then lost to a power loss would let a later append reuse its
-    /// offset for a different record); with `flush = never`, the log end.
-    /// Replication's high watermark takes this place in cluster part 2.
-    pub fn visible_end(&self, p: &Partition) -> u64 {
-        match self.config.flush {
-            FlushMode::AcksAll | FlushMode::EveryBatch => {
-                let durable = p.log.durable_offset().0;
-                debug_assert!(
-                    durable <= p.log.log_end_offset().0,
-                    "durable offset past the log end"
-                );
-                durable
-            }
-            FlushMode::Never => p.log.log_end_offset().0,
-        }
-    }
-
-    pub async fn list_offsets_local(&self, key: PartKey, timestamp: i64) -> Result<(i64, i64), PartError> {
-        let p = self.partition(key)?;
-        match timestamp {
-            borges_net::protocol::EARLIEST_TIMESTAMP => Ok((-1, p.log.log_start_offset().0 as i64)),
-            borges_net::protocol::LATEST_TIMESTAMP => Ok((-1, self.visible_end(&p) as i64)),
-            ts if ts < 0 => Err((ErrorCode::InvalidRequest, format!("timestamp {ts} is not a time"))),
-            ts => match p.log.offset_for_timestamp(TimestampMs(ts)).await {
-                Ok(Some((o, t))) => Ok((t.0, o.0 as i64)),
-                Ok(None) => Ok((-1, -1)),
-                Err(e) => Err(storage_error(e)),
-            },
-        }
-    }
-
-    /// A fresh id for a fetch wait this shard asks for.
-    pub fn new_wait_id(&self) -> u64 {
-        let id = self.next_wait.get();
-        self.next_wait.set(id + 1);
-        id
-    }
-
-    /// Cancels wait `id` that this shard asked of shard `owner`. Mesh
-    /// messages between two shards arrive in order, and a wait registers
-    /// before its first await, so the cancel never overtakes its wait.
-    pub fn cancel_wait(self: &Rc<Self>, owner: usize, id: u64) {
-        if owner == self.id {
-            self.waits.cancel((owner, id));
-            return;
-        }
-        let shard = self.clone();
-        glommio::spawn_local(async move {
-            let from = shard.id;
-            let _ = shard.call(owner, calls::CancelWait { from, id }).await;
-        })
-        .detach();
-    }
-
-    /// Waits until one partition's log end passes the offset given with it
-    /// (the end the fetch last saw: data below it did not satisfy the
-    /// fetch, so it is no reason to read again), `wait` passes, or the
-    /// wait is cancelled. A partition closed meanwhile wakes it too.
-    pub async fn wait_for_data(&self, from: usize, id: u64, parts: &[(PartKey, i64)], wait: Duration) {
-        let ps: Vec<(Rc<Partition>, i64)> = parts
-            .iter()
-            .filter_map(|(k, o)| self.partition(*k).ok().map(|p| (p, *o)))
-            .collect();
-        let ready = || ps.iter().any(|(p, o)| self.visible_end(p) as i64 > *o);
-        if ps.is_empty() || ready() {
-            return;
-        }
-        // Records appended but not yet on disk are not visible: have them
-        // synced now, which wakes this wait when it is done.
-        for (p, _) in &ps {
-            if p.log.log_end_offset().0 > self.visible_end(p) {
-                start_visibility_sync(p);
-            }
-        }
-        // Leaves the registry however this ends: woken, timed out,
-        // cancelled, or dropped unfinished (a wait served in place, on the
-        // asking shard, is dropped when the fetch stops waiting).
-        let entry = self.waits.register((from, id));
-        let mut notifies: Vec<&Notify> = ps.iter().map(|(p, _)| &p.notify).collect();
-        notifies.push(&entry.cancel);
-        futures_lite::future::or(changed_any(&notifies), glommio::timer::sleep(wait)).await;
     }
 
     /// Opens and closes this shard's partitions to match a metadata snapshot.
@@ -712,39 +404,5 @@ fn failed_response(resp: Response, code: ErrorCode, message: &str) -> Response {
             Response::AlterConfigs(r)
         }
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::notify::changed_any;
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-
-    #[test]
-    fn a_wait_leaves_the_registry_however_it_ends() {
-        let waits = Waits::default();
-        let cx = &mut Context::from_waker(Waker::noop());
-        // Dropped unfinished (a wait served in place whose fetch stopped
-        // waiting): nothing stays behind.
-        for id in 0..100 {
-            let entry = waits.register((0, id));
-            let notifies = [&*entry.cancel];
-            let mut f = Box::pin(changed_any(&notifies));
-            assert!(f.as_mut().poll(cx).is_pending());
-        }
-        assert!(waits.is_empty(), "{} dropped waits left behind", waits.len());
-        // Cancelled: the wait is woken and gone.
-        let entry = waits.register((1, 7));
-        let cancel = entry.cancel.clone();
-        let notifies = [&*cancel];
-        let mut f = Box::pin(changed_any(&notifies));
-        assert!(f.as_mut().poll(cx).is_pending());
-        waits.cancel((1, 7));
-        assert_eq!(f.as_mut().poll(cx), Poll::Ready(()));
-        assert!(waits.is_empty());
-        drop(entry);
-        assert!(waits.is_empty());
     }
 }
