@@ -11,6 +11,8 @@
 //!
 //! Layout:
 //! - `mod.rs`: the shard's state and the plumbing of calls between shards.
+//! - `admin.rs`: topic changes on shard 0: persisted, then handed to every
+//!   shard (the rules themselves are pure, in `crate::metadata`).
 //! - `calls.rs`: the typed calls, one type per kind with its own reply.
 //! - `registry.rs`: the partitions this shard owns, opened and closed to
 //!   follow the metadata snapshots.
@@ -21,18 +23,15 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use borges_net::protocol::{
-    AlterConfigsRequest, AlterConfigsResponse, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, Response, TopicResult,
-};
-use borges_net::types::TopicId;
+use borges_net::protocol::ErrorCode;
 use borges_storage::{DataDirs, SystemClock};
 use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
-use crate::topics::{self, shard_for, TopicMeta, Topics, MAX_PARTITIONS};
+use crate::topics::{shard_for, Topics};
 
+mod admin;
 pub mod calls;
 mod data;
 pub mod registry;
@@ -183,226 +182,5 @@ impl Shard {
     /// Closes every partition cleanly (flushed, synced, indexes written).
     pub async fn close_all(&self) {
         self.registry.close_all().await
-    }
-
-    async fn broadcast(self: &Rc<Self>, snap: Arc<Topics>) {
-        for shard in 0..self.count {
-            // A shard that cannot be reached is stopping: it needs no snapshot.
-            let _ = self.call(shard, calls::Apply(snap.clone())).await;
-        }
-    }
-
-    fn meta_home(&self) -> &std::path::Path {
-        &self.config.data_dirs[0]
-    }
-
-    /// Applies a topic change; shard 0 only.
-    async fn admin(self: &Rc<Self>, req: Admin) -> Response {
-        assert_eq!(self.id, 0, "topic metadata changes are made on shard 0");
-        let _guard = self
-            .admin_lock
-            .acquire_permit(1)
-            .await
-            .expect("the admin lock is never closed");
-        let mut topics = (*self.topics()).clone();
-        let (response, changed) = match req {
-            Admin::Create(r) => self.create_topics(&mut topics, r),
-            Admin::Delete(r) => delete_topics(&mut topics, r),
-            Admin::Alter(r) => alter_configs(&mut topics, r),
-        };
-        if changed {
-            if let Err(e) = topics.save(self.meta_home()) {
-                tracing::error!(error = %e, "cannot persist topic metadata");
-                return failed_response(response, ErrorCode::KafkaStorageError, &e.to_string());
-            }
-            self.broadcast(Arc::new(topics)).await;
-        }
-        response
-    }
-
-    fn create_topics(&self, topics: &mut Topics, r: CreateTopicsRequest) -> (Response, bool) {
-        let mut results = Vec::new();
-        let mut changed = false;
-        for t in r.topics {
-            let fail = |error, message: String| CreateTopicResult {
-                name: t.name.clone(),
-                id: TopicId(0),
-                error,
-                message: Some(message),
-            };
-            let partitions = if t.partitions == 0 {
-                self.config.default_partitions
-            } else {
-                t.partitions
-            };
-            let result = if let Err(e) = borges_storage::validate_topic_name(&t.name) {
-                fail(ErrorCode::InvalidTopicException, e.to_string())
-            } else if t.name.starts_with("__") {
-                fail(
-                    ErrorCode::InvalidTopicException,
-                    "names starting with __ are reserved".into(),
-                )
-            } else if topics.topics.contains_key(&t.name) {
-                fail(
-                    ErrorCode::TopicAlreadyExists,
-                    format!("topic {} already exists", t.name),
-                )
-            } else if partitions > MAX_PARTITIONS {
-                fail(
-                    ErrorCode::InvalidPartitions,
-                    format!("at most {MAX_PARTITIONS} partitions"),
-                )
-            } else if t.replication_factor > 1 {
-                fail(
-                    ErrorCode::InvalidReplicationFactor,
-                    format!("replication factor {} > 1 brokers", t.replication_factor),
-                )
-            } else if let Some(msg) = t
-                .configs
-                .iter()
-                .find_map(|(k, v)| topics::validate_config(k, v).err())
-            {
-                fail(ErrorCode::InvalidConfig, msg)
-            } else {
-                let id = topics.next_id.max(1);
-                if !r.validate_only {
-                    topics.next_id = id + 1;
-                    topics.topics.insert(
-                        t.name.clone(),
-                        TopicMeta {
-                            name: t.name.clone(),
-                            id,
-                            partitions,
-                            configs: t.configs.iter().cloned().collect(),
-                        },
-                    );
-                    changed = true;
-                }
-                CreateTopicResult {
-                    name: t.name.clone(),
-                    id: TopicId(id),
-                    error: ErrorCode::None,
-                    message: None,
-                }
-            };
-            results.push(result);
-        }
-        (
-            Response::CreateTopics(CreateTopicsResponse { topics: results }),
-            changed,
-        )
-    }
-}
-
-fn delete_topics(topics: &mut Topics, r: DeleteTopicsRequest) -> (Response, bool) {
-    let mut changed = false;
-    let results = r
-        .names
-        .into_iter()
-        .map(|name| {
-            if name.starts_with("__") && topics.topics.contains_key(&name) {
-                TopicResult {
-                    message: Some(format!("{name} is an internal topic")),
-                    name,
-                    error: ErrorCode::PolicyViolation,
-                }
-            } else if topics.topics.remove(&name).is_some() {
-                changed = true;
-                TopicResult {
-                    name,
-                    error: ErrorCode::None,
-                    message: None,
-                }
-            } else {
-                TopicResult {
-                    message: Some(format!("no topic {name}")),
-                    name,
-                    error: ErrorCode::UnknownTopicOrPartition,
-                }
-            }
-        })
-        .collect();
-    (
-        Response::DeleteTopics(DeleteTopicsResponse { topics: results }),
-        changed,
-    )
-}
-
-fn alter_configs(topics: &mut Topics, r: AlterConfigsRequest) -> (Response, bool) {
-    let mut changed = false;
-    let mut results = Vec::new();
-    for t in r.topics {
-        let result = match topics.topics.get_mut(&t.name) {
-            None => TopicResult {
-                message: Some(format!("no topic {}", t.name)),
-                name: t.name,
-                error: ErrorCode::UnknownTopicOrPartition,
-            },
-            Some(meta) => {
-                let bad = t.configs.iter().find_map(|(k, v)| match v {
-                    Some(v) => topics::validate_config(k, v).err(),
-                    None if topics::TOPIC_CONFIG_KEYS.contains(&k.as_str()) => None,
-                    None => Some(format!("unknown topic setting {k:?}")),
-                });
-                match bad {
-                    Some(msg) => TopicResult {
-                        name: t.name,
-                        error: ErrorCode::InvalidConfig,
-                        message: Some(msg),
-                    },
-                    None => {
-                        if !r.validate_only {
-                            for (k, v) in t.configs {
-                                match v {
-                                    Some(v) => meta.configs.insert(k, v),
-                                    None => meta.configs.remove(&k),
-                                };
-                            }
-                            changed = true;
-                        }
-                        TopicResult {
-                            name: t.name,
-                            error: ErrorCode::None,
-                            message: None,
-                        }
-                    }
-                }
-            }
-        };
-        results.push(result);
-    }
-    (
-        Response::AlterConfigs(AlterConfigsResponse { topics: results }),
-        changed,
-    )
-}
-
-/// Marks every result of an admin response failed (the change was not persisted).
-fn failed_response(resp: Response, code: ErrorCode, message: &str) -> Response {
-    match resp {
-        Response::CreateTopics(mut r) => {
-            for t in &mut r.topics {
-                if t.error == ErrorCode::None {
-                    t.error = code;
-                    t.message = Some(message.to_string());
-                }
-            }
-            Response::CreateTopics(r)
-        }
-        Response::DeleteTopics(mut r) => {
-            for t in &mut r.topics {
-                t.error = code;
-                t.message = Some(message.to_string());
-            }
-            Response::DeleteTopics(r)
-        }
-        Response::AlterConfigs(mut r) => {
-            for t in &mut r.topics {
-                t.error = code;
-                t.message = Some(message.to_string());
-            }
-            Response::AlterConfigs(r)
-        }
-        other => other,
     }
 }
