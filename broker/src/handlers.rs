@@ -196,7 +196,7 @@ async fn group_call(
     if group.is_empty() {
         return Err((ErrorCode::InvalidGroupId, "the group id is empty".into()));
     }
-    let key = crate::group::offsets_key(shard, group).ok_or((
+    let key = crate::group::offsets_key(&shard.topics(), group).ok_or((
         ErrorCode::CoordinatorNotAvailable,
         "the offsets topic does not exist yet".to_string(),
     ))?;
@@ -218,7 +218,7 @@ async fn group_call(
 fn find_coordinator(shard: &Rc<Shard>, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let error = if r.group_id.is_empty() {
         ErrorCode::InvalidGroupId
-    } else if crate::group::offsets_key(shard, &r.group_id).is_none() {
+    } else if crate::group::offsets_key(&shard.topics(), &r.group_id).is_none() {
         ErrorCode::CoordinatorNotAvailable
     } else {
         ErrorCode::None
@@ -256,7 +256,7 @@ async fn per_group<T>(
     let mut by_owner: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
     let mut out: Vec<T> = Vec::new();
     for g in &groups {
-        match crate::group::offsets_key(shard, g) {
+        match crate::group::offsets_key(&shard.topics(), g) {
             Some(key) if !g.is_empty() => by_owner.entry(shard.owner(key)).or_default().push(g.clone()),
             _ => out.push(failed(g.clone(), ErrorCode::InvalidGroupId)),
         }

@@ -20,9 +20,12 @@
 //! (static membership) that comes back takes over its previous identity and
 //! assignment without a rebalance.
 //!
-//! Layout: `records.rs` is the format of the records kept in
+//! Layout: `host.rs` is what the coordinator needs of its shard (a trait
+//! the shard implements, so that this module does not depend on the
+//! shard's); `records.rs` is the format of the records kept in
 //! `__consumer_offsets`; `state.rs` is a group's state machine.
 
+mod host;
 pub mod records;
 mod state;
 
@@ -45,8 +48,8 @@ use borges_storage::{Chunk, Log};
 use bytes::Bytes;
 use glommio::channels::local_channel;
 
-use crate::shard::Shard;
-use crate::topics::PartKey;
+use crate::topics::{PartKey, Topics};
+pub use host::Host;
 use records::{GroupValue, OffsetValue, RecordKey};
 pub use state::GroupState;
 use state::{Group, Member};
@@ -167,8 +170,7 @@ impl Coordinator {
 }
 
 /// The partition of `__consumer_offsets` that holds `group`, if the topic exists.
-pub fn offsets_key(shard: &Shard, group: &str) -> Option<PartKey> {
-    let topics = shard.topics();
+pub fn offsets_key(topics: &Topics, group: &str) -> Option<PartKey> {
     let t = topics.topics.get(OFFSETS_TOPIC)?;
     Some((t.topic_id(), partition_for(group, t.partitions)))
 }
@@ -187,30 +189,30 @@ pub fn group_of(req: &Request) -> Option<&str> {
 }
 
 /// Handles a group request on the shard that coordinates its group.
-pub async fn handle(shard: &Rc<Shard>, req: Request, client_id: String, client_host: String) -> Response {
+pub async fn handle<H: Host>(host: &Rc<H>, req: Request, client_id: String, client_host: String) -> Response {
     match req {
-        Request::JoinGroup(r) => Response::JoinGroup(join(shard, r, client_id, client_host).await),
-        Request::SyncGroup(r) => Response::SyncGroup(sync(shard, r).await),
-        Request::Heartbeat(r) => Response::Heartbeat(heartbeat(shard, r)),
-        Request::LeaveGroup(r) => Response::LeaveGroup(leave(shard, r)),
-        Request::OffsetCommit(r) => Response::OffsetCommit(commit(shard, r).await),
-        Request::OffsetFetch(r) => Response::OffsetFetch(fetch_offsets(shard, r)),
-        Request::DescribeGroups(r) => Response::DescribeGroups(describe(shard, r)),
-        Request::DeleteGroups(r) => Response::DeleteGroups(delete(shard, r).await),
+        Request::JoinGroup(r) => Response::JoinGroup(join(host, r, client_id, client_host).await),
+        Request::SyncGroup(r) => Response::SyncGroup(sync(host, r).await),
+        Request::Heartbeat(r) => Response::Heartbeat(heartbeat(host, r)),
+        Request::LeaveGroup(r) => Response::LeaveGroup(leave(host, r)),
+        Request::OffsetCommit(r) => Response::OffsetCommit(commit(host, r).await),
+        Request::OffsetFetch(r) => Response::OffsetFetch(fetch_offsets(host, r)),
+        Request::DescribeGroups(r) => Response::DescribeGroups(describe(host, r)),
+        Request::DeleteGroups(r) => Response::DeleteGroups(delete(host, r).await),
         other => unreachable!("{:?} is not a group request", other.api_key()),
     }
 }
 
 /// Checks this shard coordinates `group` now: its offsets partition is open here.
-fn coordinates(shard: &Shard, group: &str) -> Result<PartKey, ErrorCode> {
+fn coordinates<H: Host>(host: &Rc<H>, group: &str) -> Result<PartKey, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::InvalidGroupId);
     }
-    let key = offsets_key(shard, group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
-    if shard.owner(key) != shard.id {
+    let key = offsets_key(&host.topics(), group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    if !host.owns(key) {
         return Err(ErrorCode::NotCoordinator);
     }
-    if shard.local_partition(key).is_none() {
+    if !host.is_open(key) {
         return Err(ErrorCode::CoordinatorLoadInProgress);
     }
     Ok(key)
@@ -227,14 +229,14 @@ fn join_error(member_id: &str, error: ErrorCode) -> JoinGroupResponse {
     }
 }
 
-async fn join(
-    shard: &Rc<Shard>,
+async fn join<H: Host>(
+    host: &Rc<H>,
     r: JoinGroupRequest,
     client_id: String,
     client_host: String,
 ) -> JoinGroupResponse {
-    let settings = &shard.config.groups;
-    let key = match coordinates(shard, &r.group_id) {
+    let settings = host.group_settings();
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => return join_error(&r.member_id, e),
     };
@@ -255,7 +257,7 @@ async fn join(
         return join_error(&r.member_id, ErrorCode::InvalidRequest);
     }
     let rebalance = Duration::from_millis(r.rebalance_timeout_ms.max(r.session_timeout_ms) as u64);
-    let coordinator = &shard.coordinator;
+    let coordinator = host.coordinator();
     if !r.member_id.is_empty() && coordinator.get(&r.group_id).is_none() {
         return join_error(&r.member_id, ErrorCode::UnknownMemberId);
     }
@@ -275,7 +277,7 @@ async fn join(
             .map(|p| (p.name.clone(), p.metadata.clone()))
             .collect();
         let member_id = if r.member_id.is_empty() {
-            let new_id = coordinator.new_member_id(shard.id, &client_id);
+            let new_id = coordinator.new_member_id(host.shard_id(), &client_id);
             match r
                 .group_instance_id
                 .as_ref()
@@ -302,7 +304,7 @@ async fn join(
                         };
                         let value = g.to_value();
                         drop(g);
-                        spawn_persist_group(shard, key, &r.group_id, value);
+                        spawn_persist_group(host, key, &r.group_id, value);
                         return resp;
                     }
                     // The leader may have assigned to the old id: rebalance.
@@ -373,7 +375,7 @@ async fn join(
         (rx, persist)
     };
     if let Some(value) = persist {
-        spawn_persist_group(shard, key, &r.group_id, value);
+        spawn_persist_group(host, key, &r.group_id, value);
     }
     rx.recv()
         .await
@@ -388,8 +390,8 @@ fn sync_error(error: ErrorCode) -> SyncGroupResponse {
     }
 }
 
-async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
-    let key = match coordinates(shard, &r.group_id) {
+async fn sync<H: Host>(host: &Rc<H>, r: SyncGroupRequest) -> SyncGroupResponse {
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => return sync_error(e),
     };
@@ -399,7 +401,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
     {
         return sync_error(ErrorCode::InvalidRequest);
     }
-    let Some(group) = shard.coordinator.get(&r.group_id) else {
+    let Some(group) = host.coordinator().get(&r.group_id) else {
         return sync_error(ErrorCode::UnknownMemberId);
     };
     let (rx, persist) = {
@@ -446,7 +448,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
         // The assignment is answered only once it is on disk, so that a
         // coordinator restart finds the group as its members know it.
         let stored = persist_records(
-            shard,
+            host,
             key,
             vec![(
                 RecordKey::Group {
@@ -463,7 +465,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
                 Err(e) => {
                     tracing::warn!(group = %r.group_id, error = ?e, "cannot persist the group's assignment");
                     g.fail_sync(ErrorCode::CoordinatorNotAvailable);
-                    g.prepare_rebalance(Instant::now(), &shard.config.groups);
+                    g.prepare_rebalance(Instant::now(), host.group_settings());
                 }
             }
         }
@@ -473,11 +475,11 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
         .unwrap_or_else(|| sync_error(ErrorCode::UnknownMemberId))
 }
 
-fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
+fn heartbeat<H: Host>(host: &Rc<H>, r: HeartbeatRequest) -> HeartbeatResponse {
     let error = (|| {
-        coordinates(shard, &r.group_id)?;
-        let group = shard
-            .coordinator
+        coordinates(host, &r.group_id)?;
+        let group = host
+            .coordinator()
             .get(&r.group_id)
             .ok_or(ErrorCode::UnknownMemberId)?;
         let mut g = group.borrow_mut();
@@ -498,8 +500,8 @@ fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
     HeartbeatResponse { error }
 }
 
-fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
-    let key = match coordinates(shard, &r.group_id) {
+fn leave<H: Host>(host: &Rc<H>, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => {
             return LeaveGroupResponse {
@@ -508,7 +510,7 @@ fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
             }
         }
     };
-    let Some(group) = shard.coordinator.get(&r.group_id) else {
+    let Some(group) = host.coordinator().get(&r.group_id) else {
         return LeaveGroupResponse {
             error: ErrorCode::UnknownMemberId,
             members: Vec::new(),
@@ -545,13 +547,13 @@ fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
             });
         }
         if removed {
-            g.on_members_removed(Instant::now(), &shard.config.groups)
+            g.on_members_removed(Instant::now(), host.group_settings())
         } else {
             None
         }
     };
     if let Some(value) = persist {
-        spawn_persist_group(shard, key, &r.group_id, value);
+        spawn_persist_group(host, key, &r.group_id, value);
     }
     LeaveGroupResponse {
         error: ErrorCode::None,
@@ -559,7 +561,7 @@ fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
     }
 }
 
-async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let all_failed = |error: ErrorCode, r: &OffsetCommitRequest| OffsetCommitResponse {
         topics: r
             .topics
@@ -577,15 +579,15 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
             })
             .collect(),
     };
-    let key = match coordinates(shard, &r.group_id) {
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => return all_failed(e, &r),
     };
     let outside = r.generation_id < 0 && r.member_id.is_empty();
     let group = if outside {
-        shard.coordinator.get_or_create(&r.group_id)
+        host.coordinator().get_or_create(&r.group_id)
     } else {
-        match shard.coordinator.get(&r.group_id) {
+        match host.coordinator().get(&r.group_id) {
             Some(g) => g,
             None => return all_failed(ErrorCode::UnknownMemberId, &r),
         }
@@ -616,7 +618,7 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
             return all_failed(e, &r);
         }
     }
-    let topics = shard.topics();
+    let topics = host.topics();
     let now_ms = now_ms();
     let mut records = Vec::new();
     let mut results = Vec::new();
@@ -662,7 +664,7 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
         });
     }
     if !records.is_empty() {
-        if let Err(e) = persist_records(shard, key, records).await {
+        if let Err(e) = persist_records(host, key, records).await {
             return all_failed(e, &r);
         }
         let mut g = group.borrow_mut();
@@ -673,14 +675,14 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
     OffsetCommitResponse { topics: results }
 }
 
-fn fetch_offsets(shard: &Rc<Shard>, r: OffsetFetchRequest) -> OffsetFetchResponse {
-    if let Err(error) = coordinates(shard, &r.group_id) {
+fn fetch_offsets<H: Host>(host: &Rc<H>, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    if let Err(error) = coordinates(host, &r.group_id) {
         return OffsetFetchResponse {
             error,
             topics: Vec::new(),
         };
     }
-    let group = shard.coordinator.get(&r.group_id);
+    let group = host.coordinator().get(&r.group_id);
     let entry = |topic: &str, partition: u32| -> OffsetFetchPartition {
         let committed = group
             .as_ref()
@@ -735,19 +737,19 @@ fn fetch_offsets(shard: &Rc<Shard>, r: OffsetFetchRequest) -> OffsetFetchRespons
     }
 }
 
-fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+fn describe<H: Host>(host: &Rc<H>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = r
         .groups
         .into_iter()
         .map(|id| {
-            if let Err(error) = coordinates(shard, &id) {
+            if let Err(error) = coordinates(host, &id) {
                 return DescribedGroup {
                     error,
                     group_id: id,
                     ..DescribedGroup::default()
                 };
             }
-            match shard.coordinator.get(&id) {
+            match host.coordinator().get(&id) {
                 None => DescribedGroup {
                     error: ErrorCode::None,
                     group_id: id,
@@ -761,10 +763,10 @@ fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsRespon
     DescribeGroupsResponse { groups }
 }
 
-async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+async fn delete<H: Host>(host: &Rc<H>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in r.groups {
-        let error = match delete_one(shard, &id).await {
+        let error = match delete_one(host, &id).await {
             Ok(()) => ErrorCode::None,
             Err(e) => e,
         };
@@ -773,9 +775,9 @@ async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRespon
     DeleteGroupsResponse { results }
 }
 
-async fn delete_one(shard: &Rc<Shard>, id: &str) -> Result<(), ErrorCode> {
-    let key = coordinates(shard, id)?;
-    let group = shard.coordinator.get(id).ok_or(ErrorCode::GroupIdNotFound)?;
+async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
+    let key = coordinates(host, id)?;
+    let group = host.coordinator().get(id).ok_or(ErrorCode::GroupIdNotFound)?;
     let records = {
         let mut g = group.borrow_mut();
         if !g.members.is_empty() || g.state != GroupState::Empty {
@@ -804,10 +806,10 @@ async fn delete_one(shard: &Rc<Shard>, id: &str) -> Result<(), ErrorCode> {
         ));
         records
     };
-    let stored = persist_records(shard, key, records).await;
+    let stored = persist_records(host, key, records).await;
     match stored {
         Ok(()) => {
-            shard.coordinator.groups.borrow_mut().remove(id);
+            host.coordinator().groups.borrow_mut().remove(id);
             Ok(())
         }
         Err(e) => {
@@ -826,8 +828,8 @@ fn now_ms() -> i64 {
 
 /// Appends records to the group's offsets partition and waits until they
 /// are as durable as an acks=all produce.
-async fn persist_records(
-    shard: &Rc<Shard>,
+async fn persist_records<H: Host>(
+    host: &Rc<H>,
     key: PartKey,
     records: Vec<(RecordKey, Option<Bytes>)>,
 ) -> Result<(), ErrorCode> {
@@ -840,32 +842,21 @@ async fn persist_records(
         tracing::error!(error = %e, "cannot build a batch of group records");
         ErrorCode::UnknownServerError
     })?;
-    shard
-        .produce_local(
-            key,
-            batch,
-            -1,
-            &std::sync::atomic::AtomicUsize::new(shard.config.recompress_max_bytes),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(code, msg)| {
-            tracing::warn!(?code, %msg, "cannot write to __consumer_offsets");
-            match code {
-                ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeaderOrFollower => {
-                    ErrorCode::NotCoordinator
-                }
-                _ => ErrorCode::CoordinatorNotAvailable,
-            }
-        })
+    host.append_durable(key, batch).await.map_err(|(code, msg)| {
+        tracing::warn!(?code, %msg, "cannot write to __consumer_offsets");
+        match code {
+            ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+            _ => ErrorCode::CoordinatorNotAvailable,
+        }
+    })
 }
 
-fn spawn_persist_group(shard: &Rc<Shard>, key: PartKey, group: &str, value: GroupValue) {
-    let shard = shard.clone();
+fn spawn_persist_group<H: Host>(host: &Rc<H>, key: PartKey, group: &str, value: GroupValue) {
+    let host = host.clone();
     let group = group.to_string();
     glommio::spawn_local(async move {
         let rec = vec![(RecordKey::Group { group: group.clone() }, Some(value.encode()))];
-        if let Err(e) = persist_records(&shard, key, rec).await {
+        if let Err(e) = persist_records(&host, key, rec).await {
             tracing::warn!(%group, error = ?e, "cannot persist group metadata");
         }
     })
@@ -873,9 +864,9 @@ fn spawn_persist_group(shard: &Rc<Shard>, key: PartKey, group: &str, value: Grou
 }
 
 /// Session timeouts and rebalance deadlines; every shard calls this often.
-pub fn tick(shard: &Rc<Shard>) {
+pub fn tick<H: Host>(host: &Rc<H>) {
     let now = Instant::now();
-    let groups: Vec<GroupRef> = shard.coordinator.groups.borrow().values().cloned().collect();
+    let groups: Vec<GroupRef> = host.coordinator().groups.borrow().values().cloned().collect();
     for group in groups {
         let persist = {
             let mut g = group.borrow_mut();
@@ -892,15 +883,15 @@ pub fn tick(shard: &Rc<Shard>) {
                 g.remove_member(id);
             }
             if !expired.is_empty() {
-                g.on_members_removed(now, &shard.config.groups)
+                g.on_members_removed(now, host.group_settings())
             } else {
                 g.try_complete_join(now)
             }
         };
         if let Some(value) = persist {
             let id = group.borrow().id.clone();
-            if let Some(key) = offsets_key(shard, &id) {
-                spawn_persist_group(shard, key, &id, value);
+            if let Some(key) = offsets_key(&host.topics(), &id) {
+                spawn_persist_group(host, key, &id, value);
             }
         }
     }

@@ -184,3 +184,37 @@ impl Shard {
         self.registry.close_all().await
     }
 }
+
+/// The coordinator sees the shard it runs on through this interface only.
+impl crate::group::Host for Shard {
+    fn shard_id(&self) -> usize {
+        self.id
+    }
+
+    fn topics(&self) -> Arc<Topics> {
+        self.registry.topics()
+    }
+
+    fn owns(&self, key: PartKey) -> bool {
+        self.owner(key) == self.id
+    }
+
+    fn is_open(&self, key: PartKey) -> bool {
+        self.registry.local(key).is_some()
+    }
+
+    fn group_settings(&self) -> &crate::group::GroupSettings {
+        &self.config.groups
+    }
+
+    fn coordinator(&self) -> &crate::group::Coordinator {
+        &self.coordinator
+    }
+
+    async fn append_durable(&self, key: PartKey, batch: bytes::BytesMut) -> Result<(), PartError> {
+        let recompress_budget = std::sync::atomic::AtomicUsize::new(self.config.recompress_max_bytes);
+        self.produce_local(key, batch, -1, &recompress_budget)
+            .await
+            .map(|_| ())
+    }
+}
