@@ -12,8 +12,10 @@
 //! - `recompress.rs`: topic-level compression.
 //! - `notify.rs`: wake-ups for long polls.
 //! - `config.rs`: the TOML file and defaults.
+//! - `clock.rs`: monotonic and wall time as an input, for the logic that keeps deadlines.
 //! - `watchdog.rs`: shard heartbeats and the thread that reports a stalled shard.
 
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod group;

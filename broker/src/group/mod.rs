@@ -48,6 +48,7 @@ use borges_storage::{Chunk, Log};
 use bytes::Bytes;
 use glommio::channels::local_channel;
 
+use crate::clock::Clock;
 use crate::topics::{PartKey, Topics};
 pub use host::Host;
 use records::{GroupValue, OffsetValue, RecordKey};
@@ -111,14 +112,28 @@ pub struct GroupSettings {
 
 type GroupRef = Rc<RefCell<Group>>;
 
-/// The groups one shard coordinates.
-#[derive(Default)]
+/// The groups one shard coordinates; lives on that shard's executor.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, GroupRef>>,
     next_member: Cell<u64>,
+    /// Every deadline and timestamp of the coordinator is read from here.
+    clock: Rc<dyn Clock>,
 }
 
 impl Coordinator {
+    pub fn new(clock: Rc<dyn Clock>) -> Coordinator {
+        Coordinator {
+            groups: RefCell::new(HashMap::new()),
+            next_member: Cell::new(0),
+            clock,
+        }
+    }
+
+    /// Monotonic time, for sessions and rebalance deadlines.
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     fn get(&self, id: &str) -> Option<GroupRef> {
         self.groups.borrow().get(id).cloned()
     }
@@ -127,14 +142,16 @@ impl Coordinator {
         self.groups
             .borrow_mut()
             .entry(id.to_string())
-            .or_insert_with(|| Rc::new(RefCell::new(Group::new(id.to_string()))))
+            .or_insert_with(|| Rc::new(RefCell::new(Group::new(id.to_string(), self.now()))))
             .clone()
     }
 
     fn new_member_id(&self, shard: usize, client_id: &str) -> String {
         let n = self.next_member.get();
         self.next_member.set(n + 1);
-        let nanos = std::time::SystemTime::now()
+        let nanos = self
+            .clock
+            .wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
@@ -262,7 +279,7 @@ async fn join<H: Host>(
         return join_error(&r.member_id, ErrorCode::UnknownMemberId);
     }
     let group = coordinator.get_or_create(&r.group_id);
-    let now = Instant::now();
+    let now = coordinator.now();
     let (rx, persist) = {
         let mut g = group.borrow_mut();
         if g.state == GroupState::Dead {
@@ -426,7 +443,7 @@ async fn sync<H: Host>(host: &Rc<H>, r: SyncGroupRequest) -> SyncGroupResponse {
             GroupState::CompletingRebalance => {}
         }
         let (tx, rx) = local_channel::new_bounded(1);
-        let now = Instant::now();
+        let now = host.coordinator().now();
         let m = g.members.get_mut(&r.member_id).expect("checked above");
         m.sync_waiter = Some(tx);
         m.last_heartbeat = now;
@@ -465,7 +482,7 @@ async fn sync<H: Host>(host: &Rc<H>, r: SyncGroupRequest) -> SyncGroupResponse {
                 Err(e) => {
                     tracing::warn!(group = %r.group_id, error = ?e, "cannot persist the group's assignment");
                     g.fail_sync(ErrorCode::CoordinatorNotAvailable);
-                    g.prepare_rebalance(Instant::now(), host.group_settings());
+                    g.prepare_rebalance(host.coordinator().now(), host.group_settings());
                 }
             }
         }
@@ -488,7 +505,7 @@ fn heartbeat<H: Host>(host: &Rc<H>, r: HeartbeatRequest) -> HeartbeatResponse {
             return Err(ErrorCode::IllegalGeneration);
         }
         let state = g.state;
-        g.members.get_mut(&r.member_id).expect("checked").last_heartbeat = Instant::now();
+        g.members.get_mut(&r.member_id).expect("checked").last_heartbeat = host.coordinator().now();
         match state {
             GroupState::PreparingRebalance => Err(ErrorCode::RebalanceInProgress),
             GroupState::Empty | GroupState::Dead => Err(ErrorCode::UnknownMemberId),
@@ -547,7 +564,7 @@ fn leave<H: Host>(host: &Rc<H>, r: LeaveGroupRequest) -> LeaveGroupResponse {
             });
         }
         if removed {
-            g.on_members_removed(Instant::now(), host.group_settings())
+            g.on_members_removed(host.coordinator().now(), host.group_settings())
         } else {
             None
         }
@@ -619,7 +636,7 @@ async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitRe
         }
     }
     let topics = host.topics();
-    let now_ms = now_ms();
+    let now_ms = host.coordinator().clock.wall_ms();
     let mut records = Vec::new();
     let mut results = Vec::new();
     let mut accepted = Vec::new();
@@ -819,13 +836,6 @@ async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Appends records to the group's offsets partition and waits until they
 /// are as durable as an acks=all produce.
 async fn persist_records<H: Host>(
@@ -833,7 +843,7 @@ async fn persist_records<H: Host>(
     key: PartKey,
     records: Vec<(RecordKey, Option<Bytes>)>,
 ) -> Result<(), ErrorCode> {
-    let ts = now_ms();
+    let ts = host.coordinator().clock.wall_ms();
     let mut b = RecordBatchBuilder::new(Compression::None);
     for (k, v) in &records {
         b.push(ts, Some(&k.encode()), v.as_deref(), &[]);
@@ -865,29 +875,11 @@ fn spawn_persist_group<H: Host>(host: &Rc<H>, key: PartKey, group: &str, value: 
 
 /// Session timeouts and rebalance deadlines; every shard calls this often.
 pub fn tick<H: Host>(host: &Rc<H>) {
-    let now = Instant::now();
-    let groups: Vec<GroupRef> = host.coordinator().groups.borrow().values().cloned().collect();
+    let coordinator = host.coordinator();
+    let now = coordinator.now();
+    let groups: Vec<GroupRef> = coordinator.groups.borrow().values().cloned().collect();
     for group in groups {
-        let persist = {
-            let mut g = group.borrow_mut();
-            let expired: Vec<String> = g
-                .members
-                .values()
-                .filter(|m| {
-                    m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout
-                })
-                .map(|m| m.id.clone())
-                .collect();
-            for id in &expired {
-                tracing::info!(group = %g.id, member = %id, "member missed its session timeout");
-                g.remove_member(id);
-            }
-            if !expired.is_empty() {
-                g.on_members_removed(now, host.group_settings())
-            } else {
-                g.try_complete_join(now)
-            }
-        };
+        let persist = group.borrow_mut().tick(now, host.group_settings());
         if let Some(value) = persist {
             let id = group.borrow().id.clone();
             if let Some(key) = offsets_key(&host.topics(), &id) {
@@ -900,7 +892,7 @@ pub fn tick<H: Host>(host: &Rc<H>) {
 impl Coordinator {
     /// Rebuilds the groups of partition `partition` of `__consumer_offsets` from its log.
     pub async fn load(&self, partition: u32, log: &Log) {
-        let started = Instant::now();
+        let started = self.now();
         let mut from = log.log_start_offset().0;
         let end = log.log_end_offset().0;
         let mut records = 0u64;
@@ -935,7 +927,7 @@ impl Coordinator {
                     };
                     for rec in batch {
                         records += 1;
-                        if !apply_record(&mut applied, rec.key, rec.value) {
+                        if !apply_record(&mut applied, rec.key, rec.value, started) {
                             skipped += 1;
                         }
                     }
@@ -945,19 +937,24 @@ impl Coordinator {
                 break;
             }
         }
-        let now = Instant::now();
+        let now = self.now();
         let mut groups = self.groups.borrow_mut();
         let loaded = applied.len();
         for (id, mut g) in applied {
             g.restore(now);
             groups.insert(id, Rc::new(RefCell::new(g)));
         }
-        tracing::info!(partition, groups = loaded, records, skipped, elapsed = ?started.elapsed(), "loaded consumer groups");
+        tracing::info!(partition, groups = loaded, records, skipped, elapsed = ?now.duration_since(started), "loaded consumer groups");
     }
 }
 
-/// Applies one record; false if it could not be read.
-fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: Option<Bytes>) -> bool {
+/// Applies one record read at `now`; false if it could not be read.
+fn apply_record(
+    groups: &mut HashMap<String, Group>,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    now: Instant,
+) -> bool {
     let Some(key) = key.and_then(|k| RecordKey::decode(k).ok()) else {
         return false;
     };
@@ -973,7 +970,7 @@ fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: 
             Ok(v) => {
                 groups
                     .entry(group.clone())
-                    .or_insert_with(|| Group::new(group))
+                    .or_insert_with(|| Group::new(group, now))
                     .offsets
                     .insert((topic, partition), v);
                 true
@@ -997,8 +994,8 @@ fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: 
             Ok(v) => {
                 groups
                     .entry(group.clone())
-                    .or_insert_with(|| Group::new(group))
-                    .load_value(v);
+                    .or_insert_with(|| Group::new(group, now))
+                    .load_value(v, now);
                 true
             }
             Err(_) => false,

@@ -110,7 +110,7 @@ impl Shard {
             inflight,
             connections: Cell::new(0),
             probe: ShardProbe::default(),
-            coordinator: crate::group::Coordinator::default(),
+            coordinator: crate::group::Coordinator::new(Rc::new(crate::clock::SystemClock)),
         }
     }
 
