@@ -1006,3 +1006,160 @@ fn apply_record(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use borges_net::protocol::{JoinGroupProtocol, SyncGroupAssignment};
+    use bytes::BytesMut;
+    use std::sync::Arc;
+
+    /// A coordinator's host that is no shard: it owns the one partition of
+    /// `__consumer_offsets`, and keeps what is appended to it in memory.
+    struct FakeHost {
+        topics: Arc<Topics>,
+        settings: GroupSettings,
+        coordinator: Coordinator,
+        appended: RefCell<Vec<BytesMut>>,
+    }
+
+    impl Host for FakeHost {
+        fn shard_id(&self) -> usize {
+            0
+        }
+
+        fn topics(&self) -> Arc<Topics> {
+            self.topics.clone()
+        }
+
+        fn owns(&self, _key: PartKey) -> bool {
+            true
+        }
+
+        fn is_open(&self, _key: PartKey) -> bool {
+            true
+        }
+
+        fn group_settings(&self) -> &GroupSettings {
+            &self.settings
+        }
+
+        fn coordinator(&self) -> &Coordinator {
+            &self.coordinator
+        }
+
+        async fn append_durable(&self, _key: PartKey, batch: BytesMut) -> Result<(), (ErrorCode, String)> {
+            self.appended.borrow_mut().push(batch);
+            Ok(())
+        }
+    }
+
+    fn fake_host(clock: Rc<ManualClock>) -> Rc<FakeHost> {
+        let mut topics = Topics {
+            next_id: 1,
+            ..Topics::default()
+        };
+        crate::metadata::ensure_offsets_topic(&mut topics, 1);
+        Rc::new(FakeHost {
+            topics: Arc::new(topics),
+            settings: GroupSettings {
+                min_session_timeout: Duration::from_secs(1),
+                max_session_timeout: Duration::from_secs(300),
+                initial_rebalance_delay: Duration::from_millis(300),
+                max_group_size: 1000,
+            },
+            coordinator: Coordinator::new(clock),
+            appended: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor")
+            .run(f)
+    }
+
+    fn heartbeat_of(host: &Rc<FakeHost>, member: &str, generation: i32) -> ErrorCode {
+        let r = HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+        };
+        heartbeat(host, r).error
+    }
+
+    /// The coordinator driven through its host and a manual clock: a member
+    /// joins (after the initial delay), syncs, heartbeats, then misses its
+    /// session and is removed; what must survive is appended each time.
+    #[test]
+    fn a_member_lives_and_expires_by_the_coordinator_clock() {
+        run(async {
+            let clock = Rc::new(ManualClock::new(1_000));
+            let host = fake_host(clock.clone());
+            let join = JoinGroupRequest {
+                group_id: "g".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+                member_id: String::new(),
+                group_instance_id: None,
+                protocol_type: "consumer".into(),
+                protocols: vec![JoinGroupProtocol {
+                    name: "range".into(),
+                    metadata: Bytes::from_static(b"sub"),
+                }],
+            };
+            let h = host.clone();
+            let joined = glommio::spawn_local(async move { join_group(&h, join).await });
+            // The first rebalance waits out the initial delay, by the clock.
+            for _ in 0..3 {
+                futures_lite::future::yield_now().await;
+                tick(&host);
+            }
+            assert_eq!(host.coordinator.list()[0].state, "PreparingRebalance");
+            clock.advance(Duration::from_millis(300));
+            tick(&host);
+            let j = joined.await;
+            assert_eq!(j.error, ErrorCode::None);
+            assert_eq!(j.generation_id, 1);
+            assert_eq!(j.leader, j.member_id, "the only member leads");
+            let sync = SyncGroupRequest {
+                group_id: "g".into(),
+                generation_id: 1,
+                member_id: j.member_id.clone(),
+                group_instance_id: None,
+                assignments: vec![SyncGroupAssignment {
+                    member_id: j.member_id.clone(),
+                    assignment: Bytes::from_static(b"all of it"),
+                }],
+            };
+            let s = super::sync(&host, sync).await;
+            assert_eq!(s.error, ErrorCode::None);
+            assert_eq!(s.assignment, Bytes::from_static(b"all of it"));
+            assert_eq!(host.appended.borrow().len(), 1, "the assignment is persisted");
+            clock.advance(Duration::from_secs(9));
+            assert_eq!(heartbeat_of(&host, &j.member_id, 1), ErrorCode::None);
+            clock.advance(Duration::from_secs(9));
+            tick(&host);
+            assert_eq!(
+                host.coordinator.list()[0].state,
+                "Stable",
+                "the heartbeat kept it"
+            );
+            clock.advance(Duration::from_millis(1_001));
+            tick(&host);
+            assert_eq!(host.coordinator.list()[0].state, "Empty");
+            assert_eq!(heartbeat_of(&host, &j.member_id, 1), ErrorCode::UnknownMemberId);
+            // The emptied group is persisted by a task of its own, which
+            // runs once this one lets it.
+            futures_lite::future::yield_now().await;
+            assert_eq!(host.appended.borrow().len(), 2);
+        });
+    }
+
+    async fn join_group(host: &Rc<FakeHost>, r: JoinGroupRequest) -> JoinGroupResponse {
+        join(host, r, "client".into(), "127.0.0.1".into()).await
+    }
+}
