@@ -22,7 +22,8 @@ use bytes::{Bytes, BytesMut};
 use glommio::sync::StaticPermit;
 
 use crate::conn::ConnState;
-use crate::shard::{AdminRequest, PartKey, SendChunk, Shard, ShardRequest, ShardResponse};
+use crate::shard::calls::{Fetch, GroupRequest, ListGroups, ListOffsets, Produce, WaitForData};
+use crate::shard::{Admin, PartKey, SendChunk, Shard, Unavailable};
 use crate::topics;
 
 /// A segment file to send from: the owning shard's descriptor, or a
@@ -155,9 +156,9 @@ pub async fn handle(
                 .collect(),
         }),
         Request::Metadata(r) => Response::Metadata(metadata(shard, r)),
-        Request::CreateTopics(r) => return Some(admin(shard, corr, AdminRequest::Create(r)).await),
-        Request::DeleteTopics(r) => return Some(admin(shard, corr, AdminRequest::Delete(r)).await),
-        Request::AlterConfigs(r) => return Some(admin(shard, corr, AdminRequest::Alter(r)).await),
+        Request::CreateTopics(r) => return Some(admin(shard, corr, Admin::Create(r)).await),
+        Request::DeleteTopics(r) => return Some(admin(shard, corr, Admin::Delete(r)).await),
+        Request::AlterConfigs(r) => return Some(admin(shard, corr, Admin::Alter(r)).await),
         Request::DescribeConfigs(r) => Response::DescribeConfigs(describe_configs(shard, r)),
         Request::Produce(r) => {
             let acks = r.acks;
@@ -195,19 +196,19 @@ async fn group_call(
     if group.is_empty() {
         return Err((ErrorCode::InvalidGroupId, "the group id is empty".into()));
     }
-    let key = crate::group::offsets_key(shard, group).ok_or((
+    let key = crate::group::offsets_key(&shard.topics(), group).ok_or((
         ErrorCode::CoordinatorNotAvailable,
         "the offsets topic does not exist yet".to_string(),
     ))?;
     let owner = shard.owner(key);
-    let call = ShardRequest::Group {
+    let call = GroupRequest {
         req,
         client_id,
         client_host: peer_host.to_string(),
     };
     match shard.call(owner, call).await {
-        ShardResponse::Group(resp) => Ok(resp),
-        _ => Err((
+        Ok(resp) => Ok(resp),
+        Err(Unavailable) => Err((
             ErrorCode::CoordinatorNotAvailable,
             "the coordinating shard is not available".into(),
         )),
@@ -217,7 +218,7 @@ async fn group_call(
 fn find_coordinator(shard: &Rc<Shard>, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let error = if r.group_id.is_empty() {
         ErrorCode::InvalidGroupId
-    } else if crate::group::offsets_key(shard, &r.group_id).is_none() {
+    } else if crate::group::offsets_key(&shard.topics(), &r.group_id).is_none() {
         ErrorCode::CoordinatorNotAvailable
     } else {
         ErrorCode::None
@@ -234,9 +235,9 @@ async fn list_groups(shard: &Rc<Shard>) -> ListGroupsResponse {
     let mut groups = Vec::new();
     let mut error = ErrorCode::None;
     for s in 0..shard.count {
-        match shard.call(s, ShardRequest::ListGroups).await {
-            ShardResponse::Groups(g) => groups.extend(g),
-            _ => error = ErrorCode::CoordinatorNotAvailable,
+        match shard.call(s, ListGroups).await {
+            Ok(g) => groups.extend(g),
+            Err(Unavailable) => error = ErrorCode::CoordinatorNotAvailable,
         }
     }
     groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -255,23 +256,23 @@ async fn per_group<T>(
     let mut by_owner: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
     let mut out: Vec<T> = Vec::new();
     for g in &groups {
-        match crate::group::offsets_key(shard, g) {
+        match crate::group::offsets_key(&shard.topics(), g) {
             Some(key) if !g.is_empty() => by_owner.entry(shard.owner(key)).or_default().push(g.clone()),
             _ => out.push(failed(g.clone(), ErrorCode::InvalidGroupId)),
         }
     }
     for (owner, ids) in by_owner {
-        let call = ShardRequest::Group {
+        let call = GroupRequest {
             req: make(ids.clone()),
             client_id: String::new(),
             client_host: String::new(),
         };
         match shard.call(owner, call).await {
-            ShardResponse::Group(resp) => match take(resp) {
+            Ok(resp) => match take(resp) {
                 Some(v) => out.extend(v),
                 None => out.extend(ids.into_iter().map(|g| failed(g, ErrorCode::UnknownServerError))),
             },
-            _ => out.extend(
+            Err(Unavailable) => out.extend(
                 ids.into_iter()
                     .map(|g| failed(g, ErrorCode::CoordinatorNotAvailable)),
             ),
@@ -318,10 +319,10 @@ async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroup
     DeleteGroupsResponse { results }
 }
 
-async fn admin(shard: &Rc<Shard>, corr: u32, req: AdminRequest) -> Outgoing {
-    match shard.call(0, ShardRequest::Admin(req)).await {
-        ShardResponse::Admin(resp) => Outgoing::whole(corr, &resp),
-        _ => Outgoing::error(
+async fn admin(shard: &Rc<Shard>, corr: u32, req: Admin) -> Outgoing {
+    match shard.call(0, req).await {
+        Ok(resp) => Outgoing::whole(corr, &resp),
+        Err(Unavailable) => Outgoing::error(
             corr,
             ErrorCode::RequestTimedOut,
             "the metadata shard is not available",
@@ -457,7 +458,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> Prod
                     match shard
                         .call(
                             owner,
-                            ShardRequest::Produce {
+                            Produce {
                                 key,
                                 records: p.records,
                                 acks,
@@ -466,8 +467,8 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> Prod
                         )
                         .await
                     {
-                        ShardResponse::Produce(r) => r,
-                        _ => Err((
+                        Ok(r) => r,
+                        Err(Unavailable) => Err((
                             ErrorCode::NotLeaderOrFollower,
                             "the owning shard is not available".into(),
                         )),
@@ -521,15 +522,15 @@ async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest) -> ListOffsetsRe
                 Ok(()) => match shard
                     .call(
                         shard.owner(key),
-                        ShardRequest::ListOffsets {
+                        ListOffsets {
                             key,
                             timestamp: p.timestamp,
                         },
                     )
                     .await
                 {
-                    ShardResponse::ListOffsets(r) => r,
-                    _ => Err((ErrorCode::NotLeaderOrFollower, String::new())),
+                    Ok(r) => r,
+                    Err(Unavailable) => Err((ErrorCode::NotLeaderOrFollower, String::new())),
                 },
             };
             partitions.push(match result {
@@ -605,13 +606,13 @@ async fn read_slot(shard: &Rc<Shard>, s: &FetchSlot, max: u32) -> SlotRead {
             pieces,
         };
     }
-    let call = ShardRequest::Fetch {
+    let call = Fetch {
         key,
         offset: s.offset,
         max_bytes: max,
     };
     match shard.call(owner, call).await {
-        ShardResponse::Fetch(f) => SlotRead {
+        Ok(f) => SlotRead {
             error: f.error,
             high_watermark: f.high_watermark,
             log_start_offset: f.log_start_offset,
@@ -628,7 +629,7 @@ async fn read_slot(shard: &Rc<Shard>, s: &FetchSlot, max: u32) -> SlotRead {
                 })
                 .collect(),
         },
-        _ => SlotRead {
+        Err(Unavailable) => SlotRead {
             error: ErrorCode::NotLeaderOrFollower,
             high_watermark: -1,
             log_start_offset: -1,
@@ -765,7 +766,7 @@ async fn wait_for_any(shard: &Rc<Shard>, slots: &[FetchSlot], wait: Duration) {
         .map(|(owner, parts)| {
             let id = shard.new_wait_id();
             pending.ids.push((owner, id));
-            let req = ShardRequest::WaitForData {
+            let req = WaitForData {
                 from: shard.id,
                 id,
                 parts,

@@ -3,19 +3,24 @@
 //!
 //! Layout:
 //! - `server.rs`: start and stop: executors, channel mesh, accept loops, housekeeping, signals.
-//! - `shard.rs`: a shard's state, its partitions, cross-shard calls, topic metadata (shard 0).
+//! - `shard/`: a shard's state, its partitions, the typed calls between shards, the data
+//!   path, and on shard 0 the topic changes (persisted and broadcast).
 //! - `conn.rs`: one connection: framing, limits, pipelining, zero-copy writes.
 //! - `handlers.rs`: one handler per API.
-//! - `topics.rs`: topic metadata, per-topic settings, partition-to-shard mapping.
+//! - `topics.rs`: topic metadata (types and file), per-topic settings, partition-to-shard mapping.
+//! - `metadata.rs`: the rules and transitions of topic metadata, pure (no I/O).
 //! - `recompress.rs`: topic-level compression.
 //! - `notify.rs`: wake-ups for long polls.
 //! - `config.rs`: the TOML file and defaults.
+//! - `clock.rs`: monotonic and wall time as an input, for the logic that keeps deadlines.
 //! - `watchdog.rs`: shard heartbeats and the thread that reports a stalled shard.
 
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod group;
 pub mod handlers;
+pub mod metadata;
 pub mod notify;
 pub mod recompress;
 pub mod server;

@@ -103,7 +103,7 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
     // Read once up front so that a broken metadata file stops the start;
     // create the internal topic of consumer groups on the first start.
     let mut topics = Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
-    if topics.ensure_offsets_topic(config.offsets_topic_partitions) {
+    if crate::metadata::ensure_offsets_topic(&mut topics, config.offsets_topic_partitions) {
         topics
             .save(&config.data_dirs[0])
             .map_err(|e| ServerError::Metadata(e.to_string()))?;

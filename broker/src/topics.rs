@@ -1,9 +1,9 @@
 //! Topic metadata: names, ids, partition counts and per-topic settings.
 //!
-//! Shard 0 owns the metadata: it alone changes it, persists it to
-//! `<first data dir>/__meta/topics.json` (atomically), and hands every shard
-//! an immutable snapshot (`Arc<Topics>`), from which each opens or closes
-//! the partitions it owns.
+//! Shard 0 owns the metadata: it alone changes it (the rules are in
+//! `metadata.rs`), persists it to `<first data dir>/__meta/topics.json`
+//! (atomically), and hands every shard an immutable snapshot
+//! (`Arc<Topics>`), from which each opens or closes the partitions it owns.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,9 @@ pub const META_DIR: &str = "__meta";
 pub const TOPICS_FILE: &str = "topics.json";
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// A partition by topic id and index.
+pub type PartKey = (TopicId, u32);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
@@ -43,34 +46,6 @@ pub struct Topics {
 impl Topics {
     pub fn by_id(&self, id: TopicId) -> Option<&TopicMeta> {
         self.topics.values().find(|t| t.id == id.0)
-    }
-
-    /// Adds `__consumer_offsets` if it is missing; true if it was added.
-    pub fn ensure_offsets_topic(&mut self, partitions: u32) -> bool {
-        let name = crate::group::OFFSETS_TOPIC;
-        if self.topics.contains_key(name) {
-            return false;
-        }
-        let id = self.next_id.max(1);
-        self.next_id = id + 1;
-        let configs = [
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "16777216"),
-            ("compression.type", "producer"),
-        ];
-        self.topics.insert(
-            name.to_string(),
-            TopicMeta {
-                name: name.to_string(),
-                id,
-                partitions,
-                configs: configs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            },
-        );
-        true
     }
 
     pub fn path(meta_home: &Path) -> PathBuf {

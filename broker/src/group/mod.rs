@@ -20,9 +20,12 @@
 //! (static membership) that comes back takes over its previous identity and
 //! assignment without a rebalance.
 //!
-//! Layout: `records.rs` is the format of the records kept in
+//! Layout: `host.rs` is what the coordinator needs of its shard (a trait
+//! the shard implements, so that this module does not depend on the
+//! shard's); `records.rs` is the format of the records kept in
 //! `__consumer_offsets`; `state.rs` is a group's state machine.
 
+mod host;
 pub mod records;
 mod state;
 
@@ -41,11 +44,13 @@ use borges_net::protocol::{
     SyncGroupResponse,
 };
 use borges_net::types::Offset;
-use borges_storage::Chunk;
+use borges_storage::{Chunk, Log};
 use bytes::Bytes;
 use glommio::channels::local_channel;
 
-use crate::shard::{PartKey, Partition, Shard};
+use crate::clock::Clock;
+use crate::topics::{PartKey, Topics};
+pub use host::Host;
 use records::{GroupValue, OffsetValue, RecordKey};
 pub use state::GroupState;
 use state::{Group, Member};
@@ -107,14 +112,28 @@ pub struct GroupSettings {
 
 type GroupRef = Rc<RefCell<Group>>;
 
-/// The groups one shard coordinates.
-#[derive(Default)]
+/// The groups one shard coordinates; lives on that shard's executor.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, GroupRef>>,
     next_member: Cell<u64>,
+    /// Every deadline and timestamp of the coordinator is read from here.
+    clock: Rc<dyn Clock>,
 }
 
 impl Coordinator {
+    pub fn new(clock: Rc<dyn Clock>) -> Coordinator {
+        Coordinator {
+            groups: RefCell::new(HashMap::new()),
+            next_member: Cell::new(0),
+            clock,
+        }
+    }
+
+    /// Monotonic time, for sessions and rebalance deadlines.
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     fn get(&self, id: &str) -> Option<GroupRef> {
         self.groups.borrow().get(id).cloned()
     }
@@ -123,14 +142,16 @@ impl Coordinator {
         self.groups
             .borrow_mut()
             .entry(id.to_string())
-            .or_insert_with(|| Rc::new(RefCell::new(Group::new(id.to_string()))))
+            .or_insert_with(|| Rc::new(RefCell::new(Group::new(id.to_string(), self.now()))))
             .clone()
     }
 
     fn new_member_id(&self, shard: usize, client_id: &str) -> String {
         let n = self.next_member.get();
         self.next_member.set(n + 1);
-        let nanos = std::time::SystemTime::now()
+        let nanos = self
+            .clock
+            .wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
@@ -166,8 +187,7 @@ impl Coordinator {
 }
 
 /// The partition of `__consumer_offsets` that holds `group`, if the topic exists.
-pub fn offsets_key(shard: &Shard, group: &str) -> Option<PartKey> {
-    let topics = shard.topics();
+pub fn offsets_key(topics: &Topics, group: &str) -> Option<PartKey> {
     let t = topics.topics.get(OFFSETS_TOPIC)?;
     Some((t.topic_id(), partition_for(group, t.partitions)))
 }
@@ -186,30 +206,30 @@ pub fn group_of(req: &Request) -> Option<&str> {
 }
 
 /// Handles a group request on the shard that coordinates its group.
-pub async fn handle(shard: &Rc<Shard>, req: Request, client_id: String, client_host: String) -> Response {
+pub async fn handle<H: Host>(host: &Rc<H>, req: Request, client_id: String, client_host: String) -> Response {
     match req {
-        Request::JoinGroup(r) => Response::JoinGroup(join(shard, r, client_id, client_host).await),
-        Request::SyncGroup(r) => Response::SyncGroup(sync(shard, r).await),
-        Request::Heartbeat(r) => Response::Heartbeat(heartbeat(shard, r)),
-        Request::LeaveGroup(r) => Response::LeaveGroup(leave(shard, r)),
-        Request::OffsetCommit(r) => Response::OffsetCommit(commit(shard, r).await),
-        Request::OffsetFetch(r) => Response::OffsetFetch(fetch_offsets(shard, r)),
-        Request::DescribeGroups(r) => Response::DescribeGroups(describe(shard, r)),
-        Request::DeleteGroups(r) => Response::DeleteGroups(delete(shard, r).await),
+        Request::JoinGroup(r) => Response::JoinGroup(join(host, r, client_id, client_host).await),
+        Request::SyncGroup(r) => Response::SyncGroup(sync(host, r).await),
+        Request::Heartbeat(r) => Response::Heartbeat(heartbeat(host, r)),
+        Request::LeaveGroup(r) => Response::LeaveGroup(leave(host, r)),
+        Request::OffsetCommit(r) => Response::OffsetCommit(commit(host, r).await),
+        Request::OffsetFetch(r) => Response::OffsetFetch(fetch_offsets(host, r)),
+        Request::DescribeGroups(r) => Response::DescribeGroups(describe(host, r)),
+        Request::DeleteGroups(r) => Response::DeleteGroups(delete(host, r).await),
         other => unreachable!("{:?} is not a group request", other.api_key()),
     }
 }
 
 /// Checks this shard coordinates `group` now: its offsets partition is open here.
-fn coordinates(shard: &Shard, group: &str) -> Result<PartKey, ErrorCode> {
+fn coordinates<H: Host>(host: &Rc<H>, group: &str) -> Result<PartKey, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::InvalidGroupId);
     }
-    let key = offsets_key(shard, group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
-    if shard.owner(key) != shard.id {
+    let key = offsets_key(&host.topics(), group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    if !host.owns(key) {
         return Err(ErrorCode::NotCoordinator);
     }
-    if shard.local_partition(key).is_none() {
+    if !host.is_open(key) {
         return Err(ErrorCode::CoordinatorLoadInProgress);
     }
     Ok(key)
@@ -226,14 +246,14 @@ fn join_error(member_id: &str, error: ErrorCode) -> JoinGroupResponse {
     }
 }
 
-async fn join(
-    shard: &Rc<Shard>,
+async fn join<H: Host>(
+    host: &Rc<H>,
     r: JoinGroupRequest,
     client_id: String,
     client_host: String,
 ) -> JoinGroupResponse {
-    let settings = &shard.config.groups;
-    let key = match coordinates(shard, &r.group_id) {
+    let settings = host.group_settings();
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => return join_error(&r.member_id, e),
     };
@@ -254,12 +274,12 @@ async fn join(
         return join_error(&r.member_id, ErrorCode::InvalidRequest);
     }
     let rebalance = Duration::from_millis(r.rebalance_timeout_ms.max(r.session_timeout_ms) as u64);
-    let coordinator = &shard.coordinator;
+    let coordinator = host.coordinator();
     if !r.member_id.is_empty() && coordinator.get(&r.group_id).is_none() {
         return join_error(&r.member_id, ErrorCode::UnknownMemberId);
     }
     let group = coordinator.get_or_create(&r.group_id);
-    let now = Instant::now();
+    let now = coordinator.now();
     let (rx, persist) = {
         let mut g = group.borrow_mut();
         if g.state == GroupState::Dead {
@@ -274,7 +294,7 @@ async fn join(
             .map(|p| (p.name.clone(), p.metadata.clone()))
             .collect();
         let member_id = if r.member_id.is_empty() {
-            let new_id = coordinator.new_member_id(shard.id, &client_id);
+            let new_id = coordinator.new_member_id(host.shard_id(), &client_id);
             match r
                 .group_instance_id
                 .as_ref()
@@ -301,7 +321,7 @@ async fn join(
                         };
                         let value = g.to_value();
                         drop(g);
-                        spawn_persist_group(shard, key, &r.group_id, value);
+                        spawn_persist_group(host, key, &r.group_id, value);
                         return resp;
                     }
                     // The leader may have assigned to the old id: rebalance.
@@ -372,7 +392,7 @@ async fn join(
         (rx, persist)
     };
     if let Some(value) = persist {
-        spawn_persist_group(shard, key, &r.group_id, value);
+        spawn_persist_group(host, key, &r.group_id, value);
     }
     rx.recv()
         .await
@@ -387,8 +407,8 @@ fn sync_error(error: ErrorCode) -> SyncGroupResponse {
     }
 }
 
-async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
-    let key = match coordinates(shard, &r.group_id) {
+async fn sync<H: Host>(host: &Rc<H>, r: SyncGroupRequest) -> SyncGroupResponse {
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => return sync_error(e),
     };
@@ -398,7 +418,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
     {
         return sync_error(ErrorCode::InvalidRequest);
     }
-    let Some(group) = shard.coordinator.get(&r.group_id) else {
+    let Some(group) = host.coordinator().get(&r.group_id) else {
         return sync_error(ErrorCode::UnknownMemberId);
     };
     let (rx, persist) = {
@@ -423,7 +443,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
             GroupState::CompletingRebalance => {}
         }
         let (tx, rx) = local_channel::new_bounded(1);
-        let now = Instant::now();
+        let now = host.coordinator().now();
         let m = g.members.get_mut(&r.member_id).expect("checked above");
         m.sync_waiter = Some(tx);
         m.last_heartbeat = now;
@@ -445,7 +465,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
         // The assignment is answered only once it is on disk, so that a
         // coordinator restart finds the group as its members know it.
         let stored = persist_records(
-            shard,
+            host,
             key,
             vec![(
                 RecordKey::Group {
@@ -462,7 +482,7 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
                 Err(e) => {
                     tracing::warn!(group = %r.group_id, error = ?e, "cannot persist the group's assignment");
                     g.fail_sync(ErrorCode::CoordinatorNotAvailable);
-                    g.prepare_rebalance(Instant::now(), &shard.config.groups);
+                    g.prepare_rebalance(host.coordinator().now(), host.group_settings());
                 }
             }
         }
@@ -472,11 +492,11 @@ async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
         .unwrap_or_else(|| sync_error(ErrorCode::UnknownMemberId))
 }
 
-fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
+fn heartbeat<H: Host>(host: &Rc<H>, r: HeartbeatRequest) -> HeartbeatResponse {
     let error = (|| {
-        coordinates(shard, &r.group_id)?;
-        let group = shard
-            .coordinator
+        coordinates(host, &r.group_id)?;
+        let group = host
+            .coordinator()
             .get(&r.group_id)
             .ok_or(ErrorCode::UnknownMemberId)?;
         let mut g = group.borrow_mut();
@@ -485,7 +505,7 @@ fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
             return Err(ErrorCode::IllegalGeneration);
         }
         let state = g.state;
-        g.members.get_mut(&r.member_id).expect("checked").last_heartbeat = Instant::now();
+        g.members.get_mut(&r.member_id).expect("checked").last_heartbeat = host.coordinator().now();
         match state {
             GroupState::PreparingRebalance => Err(ErrorCode::RebalanceInProgress),
             GroupState::Empty | GroupState::Dead => Err(ErrorCode::UnknownMemberId),
@@ -497,8 +517,8 @@ fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
     HeartbeatResponse { error }
 }
 
-fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
-    let key = match coordinates(shard, &r.group_id) {
+fn leave<H: Host>(host: &Rc<H>, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => {
             return LeaveGroupResponse {
@@ -507,7 +527,7 @@ fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
             }
         }
     };
-    let Some(group) = shard.coordinator.get(&r.group_id) else {
+    let Some(group) = host.coordinator().get(&r.group_id) else {
         return LeaveGroupResponse {
             error: ErrorCode::UnknownMemberId,
             members: Vec::new(),
@@ -544,13 +564,13 @@ fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
             });
         }
         if removed {
-            g.on_members_removed(Instant::now(), &shard.config.groups)
+            g.on_members_removed(host.coordinator().now(), host.group_settings())
         } else {
             None
         }
     };
     if let Some(value) = persist {
-        spawn_persist_group(shard, key, &r.group_id, value);
+        spawn_persist_group(host, key, &r.group_id, value);
     }
     LeaveGroupResponse {
         error: ErrorCode::None,
@@ -558,7 +578,7 @@ fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest) -> LeaveGroupResponse {
     }
 }
 
-async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let all_failed = |error: ErrorCode, r: &OffsetCommitRequest| OffsetCommitResponse {
         topics: r
             .topics
@@ -576,15 +596,15 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
             })
             .collect(),
     };
-    let key = match coordinates(shard, &r.group_id) {
+    let key = match coordinates(host, &r.group_id) {
         Ok(k) => k,
         Err(e) => return all_failed(e, &r),
     };
     let outside = r.generation_id < 0 && r.member_id.is_empty();
     let group = if outside {
-        shard.coordinator.get_or_create(&r.group_id)
+        host.coordinator().get_or_create(&r.group_id)
     } else {
-        match shard.coordinator.get(&r.group_id) {
+        match host.coordinator().get(&r.group_id) {
             Some(g) => g,
             None => return all_failed(ErrorCode::UnknownMemberId, &r),
         }
@@ -615,8 +635,8 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
             return all_failed(e, &r);
         }
     }
-    let topics = shard.topics();
-    let now_ms = now_ms();
+    let topics = host.topics();
+    let now_ms = host.coordinator().clock.wall_ms();
     let mut records = Vec::new();
     let mut results = Vec::new();
     let mut accepted = Vec::new();
@@ -661,7 +681,7 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
         });
     }
     if !records.is_empty() {
-        if let Err(e) = persist_records(shard, key, records).await {
+        if let Err(e) = persist_records(host, key, records).await {
             return all_failed(e, &r);
         }
         let mut g = group.borrow_mut();
@@ -672,14 +692,14 @@ async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
     OffsetCommitResponse { topics: results }
 }
 
-fn fetch_offsets(shard: &Rc<Shard>, r: OffsetFetchRequest) -> OffsetFetchResponse {
-    if let Err(error) = coordinates(shard, &r.group_id) {
+fn fetch_offsets<H: Host>(host: &Rc<H>, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    if let Err(error) = coordinates(host, &r.group_id) {
         return OffsetFetchResponse {
             error,
             topics: Vec::new(),
         };
     }
-    let group = shard.coordinator.get(&r.group_id);
+    let group = host.coordinator().get(&r.group_id);
     let entry = |topic: &str, partition: u32| -> OffsetFetchPartition {
         let committed = group
             .as_ref()
@@ -734,19 +754,19 @@ fn fetch_offsets(shard: &Rc<Shard>, r: OffsetFetchRequest) -> OffsetFetchRespons
     }
 }
 
-fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+fn describe<H: Host>(host: &Rc<H>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = r
         .groups
         .into_iter()
         .map(|id| {
-            if let Err(error) = coordinates(shard, &id) {
+            if let Err(error) = coordinates(host, &id) {
                 return DescribedGroup {
                     error,
                     group_id: id,
                     ..DescribedGroup::default()
                 };
             }
-            match shard.coordinator.get(&id) {
+            match host.coordinator().get(&id) {
                 None => DescribedGroup {
                     error: ErrorCode::None,
                     group_id: id,
@@ -760,10 +780,10 @@ fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsRespon
     DescribeGroupsResponse { groups }
 }
 
-async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+async fn delete<H: Host>(host: &Rc<H>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in r.groups {
-        let error = match delete_one(shard, &id).await {
+        let error = match delete_one(host, &id).await {
             Ok(()) => ErrorCode::None,
             Err(e) => e,
         };
@@ -772,9 +792,9 @@ async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRespon
     DeleteGroupsResponse { results }
 }
 
-async fn delete_one(shard: &Rc<Shard>, id: &str) -> Result<(), ErrorCode> {
-    let key = coordinates(shard, id)?;
-    let group = shard.coordinator.get(id).ok_or(ErrorCode::GroupIdNotFound)?;
+async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
+    let key = coordinates(host, id)?;
+    let group = host.coordinator().get(id).ok_or(ErrorCode::GroupIdNotFound)?;
     let records = {
         let mut g = group.borrow_mut();
         if !g.members.is_empty() || g.state != GroupState::Empty {
@@ -803,10 +823,10 @@ async fn delete_one(shard: &Rc<Shard>, id: &str) -> Result<(), ErrorCode> {
         ));
         records
     };
-    let stored = persist_records(shard, key, records).await;
+    let stored = persist_records(host, key, records).await;
     match stored {
         Ok(()) => {
-            shard.coordinator.groups.borrow_mut().remove(id);
+            host.coordinator().groups.borrow_mut().remove(id);
             Ok(())
         }
         Err(e) => {
@@ -816,21 +836,14 @@ async fn delete_one(shard: &Rc<Shard>, id: &str) -> Result<(), ErrorCode> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Appends records to the group's offsets partition and waits until they
 /// are as durable as an acks=all produce.
-async fn persist_records(
-    shard: &Rc<Shard>,
+async fn persist_records<H: Host>(
+    host: &Rc<H>,
     key: PartKey,
     records: Vec<(RecordKey, Option<Bytes>)>,
 ) -> Result<(), ErrorCode> {
-    let ts = now_ms();
+    let ts = host.coordinator().clock.wall_ms();
     let mut b = RecordBatchBuilder::new(Compression::None);
     for (k, v) in &records {
         b.push(ts, Some(&k.encode()), v.as_deref(), &[]);
@@ -839,32 +852,21 @@ async fn persist_records(
         tracing::error!(error = %e, "cannot build a batch of group records");
         ErrorCode::UnknownServerError
     })?;
-    shard
-        .produce_local(
-            key,
-            batch,
-            -1,
-            &std::sync::atomic::AtomicUsize::new(shard.config.recompress_max_bytes),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(code, msg)| {
-            tracing::warn!(?code, %msg, "cannot write to __consumer_offsets");
-            match code {
-                ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeaderOrFollower => {
-                    ErrorCode::NotCoordinator
-                }
-                _ => ErrorCode::CoordinatorNotAvailable,
-            }
-        })
+    host.append_durable(key, batch).await.map_err(|(code, msg)| {
+        tracing::warn!(?code, %msg, "cannot write to __consumer_offsets");
+        match code {
+            ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+            _ => ErrorCode::CoordinatorNotAvailable,
+        }
+    })
 }
 
-fn spawn_persist_group(shard: &Rc<Shard>, key: PartKey, group: &str, value: GroupValue) {
-    let shard = shard.clone();
+fn spawn_persist_group<H: Host>(host: &Rc<H>, key: PartKey, group: &str, value: GroupValue) {
+    let host = host.clone();
     let group = group.to_string();
     glommio::spawn_local(async move {
         let rec = vec![(RecordKey::Group { group: group.clone() }, Some(value.encode()))];
-        if let Err(e) = persist_records(&shard, key, rec).await {
+        if let Err(e) = persist_records(&host, key, rec).await {
             tracing::warn!(%group, error = ?e, "cannot persist group metadata");
         }
     })
@@ -872,98 +874,87 @@ fn spawn_persist_group(shard: &Rc<Shard>, key: PartKey, group: &str, value: Grou
 }
 
 /// Session timeouts and rebalance deadlines; every shard calls this often.
-pub fn tick(shard: &Rc<Shard>) {
-    let now = Instant::now();
-    let groups: Vec<GroupRef> = shard.coordinator.groups.borrow().values().cloned().collect();
+pub fn tick<H: Host>(host: &Rc<H>) {
+    let coordinator = host.coordinator();
+    let now = coordinator.now();
+    let groups: Vec<GroupRef> = coordinator.groups.borrow().values().cloned().collect();
     for group in groups {
-        let persist = {
-            let mut g = group.borrow_mut();
-            let expired: Vec<String> = g
-                .members
-                .values()
-                .filter(|m| {
-                    m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout
-                })
-                .map(|m| m.id.clone())
-                .collect();
-            for id in &expired {
-                tracing::info!(group = %g.id, member = %id, "member missed its session timeout");
-                g.remove_member(id);
-            }
-            if !expired.is_empty() {
-                g.on_members_removed(now, &shard.config.groups)
-            } else {
-                g.try_complete_join(now)
-            }
-        };
+        let persist = group.borrow_mut().tick(now, host.group_settings());
         if let Some(value) = persist {
             let id = group.borrow().id.clone();
-            if let Some(key) = offsets_key(shard, &id) {
-                spawn_persist_group(shard, key, &id, value);
+            if let Some(key) = offsets_key(&host.topics(), &id) {
+                spawn_persist_group(host, key, &id, value);
             }
         }
     }
 }
 
-/// Rebuilds the groups of one `__consumer_offsets` partition from its log.
-pub async fn load(shard: &Shard, p: &Partition) {
-    let started = Instant::now();
-    let mut from = p.log.log_start_offset().0;
-    let end = p.log.log_end_offset().0;
-    let mut records = 0u64;
-    let mut skipped = 0u64;
-    let mut applied: HashMap<String, Group> = HashMap::new();
-    while from < end {
-        let read = match p.log.read(Offset(from), 4 << 20, None).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(partition = p.key.1, error = %e, "cannot read __consumer_offsets");
-                break;
-            }
-        };
-        let before = from;
-        for chunk in read.chunks {
-            let bytes = match chunk {
-                Chunk::Memory(b) => b,
-                Chunk::File(s) => match s.read_to_vec() {
-                    Ok(v) => Bytes::from(v),
-                    Err(e) => {
-                        tracing::error!(partition = p.key.1, error = %e, "cannot read __consumer_offsets");
-                        return;
-                    }
-                },
+impl Coordinator {
+    /// Rebuilds the groups of partition `partition` of `__consumer_offsets` from its log.
+    pub async fn load(&self, partition: u32, log: &Log) {
+        let started = self.now();
+        let mut from = log.log_start_offset().0;
+        let end = log.log_end_offset().0;
+        let mut records = 0u64;
+        let mut skipped = 0u64;
+        let mut applied: HashMap<String, Group> = HashMap::new();
+        while from < end {
+            let read = match log.read(Offset(from), 4 << 20, None).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
+                    break;
+                }
             };
-            for item in BatchIter::new(&bytes) {
-                let Ok((h, range)) = item else { break };
-                from = from.max(h.last_offset() as u64 + 1);
-                let Ok(batch) = decode_records_bytes(&bytes.slice(range)) else {
-                    skipped += 1;
-                    continue;
+            let before = from;
+            for chunk in read.chunks {
+                let bytes = match chunk {
+                    Chunk::Memory(b) => b,
+                    Chunk::File(s) => match s.read_to_vec() {
+                        Ok(v) => Bytes::from(v),
+                        Err(e) => {
+                            tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
+                            return;
+                        }
+                    },
                 };
-                for rec in batch {
-                    records += 1;
-                    if !apply_record(&mut applied, rec.key, rec.value) {
+                for item in BatchIter::new(&bytes) {
+                    let Ok((h, range)) = item else { break };
+                    from = from.max(h.last_offset() as u64 + 1);
+                    let Ok(batch) = decode_records_bytes(&bytes.slice(range)) else {
                         skipped += 1;
+                        continue;
+                    };
+                    for rec in batch {
+                        records += 1;
+                        if !apply_record(&mut applied, rec.key, rec.value, started) {
+                            skipped += 1;
+                        }
                     }
                 }
             }
+            if from == before {
+                break;
+            }
         }
-        if from == before {
-            break;
+        let now = self.now();
+        let mut groups = self.groups.borrow_mut();
+        let loaded = applied.len();
+        for (id, mut g) in applied {
+            g.restore(now);
+            groups.insert(id, Rc::new(RefCell::new(g)));
         }
+        tracing::info!(partition, groups = loaded, records, skipped, elapsed = ?now.duration_since(started), "loaded consumer groups");
     }
-    let now = Instant::now();
-    let mut groups = shard.coordinator.groups.borrow_mut();
-    let loaded = applied.len();
-    for (id, mut g) in applied {
-        g.restore(now);
-        groups.insert(id, Rc::new(RefCell::new(g)));
-    }
-    tracing::info!(partition = p.key.1, groups = loaded, records, skipped, elapsed = ?started.elapsed(), "loaded consumer groups");
 }
 
-/// Applies one record; false if it could not be read.
-fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: Option<Bytes>) -> bool {
+/// Applies one record read at `now`; false if it could not be read.
+fn apply_record(
+    groups: &mut HashMap<String, Group>,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    now: Instant,
+) -> bool {
     let Some(key) = key.and_then(|k| RecordKey::decode(k).ok()) else {
         return false;
     };
@@ -979,7 +970,7 @@ fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: 
             Ok(v) => {
                 groups
                     .entry(group.clone())
-                    .or_insert_with(|| Group::new(group))
+                    .or_insert_with(|| Group::new(group, now))
                     .offsets
                     .insert((topic, partition), v);
                 true
@@ -1003,8 +994,8 @@ fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: 
             Ok(v) => {
                 groups
                     .entry(group.clone())
-                    .or_insert_with(|| Group::new(group))
-                    .load_value(v);
+                    .or_insert_with(|| Group::new(group, now))
+                    .load_value(v, now);
                 true
             }
             Err(_) => false,
@@ -1013,5 +1004,162 @@ fn apply_record(groups: &mut HashMap<String, Group>, key: Option<Bytes>, value: 
             groups.remove(&group);
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use borges_net::protocol::{JoinGroupProtocol, SyncGroupAssignment};
+    use bytes::BytesMut;
+    use std::sync::Arc;
+
+    /// A coordinator's host that is no shard: it owns the one partition of
+    /// `__consumer_offsets`, and keeps what is appended to it in memory.
+    struct FakeHost {
+        topics: Arc<Topics>,
+        settings: GroupSettings,
+        coordinator: Coordinator,
+        appended: RefCell<Vec<BytesMut>>,
+    }
+
+    impl Host for FakeHost {
+        fn shard_id(&self) -> usize {
+            0
+        }
+
+        fn topics(&self) -> Arc<Topics> {
+            self.topics.clone()
+        }
+
+        fn owns(&self, _key: PartKey) -> bool {
+            true
+        }
+
+        fn is_open(&self, _key: PartKey) -> bool {
+            true
+        }
+
+        fn group_settings(&self) -> &GroupSettings {
+            &self.settings
+        }
+
+        fn coordinator(&self) -> &Coordinator {
+            &self.coordinator
+        }
+
+        async fn append_durable(&self, _key: PartKey, batch: BytesMut) -> Result<(), (ErrorCode, String)> {
+            self.appended.borrow_mut().push(batch);
+            Ok(())
+        }
+    }
+
+    fn fake_host(clock: Rc<ManualClock>) -> Rc<FakeHost> {
+        let mut topics = Topics {
+            next_id: 1,
+            ..Topics::default()
+        };
+        crate::metadata::ensure_offsets_topic(&mut topics, 1);
+        Rc::new(FakeHost {
+            topics: Arc::new(topics),
+            settings: GroupSettings {
+                min_session_timeout: Duration::from_secs(1),
+                max_session_timeout: Duration::from_secs(300),
+                initial_rebalance_delay: Duration::from_millis(300),
+                max_group_size: 1000,
+            },
+            coordinator: Coordinator::new(clock),
+            appended: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor")
+            .run(f)
+    }
+
+    fn heartbeat_of(host: &Rc<FakeHost>, member: &str, generation: i32) -> ErrorCode {
+        let r = HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+        };
+        heartbeat(host, r).error
+    }
+
+    /// The coordinator driven through its host and a manual clock: a member
+    /// joins (after the initial delay), syncs, heartbeats, then misses its
+    /// session and is removed; what must survive is appended each time.
+    #[test]
+    fn a_member_lives_and_expires_by_the_coordinator_clock() {
+        run(async {
+            let clock = Rc::new(ManualClock::new(1_000));
+            let host = fake_host(clock.clone());
+            let join = JoinGroupRequest {
+                group_id: "g".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+                member_id: String::new(),
+                group_instance_id: None,
+                protocol_type: "consumer".into(),
+                protocols: vec![JoinGroupProtocol {
+                    name: "range".into(),
+                    metadata: Bytes::from_static(b"sub"),
+                }],
+            };
+            let h = host.clone();
+            let joined = glommio::spawn_local(async move { join_group(&h, join).await });
+            // The first rebalance waits out the initial delay, by the clock.
+            for _ in 0..3 {
+                futures_lite::future::yield_now().await;
+                tick(&host);
+            }
+            assert_eq!(host.coordinator.list()[0].state, "PreparingRebalance");
+            clock.advance(Duration::from_millis(300));
+            tick(&host);
+            let j = joined.await;
+            assert_eq!(j.error, ErrorCode::None);
+            assert_eq!(j.generation_id, 1);
+            assert_eq!(j.leader, j.member_id, "the only member leads");
+            let sync = SyncGroupRequest {
+                group_id: "g".into(),
+                generation_id: 1,
+                member_id: j.member_id.clone(),
+                group_instance_id: None,
+                assignments: vec![SyncGroupAssignment {
+                    member_id: j.member_id.clone(),
+                    assignment: Bytes::from_static(b"all of it"),
+                }],
+            };
+            let s = super::sync(&host, sync).await;
+            assert_eq!(s.error, ErrorCode::None);
+            assert_eq!(s.assignment, Bytes::from_static(b"all of it"));
+            assert_eq!(host.appended.borrow().len(), 1, "the assignment is persisted");
+            clock.advance(Duration::from_secs(9));
+            assert_eq!(heartbeat_of(&host, &j.member_id, 1), ErrorCode::None);
+            clock.advance(Duration::from_secs(9));
+            tick(&host);
+            assert_eq!(
+                host.coordinator.list()[0].state,
+                "Stable",
+                "the heartbeat kept it"
+            );
+            clock.advance(Duration::from_millis(1_001));
+            tick(&host);
+            assert_eq!(host.coordinator.list()[0].state, "Empty");
+            assert_eq!(heartbeat_of(&host, &j.member_id, 1), ErrorCode::UnknownMemberId);
+            // The emptied group is persisted by a task of its own, which
+            // runs once this one lets it.
+            futures_lite::future::yield_now().await;
+            assert_eq!(host.appended.borrow().len(), 2);
+        });
+    }
+
+    async fn join_group(host: &Rc<FakeHost>, r: JoinGroupRequest) -> JoinGroupResponse {
+        join(host, r, "client".into(), "127.0.0.1".into()).await
     }
 }

@@ -8,6 +8,9 @@
 //!    +---- leaves -------+   +-- join, leave, expiry ---+--------------------+
 //! ```
 //!
+//! Time is an argument (`now`, monotonic): nothing here reads a clock, so
+//! the transitions are tested with a clock the test moves.
+//!
 //! Waiting requests are parked as one-shot channels on their member
 //! (`join_waiter`, `sync_waiter`) and answered when the transition they wait
 //! for happens; a member removed while waiting has its channel dropped and
@@ -94,8 +97,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn new(id: String) -> Group {
-        let now = Instant::now();
+    pub fn new(id: String, now: Instant) -> Group {
         Group {
             id,
             state: GroupState::Empty,
@@ -213,6 +215,29 @@ impl Group {
         }
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
+        }
+    }
+
+    /// A tick at `now`: members past their session timeout (and not
+    /// waiting in a JoinGroup) are removed and the rest rebalance, and a
+    /// rebalance whose members have all rejoined or whose deadline has
+    /// passed completes. Returns the value to persist when the group
+    /// became empty.
+    pub fn tick(&mut self, now: Instant, settings: &GroupSettings) -> Option<GroupValue> {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            tracing::info!(group = %self.id, member = %id, "member missed its session timeout");
+            self.remove_member(id);
+        }
+        if expired.is_empty() {
+            self.try_complete_join(now)
+        } else {
+            self.on_members_removed(now, settings)
         }
     }
 
@@ -380,9 +405,8 @@ impl Group {
         }
     }
 
-    /// Takes the membership read back from `__consumer_offsets`.
-    pub fn load_value(&mut self, v: GroupValue) {
-        let now = Instant::now();
+    /// Takes the membership read back from `__consumer_offsets` at `now`.
+    pub fn load_value(&mut self, v: GroupValue, now: Instant) {
         self.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
         self.generation = v.generation;
         self.protocol = v.protocol;
@@ -450,5 +474,158 @@ impl Group {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use glommio::channels::local_channel::{self, LocalReceiver};
+
+    fn settings() -> GroupSettings {
+        GroupSettings {
+            min_session_timeout: Duration::from_secs(1),
+            max_session_timeout: Duration::from_secs(300),
+            initial_rebalance_delay: Duration::from_millis(300),
+            max_group_size: 1000,
+        }
+    }
+
+    fn member(id: &str, session: Duration, rebalance: Duration, now: Instant) -> Member {
+        Member {
+            id: id.to_string(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout: session,
+            rebalance_timeout: rebalance,
+            protocols: vec![("range".into(), Bytes::from(format!("{id}-subscription")))],
+            assignment: Bytes::new(),
+            last_heartbeat: now,
+            join_waiter: None,
+            sync_waiter: None,
+        }
+    }
+
+    /// A stable group of generation 1 with members `ids`, led by the first.
+    fn stable(clock: &ManualClock, ids: &[&str], session: Duration, rebalance: Duration) -> Group {
+        let mut g = Group::new("g".into(), clock.now());
+        for id in ids {
+            g.members
+                .insert(id.to_string(), member(id, session, rebalance, clock.now()));
+        }
+        g.state = GroupState::Stable;
+        g.generation = 1;
+        g.protocol_type = Some("consumer".into());
+        g.protocol = Some("range".into());
+        g.leader = Some(ids[0].to_string());
+        g
+    }
+
+    /// Parks a JoinGroup for `id`, as a member that rejoined.
+    fn rejoin(g: &mut Group, id: &str) -> LocalReceiver<JoinGroupResponse> {
+        let (tx, rx) = local_channel::new_bounded(1);
+        g.members.get_mut(id).expect("a member").join_waiter = Some(tx);
+        rx
+    }
+
+    #[test]
+    fn a_missed_session_removes_the_member_and_starts_a_rebalance() {
+        let clock = ManualClock::new(1_000);
+        let s = settings();
+        let secs = Duration::from_secs;
+        let mut g = stable(&clock, &["a", "b"], secs(10), secs(30));
+        clock.advance(secs(5));
+        g.members.get_mut("a").unwrap().last_heartbeat = clock.now();
+        clock.advance(secs(5));
+        // b's session (10 s) has not passed yet: nothing happens.
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert_eq!(g.state, GroupState::Stable);
+        assert_eq!(g.members.len(), 2);
+        clock.advance(Duration::from_millis(1));
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert!(!g.members.contains_key("b"), "b missed its session");
+        assert!(g.members.contains_key("a"));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert_eq!(g.rebalance_deadline, clock.now() + secs(30));
+        assert_eq!(g.generation, 1);
+        // a never rejoins: its session runs out too, and the group, empty,
+        // completes its rebalance at once and is persisted as empty.
+        clock.advance(secs(4));
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert!(g.members.contains_key("a"));
+        clock.advance(secs(1));
+        let persisted = g.tick(clock.now(), &s).expect("an empty group is persisted");
+        assert!(g.members.is_empty());
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(g.generation, 2);
+        assert!(persisted.members.is_empty());
+        assert_eq!(persisted.generation, 2);
+    }
+
+    #[test]
+    fn a_member_waiting_in_join_does_not_expire() {
+        let clock = ManualClock::new(0);
+        let secs = Duration::from_secs;
+        let mut g = stable(&clock, &["a"], secs(10), secs(60));
+        g.prepare_rebalance(clock.now(), &settings());
+        let _waiting = rejoin(&mut g, "a");
+        clock.advance(secs(11));
+        // Every member has rejoined: the rebalance completes; no expiry.
+        assert!(g.tick(clock.now(), &settings()).is_none());
+        assert!(g.members.contains_key("a"));
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn the_rebalance_timeout_drops_members_that_did_not_rejoin() {
+        let clock = ManualClock::new(0);
+        let s = settings();
+        let secs = Duration::from_secs;
+        let mut g = stable(&clock, &["a", "b"], secs(60), secs(20));
+        // a rejoins (say, with a new subscription): every member must rejoin.
+        g.prepare_rebalance(clock.now(), &s);
+        let a = rejoin(&mut g, "a");
+        assert!(g.try_complete_join(clock.now()).is_none());
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        clock.advance(secs(10));
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert_eq!(g.state, GroupState::PreparingRebalance, "b still has time");
+        assert_eq!(g.members.len(), 2);
+        clock.advance(secs(10));
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert!(!g.members.contains_key("b"), "b did not rejoin in time");
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        assert_eq!(g.generation, 2);
+        assert_eq!(g.leader.as_deref(), Some("a"));
+        let resp = futures_lite::future::block_on(a.recv()).expect("a's join is answered");
+        assert_eq!(resp.error, ErrorCode::None);
+        assert_eq!(resp.generation_id, 2);
+        assert_eq!(resp.leader, "a");
+        let members: Vec<&str> = resp.members.iter().map(|m| m.member_id.as_str()).collect();
+        assert_eq!(members, ["a"], "the leader gets the subscriptions");
+        assert_eq!(resp.members[0].metadata, Bytes::from("a-subscription"));
+    }
+
+    #[test]
+    fn a_new_group_waits_out_the_initial_delay() {
+        let clock = ManualClock::new(0);
+        let s = settings();
+        let mut g = Group::new("g".into(), clock.now());
+        g.members.insert(
+            "a".into(),
+            member("a", Duration::from_secs(10), Duration::from_secs(10), clock.now()),
+        );
+        g.prepare_rebalance(clock.now(), &s);
+        let _a = rejoin(&mut g, "a");
+        clock.advance(Duration::from_millis(299));
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert_eq!(g.state, GroupState::PreparingRebalance, "more members may come");
+        clock.advance(Duration::from_millis(1));
+        assert!(g.tick(clock.now(), &s).is_none());
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        assert_eq!(g.generation, 1);
+        assert_eq!(g.protocol.as_deref(), Some("range"));
     }
 }

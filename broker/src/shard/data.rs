@@ -1,0 +1,227 @@
+//! The data path of the partitions a shard owns: appends, reads, offset
+//! lookups, and what consumers may see.
+//!
+//! These run on the owning shard, called in place or served for a call
+//! from another shard (`calls.rs`). What a consumer may read ends at
+//! [`Shard::visible_end`]: in the flush modes that promise durability, only
+//! what is on disk; a consumer waiting for records not yet synced has them
+//! synced for it (one task per partition, coalescing with producers' syncs).
+
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+
+use borges_net::protocol::ErrorCode;
+use borges_net::types::{LeaderEpoch, Offset, TimestampMs};
+use borges_storage::{Chunk, StorageError};
+use bytes::BytesMut;
+
+use super::{Fetched, PartError, PartKey, Partition, Produced, Shard};
+use crate::config::FlushMode;
+
+/// Syncs `p` while consumers wait for records that are appended but not yet
+/// on disk (in the flush modes where they may read only durable records),
+/// waking them after each sync. One such task per partition at a time; syncs
+/// coalesce with the producers' (group commit). It stops when nobody waits
+/// or the log fails (the waits then run out, and appends report the error).
+pub(super) fn start_visibility_sync(p: &Rc<Partition>) {
+    if p.visibility_sync.replace(true) {
+        return;
+    }
+    let p = p.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let end = p.log.log_end_offset().0;
+            if p.log.durable_offset().0 >= end {
+                break;
+            }
+            if let Err(e) = p.log.sync_to(end).await {
+                tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "sync for waiting consumers failed");
+                break;
+            }
+            p.notify.notify();
+            if p.notify.waiters() == 0 {
+                break;
+            }
+        }
+        p.visibility_sync.set(false);
+    })
+    .detach();
+}
+
+/// The error a client gets for a storage error.
+fn storage_error(e: StorageError) -> PartError {
+    let code = match &e {
+        StorageError::InvalidBatch(borges_net::batch::BatchError::CrcMismatch { .. }) => {
+            ErrorCode::CorruptMessage
+        }
+        StorageError::InvalidBatch(_) | StorageError::EmptyAppend => ErrorCode::InvalidRecord,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::Closed(_) => ErrorCode::NotLeaderOrFollower,
+        _ => ErrorCode::KafkaStorageError,
+    };
+    (code, e.to_string())
+}
+
+impl Shard {
+    /// Appends `records` to partition `key`; a topic `compression.type`
+    /// rewrites them, taking their decompressed size from `recompress_budget`.
+    pub async fn produce_local(
+        &self,
+        key: PartKey,
+        records: BytesMut,
+        acks: i8,
+        recompress_budget: &AtomicUsize,
+    ) -> Result<Produced, PartError> {
+        let p = self.partition(key)?;
+        let (max, compression) = {
+            let s = p.settings.borrow();
+            (s.max_message_bytes, s.compression)
+        };
+        if records.len() > max {
+            return Err((
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "{} bytes of records exceed max.message.bytes {max}",
+                    records.len()
+                ),
+            ));
+        }
+        let records = match compression {
+            Some(c) if crate::recompress::needs_rewrite(&records, c)? => {
+                let _one = self
+                    .recompress_lock
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| (ErrorCode::UnknownServerError, "the shard is stopping".to_string()))?;
+                let out = crate::recompress::to_codec(
+                    records,
+                    c,
+                    recompress_budget,
+                    self.config.recompress_max_bytes,
+                )
+                .await?;
+                if out.len() > max {
+                    return Err((
+                        ErrorCode::MessageTooLarge,
+                        format!(
+                            "{} bytes of records after recompression exceed max.message.bytes {max}",
+                            out.len()
+                        ),
+                    ));
+                }
+                out
+            }
+            _ => records,
+        };
+        let info = p
+            .log
+            .append(records, LeaderEpoch(0))
+            .await
+            .map_err(storage_error)?;
+        let end = info.last_offset.0 + 1;
+        match self.config.flush {
+            FlushMode::AcksAll if acks == -1 => {
+                let synced = p.log.sync_to(end).await.map_err(storage_error);
+                // Consumers may read these records now (or see the error).
+                p.notify.notify();
+                synced?;
+            }
+            // Consumers see these records once they are on disk: at once
+            // if a consumer waits for them, else at the next sync.
+            FlushMode::AcksAll => {
+                if p.notify.waiters() > 0 {
+                    start_visibility_sync(&p);
+                }
+            }
+            // Already synced by the append itself.
+            FlushMode::EveryBatch => p.notify.notify(),
+            FlushMode::Never => {
+                p.notify.notify();
+                if acks == -1 {
+                    p.log.flush().await.map_err(storage_error)?;
+                }
+            }
+        }
+        Ok(Produced {
+            base_offset: info.base_offset.0 as i64,
+            log_start_offset: p.log.log_start_offset().0 as i64,
+        })
+    }
+
+    pub async fn fetch_local(&self, key: PartKey, offset: i64, max_bytes: u32) -> Fetched<Chunk> {
+        let empty = |error| Fetched {
+            error,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        };
+        let p = match self.partition(key) {
+            Ok(p) => p,
+            Err((code, _)) => return empty(code),
+        };
+        let visible = self.visible_end(&p);
+        let mut out = Fetched {
+            error: ErrorCode::None,
+            high_watermark: visible as i64,
+            log_start_offset: p.log.log_start_offset().0 as i64,
+            chunks: Vec::new(),
+        };
+        if offset < 0 {
+            out.error = ErrorCode::OffsetOutOfRange;
+            return out;
+        }
+        if offset as u64 >= visible && p.log.log_end_offset().0 > visible {
+            // Nothing this consumer may see yet, but records wait for a
+            // sync: have them synced now rather than at the interval sync.
+            start_visibility_sync(&p);
+        }
+        match p
+            .log
+            .read(Offset(offset as u64), max_bytes as usize, Some(Offset(visible)))
+            .await
+        {
+            Ok(r) => {
+                debug_assert!(r.next_offset.0 <= visible, "a fetch read past the visible end");
+                out.high_watermark = visible as i64;
+                out.log_start_offset = r.log_start_offset.0 as i64;
+                out.chunks = r.chunks;
+            }
+            Err(e) => out.error = storage_error(e).0,
+        }
+        out
+    }
+
+    /// The end of what consumers may read: in the flush modes where an
+    /// acknowledgement promises durability, only what is on disk (a record
+    /// read and then lost to a power loss would let a later append reuse its
+    /// offset for a different record); with `flush = never`, the log end.
+    /// Replication's high watermark takes this place in cluster part 2.
+    pub fn visible_end(&self, p: &Partition) -> u64 {
+        match self.config.flush {
+            FlushMode::AcksAll | FlushMode::EveryBatch => {
+                let durable = p.log.durable_offset().0;
+                debug_assert!(
+                    durable <= p.log.log_end_offset().0,
+                    "durable offset past the log end"
+                );
+                durable
+            }
+            FlushMode::Never => p.log.log_end_offset().0,
+        }
+    }
+
+    pub async fn list_offsets_local(&self, key: PartKey, timestamp: i64) -> Result<(i64, i64), PartError> {
+        let p = self.partition(key)?;
+        match timestamp {
+            borges_net::protocol::EARLIEST_TIMESTAMP => Ok((-1, p.log.log_start_offset().0 as i64)),
+            borges_net::protocol::LATEST_TIMESTAMP => Ok((-1, self.visible_end(&p) as i64)),
+            ts if ts < 0 => Err((ErrorCode::InvalidRequest, format!("timestamp {ts} is not a time"))),
+            ts => match p.log.offset_for_timestamp(TimestampMs(ts)).await {
+                Ok(Some((o, t))) => Ok((t.0, o.0 as i64)),
+                Ok(None) => Ok((-1, -1)),
+                Err(e) => Err(storage_error(e)),
+            },
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The partitions one shard owns, and the metadata snapshot they follow.
+//!
+//! Each shard opens exactly the partitions that `topics::shard_for` gives
+//! it. A new snapshot from shard 0 ([`Registry::apply`]) opens those that
+//! appeared (creating their directories), closes and removes those that
+//! went, and hands changed settings to the logs that stay. The shard's
+//! tail-cache budget is divided among its partitions here.
+//!
+//! Lives on its shard's executor only; nothing in it is shared between cores.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use borges_net::protocol::ErrorCode;
+use borges_net::types::PartitionId;
+use borges_storage::{Clock, DataDirs, Log};
+use glommio::sync::Semaphore;
+
+use crate::config::BrokerConfig;
+use crate::group::{Coordinator, OFFSETS_TOPIC};
+use crate::notify::Notify;
+use crate::topics::{self, shard_for, PartKey, TopicMeta, TopicSettings, Topics};
+
+use super::PartError;
+
+/// The least tail cache a partition gets, however many share the budget.
+const TAIL_CACHE_MIN_BYTES: usize = 256 << 10;
+
+/// One partition owned by this shard.
+pub struct Partition {
+    pub topic: String,
+    pub key: PartKey,
+    pub log: Log,
+    pub notify: Notify,
+    pub settings: RefCell<TopicSettings>,
+    /// A task syncs the log for consumers waiting on records not yet on disk.
+    pub visibility_sync: Cell<bool>,
+}
+
+/// The partitions of one shard, by key, and the snapshot they were opened for.
+pub struct Registry {
+    shard: usize,
+    shards: usize,
+    config: Rc<BrokerConfig>,
+    dirs: DataDirs,
+    clock: Rc<dyn Clock>,
+    topics: RefCell<Arc<Topics>>,
+    partitions: RefCell<HashMap<PartKey, Rc<Partition>>>,
+    /// One snapshot is applied at a time.
+    apply_lock: Semaphore,
+}
+
+impl Registry {
+    pub fn new(
+        shard: usize,
+        shards: usize,
+        config: Rc<BrokerConfig>,
+        dirs: DataDirs,
+        clock: Rc<dyn Clock>,
+    ) -> Registry {
+        Registry {
+            shard,
+            shards,
+            config,
+            dirs,
+            clock,
+            topics: RefCell::new(Arc::new(Topics::default())),
+            partitions: RefCell::new(HashMap::new()),
+            apply_lock: Semaphore::new(1),
+        }
+    }
+
+    /// The snapshot applied last.
+    pub fn topics(&self) -> Arc<Topics> {
+        self.topics.borrow().clone()
+    }
+
+    /// The partition, or the error a client gets when this shard has no such partition.
+    pub fn get(&self, key: PartKey) -> Result<Rc<Partition>, PartError> {
+        self.local(key).ok_or_else(|| {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("partition {} of topic id {} is not here", key.1, key.0),
+            )
+        })
+    }
+
+    /// The partition if this shard has it open.
+    pub fn local(&self, key: PartKey) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&key).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// The partitions of `snap` that belong to this shard.
+    fn wanted<'a>(&self, snap: &'a Topics) -> HashMap<PartKey, &'a TopicMeta> {
+        let mut wanted = HashMap::new();
+        for t in snap.topics.values() {
+            for p in 0..t.partitions {
+                let key = (t.topic_id(), p);
+                if shard_for(key.0, key.1, self.shards) == self.shard {
+                    wanted.insert(key, t);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Opens and closes this shard's partitions to match a metadata snapshot.
+    /// The groups of an offsets partition are loaded into `coordinator`
+    /// before the partition can be found, and forgotten when it goes.
+    pub async fn apply(&self, snap: Arc<Topics>, coordinator: &Coordinator) {
+        let Ok(_guard) = self.apply_lock.acquire_permit(1).await else {
+            return;
+        };
+        let wanted = self.wanted(&snap);
+        self.remove_unwanted(&wanted, coordinator).await;
+        // The shard's tail-cache budget is shared by its partitions (bytes
+        // not yet written to their files are kept whatever the budget).
+        let log_defaults = self.config.log_defaults();
+        let cache_each = (self.config.tail_cache_bytes_per_shard / wanted.len().max(1))
+            .clamp(TAIL_CACHE_MIN_BYTES, log_defaults.tail_cache_bytes_max);
+        for (key, t) in wanted {
+            let mut settings = topics::settings(&log_defaults, &t.configs);
+            settings.log.flush = self.config.log_flush_policy();
+            settings.log.tail_cache_bytes_max = cache_each;
+            match self.local(key) {
+                Some(p) => {
+                    if let Err(e) = p.log.set_config(settings.log.clone()) {
+                        tracing::error!(topic = %t.name, error = %e, "new topic settings refused");
+                    }
+                    *p.settings.borrow_mut() = settings;
+                }
+                None => self.open(key, t, settings, coordinator).await,
+            }
+        }
+        *self.topics.borrow_mut() = snap;
+    }
+
+    /// Closes and removes the partitions no longer wanted here.
+    async fn remove_unwanted(&self, wanted: &HashMap<PartKey, &TopicMeta>, coordinator: &Coordinator) {
+        let gone: Vec<Rc<Partition>> = {
+            let mut parts = self.partitions.borrow_mut();
+            let keys: Vec<PartKey> = parts
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| parts.remove(k)).collect()
+        };
+        for p in gone {
+            if p.topic == OFFSETS_TOPIC {
+                let partitions = self.topics().topics.get(&p.topic).map_or(1, |t| t.partitions);
+                coordinator.unload(p.key.1, partitions);
+            }
+            if let Err(e) = p.log.close().await {
+                tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "closing a deleted partition");
+            }
+            p.notify.notify();
+            if let Err(e) = self.dirs.remove(&p.topic, PartitionId(p.key.1)) {
+                tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "removing a deleted partition");
+            }
+        }
+    }
+
+    /// Opens (or creates) one partition and registers it.
+    async fn open(&self, key: PartKey, t: &TopicMeta, settings: TopicSettings, coordinator: &Coordinator) {
+        let path = match self.dirs.place(&t.name, PartitionId(key.1)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot place partition");
+                return;
+            }
+        };
+        let log = match Log::open(path, settings.log.clone(), self.clock.clone()).await {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot open partition");
+                return;
+            }
+        };
+        let r = log.recovery_report();
+        if r.truncated.is_some() || !r.segments_deleted.is_empty() {
+            tracing::warn!(topic = %t.name, partition = key.1, report = ?r, "partition recovered with truncation");
+        }
+        let p = Rc::new(Partition {
+            topic: t.name.clone(),
+            key,
+            log,
+            notify: Notify::default(),
+            settings: RefCell::new(settings),
+            visibility_sync: Cell::new(false),
+        });
+        if t.name == OFFSETS_TOPIC {
+            // The groups are known before any request can reach them.
+            coordinator.load(key.1, &p.log).await;
+        }
+        self.partitions.borrow_mut().insert(key, p);
+    }
+
+    /// Closes every partition cleanly (flushed, synced, indexes written).
+    pub async fn close_all(&self) {
+        let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for p in parts {
+            if let Err(e) = p.log.close().await {
+                tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "close failed");
+            }
+            p.notify.notify();
+        }
+    }
+}
