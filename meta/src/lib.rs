@@ -8,6 +8,8 @@
 //! - [`controller`]: the active controller's decisions. Inputs are requests
 //!   (register, heartbeat, create topics, ...), ticks with the time, and
 //!   the records Raft commits; outputs are records to propose and replies.
+//! - [`quorum`]: Raft (tikv's RawNode) carrying the metadata log, with
+//!   the controller on top; messages in our own codec.
 //! - [`seams`]: the random source the controller draws from.
 //!
 //! Nothing in this crate does I/O or reads a clock.
@@ -15,6 +17,7 @@
 pub mod controller;
 pub mod image;
 pub mod placement;
+pub mod quorum;
 pub mod record;
 pub mod seams;
 

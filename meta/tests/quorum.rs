@@ -1,0 +1,476 @@
+//! The metadata quorum driven in-process: three or five nodes over a fake
+//! network with a fake clock and disks that keep exactly what each node
+//! was told is durable. Leader loss, a partitioned voter, restarts from
+//! disk, catching up by snapshot, and malformed messages.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use borges_meta::controller::{ControllerConfig, Heartbeat, NewTopic, Registration};
+use borges_meta::quorum::log::{SnapshotWrite, Stored};
+use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StepError};
+use borges_meta::seams::SplitMix64;
+use borges_meta::NodeId;
+
+struct Cluster {
+    voters: Vec<u64>,
+    nodes: BTreeMap<u64, MetadataNode>,
+    disks: BTreeMap<u64, Stored>,
+    queue: VecDeque<(u64, u64, Vec<u8>)>,
+    /// Links that drop everything: (from, to).
+    cut: BTreeSet<(u64, u64)>,
+    now: u64,
+    snapshot_every: u64,
+    snapshots_installed: usize,
+    rng: SplitMix64,
+    names: u32,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        Cluster::with_snapshots(n, 1000)
+    }
+
+    /// The seed of this run's election timeouts: `QUORUM_SEED` replays one.
+    fn seed() -> u64 {
+        std::env::var("QUORUM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1)
+    }
+
+    fn with_snapshots(n: u64, snapshot_every: u64) -> Cluster {
+        let voters: Vec<u64> = (1..=n).collect();
+        let mut c = Cluster {
+            voters: voters.clone(),
+            nodes: BTreeMap::new(),
+            disks: voters.iter().map(|&v| (v, Stored::default())).collect(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            now: 0,
+            snapshot_every,
+            snapshots_installed: 0,
+            rng: SplitMix64::new(5),
+            names: 0,
+        };
+        for v in voters {
+            c.start(v);
+        }
+        c
+    }
+
+    fn start(&mut self, id: u64) {
+        let mut q = QuorumConfig::new(id, self.voters.clone());
+        q.snapshot_every = self.snapshot_every;
+        q.seed = Cluster::seed();
+        let node = MetadataNode::start(q, ControllerConfig::default(), &self.disks[&id]).unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    fn kill(&mut self, id: u64) {
+        self.nodes.remove(&id);
+        self.queue.retain(|m| m.1 != id);
+    }
+
+    fn isolate(&mut self, id: u64) {
+        for &v in &self.voters {
+            if v != id {
+                self.cut.insert((id, v));
+                self.cut.insert((v, id));
+            }
+        }
+    }
+
+    /// Moves outputs to disks and the network, and delivers messages,
+    /// until nothing is left to do.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            let ids: Vec<u64> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let node = self.nodes.get_mut(&id).unwrap();
+                let out = node.take_output();
+                for (to, bytes) in out.send {
+                    busy = true;
+                    self.queue.push_back((id, to, bytes));
+                }
+                for (write, after) in out.writes {
+                    busy = true;
+                    if matches!(write.snapshot, Some(SnapshotWrite::Received(_))) {
+                        self.snapshots_installed += 1;
+                    }
+                    self.disks.get_mut(&id).unwrap().apply(&write);
+                    for (to, bytes) in after {
+                        self.queue.push_back((id, to, bytes));
+                    }
+                    if let Some(r) = write.ready {
+                        self.nodes.get_mut(&id).unwrap().persisted(r);
+                    }
+                }
+            }
+            while let Some((from, to, bytes)) = self.queue.pop_front() {
+                busy = true;
+                if self.cut.contains(&(from, to)) {
+                    continue;
+                }
+                if let Some(n) = self.nodes.get_mut(&to) {
+                    n.step(&bytes).unwrap_or_else(|e| panic!("{from}->{to}: {e}"));
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    /// Runs for `ms` of simulated time in 100 ms steps.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 100;
+            let now = self.now;
+            for n in self.nodes.values_mut() {
+                n.tick(now);
+            }
+            self.settle();
+        }
+    }
+
+    fn leaders(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.is_active())
+            .map(|n| n.id())
+            .collect()
+    }
+
+    /// Runs until exactly one node's controller is active; the time taken.
+    fn await_leader(&mut self, limit_ms: u64) -> (u64, u64) {
+        let start = self.now;
+        while self.now - start < limit_ms {
+            self.run(100);
+            if let [l] = self.leaders()[..] {
+                return (l, self.now - start);
+            }
+        }
+        panic!(
+            "no single active controller within {limit_ms} ms: {:?}",
+            self.nodes.values().collect::<Vec<_>>()
+        );
+    }
+
+    /// Creates a topic through the active controller and waits for it to commit.
+    fn create_topic(&mut self) -> String {
+        let (leader, _) = self.await_leader(10_000);
+        if self.nodes[&leader]
+            .controller()
+            .view()
+            .eligible_brokers()
+            .next()
+            .is_none()
+        {
+            self.register(1);
+        }
+        let (leader, _) = self.await_leader(10_000);
+        self.names += 1;
+        let name = format!("t{}", self.names);
+        let t = NewTopic {
+            name: name.clone(),
+            partitions: 2,
+            replication_factor: 1,
+            configs: vec![],
+        };
+        let rng = &mut self.rng;
+        let node = self.nodes.get_mut(&leader).unwrap();
+        let (result, proposal) = node.decide(|c| c.create_topics(&[t], false, rng)).unwrap();
+        assert!(result[0].is_ok(), "{:?}", result[0]);
+        let p = proposal.expect("records proposed");
+        self.settle();
+        assert_eq!(self.nodes[&leader].outcome(p), Outcome::Committed);
+        name
+    }
+
+    fn register(&mut self, broker: i32) {
+        let (leader, _) = self.await_leader(10_000);
+        let now = self.now;
+        let r = Registration {
+            node: NodeId(broker),
+            incarnation: 1,
+            address: format!("127.0.0.{broker}:9092"),
+            rack: None,
+            shards: 1,
+            log_dirs: vec![broker as u128],
+        };
+        let node = self.nodes.get_mut(&leader).unwrap();
+        let (epoch, _) = node.decide(|c| c.register(&r, now)).unwrap();
+        self.settle();
+        // Caught up: the heartbeat unfences it.
+        let node = self.nodes.get_mut(&leader).unwrap();
+        let hb = Heartbeat {
+            node: NodeId(broker),
+            epoch,
+            metadata_offset: node.applied(),
+            want_fence: false,
+            want_shutdown: false,
+        };
+        let (reply, _) = node.decide(|c| c.heartbeat(&hb, now)).unwrap();
+        assert!(!reply.fenced);
+        self.settle();
+    }
+
+    /// Every running node's image is the same.
+    fn assert_converged(&self) {
+        let images: Vec<_> = self.nodes.values().map(|n| n.image()).collect();
+        for i in &images[1..] {
+            assert!(i.same_as(images[0]), "images differ");
+        }
+        assert!(self.nodes.values().all(|n| n.apply_errors() == 0));
+    }
+}
+
+#[test]
+fn three_voters_elect_one_controller_and_agree() {
+    let mut c = Cluster::new(3);
+    let (leader, took) = c.await_leader(5_000);
+    assert!(took <= 6_000, "first election took {took} ms");
+    println!("3 voters: node {leader} active after {took} simulated ms");
+    c.register(1);
+    let name = c.create_topic();
+    c.run(500);
+    c.assert_converged();
+    for n in c.nodes.values() {
+        assert!(
+            n.image().topic_by_name(&name).is_some(),
+            "node {} has the topic",
+            n.id()
+        );
+        assert_eq!(n.leader(), leader);
+    }
+    // Followers refuse decisions.
+    let f = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let err = c
+        .nodes
+        .get_mut(&f)
+        .unwrap()
+        .decide(|c| c.delete_topics(std::slice::from_ref(&name)))
+        .unwrap_err();
+    assert_eq!(err.code(), borges_net::protocol::ErrorCode::NotController);
+}
+
+#[test]
+fn losing_the_leader_elects_another_within_the_election_timeout() {
+    for n in [3, 5] {
+        let mut c = Cluster::new(n);
+        let (first, _) = c.await_leader(5_000);
+        c.create_topic();
+        c.kill(first);
+        let (second, took) = c.await_leader(10_000);
+        assert_ne!(first, second);
+        // Election timeout is 1-2 s; a split vote costs another (seeds
+        // 1..500 all elect within two splits).
+        assert!(took <= 6_000, "{n} voters: failover took {took} ms");
+        println!("{n} voters: node {first} lost, node {second} active after {took} simulated ms");
+        let name = c.create_topic();
+        // The old leader comes back from its disk and catches up.
+        c.start(first);
+        c.run(3_000);
+        c.assert_converged();
+        assert!(c.nodes[&first].image().topic_by_name(&name).is_some());
+        assert_eq!(
+            c.leaders(),
+            vec![second],
+            "the returning node does not depose the leader"
+        );
+    }
+}
+
+#[test]
+fn five_voters_survive_the_loss_of_two() {
+    let mut c = Cluster::new(5);
+    let (leader, _) = c.await_leader(5_000);
+    let others: Vec<u64> = (1..=5).filter(|&v| v != leader).take(2).collect();
+    c.kill(leader);
+    c.kill(others[0]);
+    c.await_leader(10_000);
+    c.create_topic();
+    c.kill(others[1]);
+    // Two of five left: no quorum, no controller.
+    c.run(5_000);
+    assert!(c.leaders().is_empty(), "a minority elected {:?}", c.leaders());
+}
+
+#[test]
+fn a_partitioned_voter_does_not_depose_a_healthy_leader() {
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    let term = c.nodes[&leader].term();
+    let f = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.isolate(f);
+    c.run(10_000);
+    assert_eq!(c.leaders(), vec![leader], "the majority side keeps its leader");
+    c.create_topic();
+    c.cut.clear();
+    c.run(3_000);
+    assert_eq!(c.leaders(), vec![leader]);
+    assert_eq!(
+        c.nodes[&leader].term(),
+        term,
+        "pre-vote kept the term: no needless election"
+    );
+    c.assert_converged();
+}
+
+#[test]
+fn an_isolated_leader_steps_down_and_the_majority_moves_on() {
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    c.isolate(leader);
+    c.run(5_000);
+    let active = c.leaders();
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_ne!(
+        active[0], leader,
+        "check_quorum made the cut-off leader step down"
+    );
+    c.create_topic();
+    c.cut.clear();
+    c.run(3_000);
+    c.assert_converged();
+}
+
+#[test]
+fn a_whole_cluster_restart_keeps_the_metadata() {
+    let mut c = Cluster::new(3);
+    c.register(1);
+    let names: Vec<String> = (0..3).map(|_| c.create_topic()).collect();
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.start(id);
+    }
+    c.await_leader(10_000);
+    c.run(1_000);
+    c.assert_converged();
+    for n in c.nodes.values() {
+        for name in &names {
+            assert!(
+                n.image().topic_by_name(name).is_some(),
+                "node {} lost {name}",
+                n.id()
+            );
+        }
+        assert!(n.image().broker(NodeId(1)).is_some());
+    }
+}
+
+#[test]
+fn a_lagging_voter_catches_up_from_a_snapshot() {
+    let mut c = Cluster::with_snapshots(3, 5);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    let names: Vec<String> = (0..20).map(|_| c.create_topic()).collect();
+    let disk = &c.disks[&leader];
+    assert!(
+        disk.snapshot.get_metadata().index > 0,
+        "the leader compacted its log"
+    );
+    assert!(disk.entries.len() < 10, "{} entries kept", disk.entries.len());
+    c.start(lagging);
+    c.run(3_000);
+    assert!(c.snapshots_installed >= 1, "caught up by snapshot");
+    println!(
+        "lagging voter installed {} snapshot(s); leader kept {} entries",
+        c.snapshots_installed,
+        c.disks[&leader].entries.len()
+    );
+    c.assert_converged();
+    assert!(c.nodes[&lagging]
+        .image()
+        .topic_by_name(names.last().unwrap())
+        .is_some());
+    // And it restarts from its own snapshot.
+    c.kill(lagging);
+    c.start(lagging);
+    c.run(2_000);
+    c.assert_converged();
+}
+
+#[test]
+fn a_single_voter_is_its_own_controller() {
+    let mut c = Cluster::new(1);
+    let (leader, took) = c.await_leader(5_000);
+    assert_eq!(leader, 1);
+    assert!(took <= 2_500);
+    c.register(1);
+    c.create_topic();
+    c.kill(1);
+    c.start(1);
+    c.await_leader(5_000);
+    assert!(c.nodes[&1].image().topic_by_name("t1").is_some());
+}
+
+#[test]
+fn malformed_or_misdirected_messages_are_typed_errors() {
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    let f = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let node = c.nodes.get_mut(&f).unwrap();
+    assert!(matches!(node.step(&[]), Err(StepError::Decode(_))));
+    assert!(matches!(node.step(&[0, 99, 1, 2]), Err(StepError::Decode(_))));
+    let msg = |to: u64, from: u64, ty: raft::prelude::MessageType, commit: u64| {
+        let m = raft::prelude::Message {
+            msg_type: ty,
+            to,
+            from,
+            term: 1_000,
+            commit,
+            ..Default::default()
+        };
+        borges_meta::quorum::wire::encode_message(&m)
+    };
+    use raft::prelude::MessageType::*;
+    assert!(matches!(
+        node.step(&msg(9, leader, MsgHeartbeat, 0)),
+        Err(StepError::WrongRecipient { .. })
+    ));
+    assert!(matches!(
+        node.step(&msg(f, 42, MsgHeartbeat, 0)),
+        Err(StepError::UnknownSender(42))
+    ));
+    assert!(matches!(
+        node.step(&msg(f, f, MsgHeartbeat, 0)),
+        Err(StepError::UnknownSender(_))
+    ));
+    assert!(matches!(
+        node.step(&msg(f, leader, MsgHeartbeat, 1 << 40)),
+        Err(StepError::Invalid(_))
+    ));
+    // An append whose entries do not follow each other, or do not decode.
+    let mut m = raft::prelude::Message {
+        msg_type: MsgAppend,
+        to: f,
+        from: leader,
+        term: 1_000,
+        index: 100,
+        log_term: 1,
+        ..Default::default()
+    };
+    m.entries.push(raft::prelude::Entry {
+        index: 105,
+        term: 1_000,
+        ..Default::default()
+    });
+    let bytes = borges_meta::quorum::wire::encode_message(&m);
+    assert!(matches!(node.step(&bytes), Err(StepError::Invalid(_))));
+    m.entries[0].index = 101;
+    m.entries[0].data = vec![1, 2, 3].into();
+    let bytes = borges_meta::quorum::wire::encode_message(&m);
+    assert!(matches!(node.step(&bytes), Err(StepError::Decode(_))));
+    // The cluster goes on as before.
+    c.run(1_000);
+    assert_eq!(c.leaders(), vec![leader]);
+    c.create_topic();
+    c.assert_converged();
+}
