@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use borges_meta::controller::{ControllerConfig, Heartbeat, NewTopic, Registration};
+use borges_meta::quorum::journal;
 use borges_meta::quorum::log::{SnapshotWrite, Stored};
 use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StepError};
 use borges_meta::seams::SplitMix64;
@@ -15,6 +16,9 @@ struct Cluster {
     voters: Vec<u64>,
     nodes: BTreeMap<u64, MetadataNode>,
     disks: BTreeMap<u64, Stored>,
+    /// The same writes as journal files: a restart replays the journal and
+    /// must find exactly `disks`.
+    journals: BTreeMap<u64, Vec<u8>>,
     queue: VecDeque<(u64, u64, Vec<u8>)>,
     /// Links that drop everything: (from, to).
     cut: BTreeSet<(u64, u64)>,
@@ -44,6 +48,7 @@ impl Cluster {
             voters: voters.clone(),
             nodes: BTreeMap::new(),
             disks: voters.iter().map(|&v| (v, Stored::default())).collect(),
+            journals: voters.iter().map(|&v| (v, Vec::new())).collect(),
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             now: 0,
@@ -62,7 +67,12 @@ impl Cluster {
         let mut q = QuorumConfig::new(id, self.voters.clone());
         q.snapshot_every = self.snapshot_every;
         q.seed = Cluster::seed();
-        let node = MetadataNode::start(q, ControllerConfig::default(), &self.disks[&id]).unwrap();
+        let replayed = journal::replay(&self.journals[&id]).unwrap();
+        assert_eq!(
+            replayed.stored, self.disks[&id],
+            "the journal replays to what was durable"
+        );
+        let node = MetadataNode::start(q, ControllerConfig::default(), &replayed.stored).unwrap();
         self.nodes.insert(id, node);
     }
 
@@ -99,6 +109,10 @@ impl Cluster {
                         self.snapshots_installed += 1;
                     }
                     self.disks.get_mut(&id).unwrap().apply(&write);
+                    self.journals
+                        .get_mut(&id)
+                        .unwrap()
+                        .extend_from_slice(&journal::encode_write(&write));
                     for (to, bytes) in after {
                         self.queue.push_back((id, to, bytes));
                     }

@@ -22,6 +22,7 @@
 //! each other and decode as metadata, a commit index this log can hold, a
 //! snapshot whose image loads. Anything else is a typed [`StepError`].
 
+pub mod journal;
 pub mod log;
 pub mod wire;
 

@@ -83,7 +83,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+pub(crate) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     out.push(e.entry_type as i32 as u8);
     out.extend_from_slice(&e.term.to_be_bytes());
     out.extend_from_slice(&e.index.to_be_bytes());
@@ -155,7 +155,7 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
     Ok(m)
 }
 
-fn flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+pub(crate) fn flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -175,7 +175,7 @@ fn bytes(r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
     Ok(Bytes::copy_from_slice(r.take(len)?))
 }
 
-fn entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+pub(crate) fn entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     if r.u8()? != EntryType::EntryNormal as i32 as u8 {
         return Err(DecodeError::Invalid("raft entry is not a normal entry"));
     }
