@@ -20,10 +20,12 @@
 //! Rules (Kafka's, with the differences written in docs/ARCHITECTURE.md):
 //! - A broker registers fenced and is unfenced by a heartbeat once it has
 //!   applied the log up to its own registration.
-//! - A registration with the node id of a live session and another
-//!   incarnation is refused (`DuplicateBrokerRegistration`); the same
-//!   incarnation retrying gets its epoch back. A broker restarted within the
-//!   session timeout of a crash retries until the old session expires.
+//! - A registration with the node id of a live session, another
+//!   incarnation and other data directories is refused
+//!   (`DuplicateBrokerRegistration`) until that session expires; one that
+//!   shares a data directory replaces the old registration at once (a
+//!   broker locks its directories, so the old process is gone); the same
+//!   incarnation retrying gets its epoch back.
 //! - A fenced broker leads nothing and leaves every ISR where it is not the
 //!   last member; the last member stays, so the partition can come back
 //!   with it (no unclean election unless the topic allows it).
@@ -100,22 +102,15 @@ pub enum ControllerError {
         current: BrokerEpoch,
     },
     #[error(
-        "node id {node} is registered by a live broker at {address} (another incarnation{}); \
-         it is refused until that broker's session expires",
-        if *same_directory { ", same data directory: a restart" } else { ", other data directories" }
+        "node id {node} is registered by a live broker at {address} with other data directories; \
+         refused until that broker's session expires"
     )]
-    DuplicateBroker {
-        node: NodeId,
-        address: String,
-        /// The refused registration shares a data directory with the live
-        /// one: most likely the same broker restarted after a crash.
-        same_directory: bool,
-    },
+    DuplicateBroker { node: NodeId, address: String },
     #[error("invalid registration: {0}")]
     InvalidRegistration(&'static str),
     #[error("invalid topic name {0:?}")]
     InvalidTopic(String),
-    #[error("topic {0:?} already exists")]
+    #[error("topic {0} already exists")]
     TopicExists(String),
     #[error("{0}")]
     InvalidPartitions(String),
@@ -123,7 +118,7 @@ pub enum ControllerError {
     InvalidReplicationFactor(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
-    #[error("unknown topic {0:?}")]
+    #[error("no topic {0}")]
     UnknownTopic(String),
     #[error("topic {topic:?} has no partition {partition}")]
     UnknownPartition { topic: String, partition: u32 },
@@ -215,6 +210,15 @@ pub struct NewTopic {
     pub partitions: i32,
     pub replication_factor: i16,
     /// Settings, already validated by the broker that took the request.
+    pub configs: Vec<(String, String)>,
+}
+
+/// A topic of a single-node data directory, as `topics.json` held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedTopic {
+    pub id: TopicId,
+    pub name: String,
+    pub partitions: u32,
     pub configs: Vec<(String, String)>,
 }
 
@@ -365,11 +369,14 @@ impl Controller {
                 self.touch(req.node, now_ms);
                 return Ok((old_epoch, out));
             }
-            if self.session_alive(req.node, now_ms) {
+            // The same data directory means the old process is gone: a
+            // broker holds an exclusive lock on its directories, so two live
+            // processes cannot share one. The restart replaces it at once.
+            let same_directory = existing.reg.log_dirs.iter().any(|d| req.log_dirs.contains(d));
+            if !same_directory && self.session_alive(req.node, now_ms) {
                 return Err(ControllerError::DuplicateBroker {
                     node: req.node,
                     address: existing.reg.address.clone(),
-                    same_directory: existing.reg.log_dirs.iter().any(|d| req.log_dirs.contains(d)),
                 });
             }
             if !existing.fenced {
@@ -818,6 +825,47 @@ impl Controller {
             };
             self.emit(out, MetadataRecord::Partition(rec));
         }
+    }
+
+    /// Takes in the topics of a single-node broker's data directory, with
+    /// their ids, every replica on `node`; ids below `next_id` are never
+    /// handed out again.
+    pub fn import_topics(
+        &mut self,
+        topics: &[ImportedTopic],
+        next_id: TopicId,
+        node: NodeId,
+    ) -> Result<RecordBatch> {
+        self.check_active()?;
+        for t in topics {
+            if !valid_topic_name(&t.name) {
+                return Err(ControllerError::InvalidTopic(t.name.clone()));
+            }
+            if self.view.topic_by_name(&t.name).is_some() || self.view.topic(t.id).is_some() {
+                return Err(ControllerError::TopicExists(t.name.clone()));
+            }
+            if t.partitions == 0 || t.partitions > self.config.max_partitions {
+                return Err(ControllerError::InvalidPartitions(format!(
+                    "{}: {} partitions",
+                    t.name, t.partitions
+                )));
+            }
+        }
+        let mut out = Vec::new();
+        for t in topics {
+            let new = NewTopic {
+                name: t.name.clone(),
+                partitions: t.partitions as i32,
+                replication_factor: 1,
+                configs: t.configs.clone(),
+            };
+            let replicas = vec![vec![node]; t.partitions as usize];
+            self.emit_topic(&new, t.id, t.partitions, replicas, &mut out);
+        }
+        if next_id > self.view.next_topic_id() {
+            self.emit(&mut out, MetadataRecord::ReserveTopicIds { next: next_id });
+        }
+        Ok(out)
     }
 
     /// Deletes topics by name: one result per name, in order.

@@ -349,6 +349,7 @@ impl MetadataImage {
                 let t = self.topics.remove(id).ok_or(ApplyError::UnknownTopic(*id))?;
                 self.names.remove(&t.name);
             }
+            MetadataRecord::ReserveTopicIds { next } => self.next_topic_id = self.next_topic_id.max(next.0),
         }
         Ok(())
     }

@@ -108,6 +108,11 @@ pub enum MetadataRecord {
     RemoveTopic {
         id: TopicId,
     },
+    /// Topic ids below `next` are taken (an import from a single-node
+    /// broker whose deleted topics used them): none is handed out again.
+    ReserveTopicIds {
+        next: TopicId,
+    },
 }
 
 impl MetadataRecord {
@@ -123,6 +128,7 @@ impl MetadataRecord {
             MetadataRecord::Partition(_) => 7,
             MetadataRecord::PartitionChange(_) => 8,
             MetadataRecord::RemoveTopic { .. } => 9,
+            MetadataRecord::ReserveTopicIds { .. } => 10,
         }
     }
 }
@@ -212,6 +218,7 @@ pub fn encode_record(rec: &MetadataRecord, out: &mut Vec<u8>) {
             put_opt_nodes(out, c.replicas.as_deref());
         }
         MetadataRecord::RemoveTopic { id } => put_u64(out, id.0),
+        MetadataRecord::ReserveTopicIds { next } => put_u64(out, next.0),
     }
 }
 
@@ -402,7 +409,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn record(&mut self) -> Result<MetadataRecord, DecodeError> {
         let kind = self.u8()?;
         let version = self.u8()?;
-        if !(1..=9).contains(&kind) {
+        if !(1..=10).contains(&kind) {
             return Err(DecodeError::UnknownKind(kind));
         }
         if version != VERSION {
@@ -480,6 +487,9 @@ impl<'a> Reader<'a> {
             }
             9 => MetadataRecord::RemoveTopic {
                 id: TopicId(self.u64()?),
+            },
+            10 => MetadataRecord::ReserveTopicIds {
+                next: TopicId(self.u64()?),
             },
             _ => unreachable!("kind checked above"),
         })
@@ -578,6 +588,7 @@ mod tests {
                 replicas: Some(vec![NodeId(2)]),
             }),
             MetadataRecord::RemoveTopic { id: TopicId(7) },
+            MetadataRecord::ReserveTopicIds { next: TopicId(40) },
         ]
     }
 

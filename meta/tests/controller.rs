@@ -232,36 +232,22 @@ fn a_duplicate_node_id_is_refused_while_the_session_lives() {
     // The same incarnation retrying gets its epoch back and changes nothing.
     let (again, batch) = h.c.register(&registration(1, 1, "r1"), h.now).unwrap();
     assert_eq!((again, batch.len()), (e[0], 0));
-    // Another process, other data directory.
+    // Another process, other data directory: refused while the session lives.
     let mut other = registration(1, 7, "r1");
     other.log_dirs = vec![5];
     let err = h.c.register(&other, h.now).unwrap_err();
     assert_eq!(err.code(), ErrorCode::DuplicateBrokerRegistration);
-    assert!(matches!(
-        err,
-        ControllerError::DuplicateBroker {
-            same_directory: false,
-            ..
-        }
-    ));
     assert!(err.to_string().contains("127.0.0.1:9092"), "{err}");
-    // The same broker restarted after a crash: same directory, retried.
-    let restarted = registration(1, 8, "r1");
-    assert!(matches!(
-        h.c.register(&restarted, h.now),
-        Err(ControllerError::DuplicateBroker {
-            same_directory: true,
-            ..
-        })
-    ));
-    // The old one keeps heartbeating: still refused.
     h.advance(20_000, &[(1, e[0])]);
-    assert!(h.c.register(&restarted, h.now).is_err());
-    // It stops; once its session expires the restart registers.
+    assert!(
+        h.c.register(&other, h.now).is_err(),
+        "the old one keeps heartbeating"
+    );
+    // It stops; once its session expires the other process registers.
     h.advance(9_000, &[]);
-    assert!(h.c.register(&restarted, h.now).is_err(), "not before the timeout");
+    assert!(h.c.register(&other, h.now).is_err(), "not before the timeout");
     h.advance(1_000, &[]);
-    let (e2, batch) = h.c.register(&restarted, h.now).unwrap();
+    let (e2, batch) = h.c.register(&other, h.now).unwrap();
     assert!(e2 > e[0]);
     h.propose(batch);
     h.commit();
@@ -276,6 +262,29 @@ fn a_duplicate_node_id_is_refused_while_the_session_lives() {
     assert_eq!(
         h.c.heartbeat(&stale, h.now).unwrap_err().code(),
         ErrorCode::StaleBrokerEpoch
+    );
+}
+
+#[test]
+fn a_restart_on_the_same_data_directory_replaces_the_old_registration_at_once() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let e = h.start(1);
+    let t = h.create("t", 2, 1).unwrap();
+    // SIGKILL and restart: a new incarnation, the same directory, within the session.
+    let restarted = registration(1, 8, "r1");
+    let (e2, batch) = h.c.register(&restarted, h.now).unwrap();
+    assert!(e2 > e[0]);
+    h.propose(batch);
+    h.commit();
+    assert!(
+        h.partitions(t).iter().all(|p| p.leader == NodeId::NONE),
+        "fenced with the old registration"
+    );
+    assert!(!h.heartbeat(1, e2).fenced);
+    h.commit();
+    assert!(
+        h.partitions(t).iter().all(|p| p.leader == NodeId(1)),
+        "back once unfenced"
     );
 }
 
@@ -649,4 +658,48 @@ fn bad_registrations_and_heartbeats_are_typed_errors() {
         ErrorCode::BrokerIdNotRegistered
     );
     assert!(h.c.view().brokers().next().is_none(), "nothing recorded");
+}
+
+#[test]
+fn an_imported_data_directory_keeps_its_ids() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.start(1);
+    let imported = [
+        ImportedTopic {
+            id: TopicId(3),
+            name: "orders".into(),
+            partitions: 4,
+            configs: vec![("retention.ms".into(), "60000".into())],
+        },
+        ImportedTopic {
+            id: TopicId(1),
+            name: "__consumer_offsets".into(),
+            partitions: 2,
+            configs: vec![],
+        },
+    ];
+    let batch = h.c.import_topics(&imported, TopicId(9), NodeId(1)).unwrap();
+    h.propose(batch);
+    h.commit();
+    let img = h.c.committed();
+    let t = img.topic_by_name("orders").unwrap();
+    assert_eq!((t.id, t.partitions.len()), (TopicId(3), 4));
+    assert!(t
+        .partitions
+        .iter()
+        .all(|p| p.leader == NodeId(1) && p.replicas == vec![NodeId(1)]));
+    assert_eq!(t.configs["retention.ms"], "60000");
+    assert_eq!(
+        img.next_topic_id(),
+        TopicId(9),
+        "ids of deleted topics stay taken"
+    );
+    assert!(h.create("new", 1, 1).unwrap() >= TopicId(9));
+    // Importing again is refused and changes nothing.
+    assert_eq!(
+        h.c.import_topics(&imported[..1], TopicId(9), NodeId(1))
+            .unwrap_err()
+            .code(),
+        ErrorCode::TopicAlreadyExists
+    );
 }

@@ -544,3 +544,12 @@ impl MetadataImage {
         self.to_records() == other.to_records()
     }
 }
+
+#[cfg(test)]
+mod send_check {
+    fn is_send<T: Send>() {}
+    #[test]
+    fn the_node_can_move_to_shard_zero() {
+        is_send::<super::MetadataNode>();
+    }
+}
