@@ -9,6 +9,7 @@
 //! - `handlers.rs`: one handler per API.
 //! - `topics.rs`: topic metadata (types and file), per-topic settings, partition-to-shard mapping.
 //! - `metadata.rs`: the rules and transitions of topic metadata, pure (no I/O).
+//! - `raft_journal.rs`: the metadata quorum's Raft state on disk (framed, fdatasynced).
 //! - `recompress.rs`: topic-level compression.
 //! - `notify.rs`: wake-ups for long polls.
 //! - `config.rs`: the TOML file and defaults.
@@ -22,6 +23,7 @@ pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod notify;
+pub mod raft_journal;
 pub mod recompress;
 pub mod server;
 pub mod shard;
