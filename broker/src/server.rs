@@ -336,6 +336,11 @@ async fn shard_main(
         }
     })
     .detach();
+    if id == 0 {
+        // The metadata quorum and this broker's registration come first:
+        // a broker that cannot join its cluster does not serve.
+        crate::membership::start(&shard).await?;
+    }
     ready.fetch_add(1, Ordering::SeqCst);
     if id == 0 {
         // The broker is ready once every shard has opened its partitions
@@ -409,6 +414,9 @@ async fn shard_main(
         .detach();
     }
     drop(listener);
+    if id == 0 {
+        crate::membership::stop(&shard).await;
+    }
     shard.close_all().await;
     tracing::info!(shard = id, probe = ?shard.probe, "shard stopped");
     Ok(())

@@ -85,6 +85,10 @@ pub struct Shard {
     pub probe: ShardProbe,
     /// The consumer groups this shard coordinates.
     pub coordinator: crate::group::Coordinator,
+    /// The metadata quorum node; on shard 0 only, set once it has started.
+    pub quorum: std::cell::OnceCell<Rc<crate::quorum_host::QuorumHost>>,
+    /// This broker's registration epoch, once the controller has given one.
+    pub broker_epoch: Cell<Option<borges_net::types::BrokerEpoch>>,
 }
 
 impl Shard {
@@ -111,6 +115,8 @@ impl Shard {
             connections: Cell::new(0),
             probe: ShardProbe::default(),
             coordinator: crate::group::Coordinator::new(Rc::new(crate::clock::SystemClock)),
+            quorum: std::cell::OnceCell::new(),
+            broker_epoch: Cell::new(None),
         }
     }
 

@@ -1,0 +1,499 @@
+//! Shard 0's adapter around the metadata quorum: the thin glue between the
+//! pure `borges_meta::quorum::MetadataNode` and the world.
+//!
+//! The node decides; this adapter only carries out what it asks for, in
+//! the order it asks:
+//! - every `Write` goes to the raft journal (appended and fdatasynced)
+//!   before its messages are sent and before `persisted` is reported;
+//! - messages for peers go to a [`Transport`];
+//! - time comes from a [`Clock`], turned into monotonic milliseconds.
+//!
+//! A journal write that fails stops the node for good (KRaft exits on a
+//! metadata log write error): nothing can be reported durable any more, so
+//! it neither ticks, steps nor decides again, and every caller gets
+//! [`DecideError::Failed`].
+//!
+//! Raft ids are node ids plus one: raft reserves 0 for "none", and the
+//! broker's default node id is 0.
+
+use std::cell::{Ref, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use borges_meta::controller::{Controller, ControllerConfig, ControllerError};
+use borges_meta::image::MetadataImage;
+use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StartError, StepError};
+use borges_meta::record::RecordBatch;
+use borges_meta::NodeId;
+use borges_net::protocol::ErrorCode;
+
+use crate::clock::Clock;
+use crate::notify::{changed_any, Notify};
+use crate::raft_journal::{RaftJournal, RaftJournalError};
+
+/// Compact the journal once it is larger than this.
+const JOURNAL_COMPACT_BYTES: u64 = 64 << 20;
+
+/// The raft id of a node.
+pub fn raft_id(node: NodeId) -> u64 {
+    u64::try_from(node.0).expect("node ids are not negative") + 1
+}
+
+/// The node of a raft id (0: none).
+pub fn node_of(raft: u64) -> NodeId {
+    if raft == 0 {
+        NodeId::NONE
+    } else {
+        NodeId(i32::try_from(raft - 1).unwrap_or(i32::MAX))
+    }
+}
+
+/// Carries raft messages to peers. Delivery is best effort: raft resends.
+pub trait Transport {
+    fn send(&self, to: NodeId, bytes: Vec<u8>);
+}
+
+/// The transport of a quorum of one: there is no one to send to.
+#[derive(Debug, Default)]
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&self, to: NodeId, _bytes: Vec<u8>) {
+        tracing::warn!(to = %to.0, "a raft message for a peer in a quorum of one was dropped");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumHostError {
+    #[error(transparent)]
+    Journal(#[from] RaftJournalError),
+    #[error("metadata quorum: {0}")]
+    Start(#[from] StartError),
+    #[error("metadata quorum: node {node} is not a voter and no voters are listed")]
+    NoVoters { node: i32 },
+}
+
+/// Why a decision was not made, or may not have been.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("this broker is not the active controller")]
+    NotController,
+    #[error(transparent)]
+    Refused(#[from] ControllerError),
+    #[error("controller leadership moved before the change was committed; it may or may not apply")]
+    Unknown,
+    #[error("the change was not committed within {0:?}")]
+    Timeout(Duration),
+    #[error("the metadata journal failed: {0}")]
+    Failed(String),
+}
+
+impl DecideError {
+    /// The code a client gets.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecideError::NotController | DecideError::Unknown => ErrorCode::NotController,
+            DecideError::Refused(ControllerError::NotActive) => ErrorCode::NotController,
+            DecideError::Refused(e) => e.code(),
+            DecideError::Timeout(_) => ErrorCode::RequestTimedOut,
+            DecideError::Failed(_) => ErrorCode::KafkaStorageError,
+        }
+    }
+}
+
+/// The metadata quorum node of this broker, on shard 0.
+pub struct QuorumHost {
+    node: RefCell<MetadataNode>,
+    journal: RefCell<RaftJournal>,
+    transport: Box<dyn Transport>,
+    clock: Rc<dyn Clock>,
+    origin: Instant,
+    /// Bumped whenever the applied index or the role may have changed.
+    changed: Notify,
+    failed: RefCell<Option<String>>,
+}
+
+impl QuorumHost {
+    /// Opens the journal under `meta_home` and starts the node from it.
+    /// `voters` are the controllers' node ids; empty means a quorum of one,
+    /// this node.
+    pub fn open(
+        meta_home: &Path,
+        node: NodeId,
+        voters: &[NodeId],
+        controller: ControllerConfig,
+        transport: Box<dyn Transport>,
+        clock: Rc<dyn Clock>,
+    ) -> Result<QuorumHost, QuorumHostError> {
+        let voters: Vec<u64> = if voters.is_empty() {
+            vec![raft_id(node)]
+        } else {
+            voters.iter().map(|v| raft_id(*v)).collect()
+        };
+        let (journal, dropped) = RaftJournal::open(meta_home, JOURNAL_COMPACT_BYTES)?;
+        if dropped > 0 {
+            tracing::warn!(bytes = dropped, "cut a torn tail off the raft journal");
+        }
+        let config = QuorumConfig::new(raft_id(node), voters);
+        let solo = config.voters == [config.node];
+        let node = MetadataNode::start(config, controller, journal.stored())?;
+        let host = QuorumHost {
+            node: RefCell::new(node),
+            journal: RefCell::new(journal),
+            transport,
+            origin: clock.now(),
+            clock,
+            changed: Notify::default(),
+            failed: RefCell::new(None),
+        };
+        if solo {
+            // Nobody to wait for: lead at once.
+            host.node.borrow_mut().campaign();
+        }
+        host.pump();
+        Ok(host)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_millis() as u64
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Advances time; call it every few tens of milliseconds.
+    pub fn tick(&self) {
+        if self.failed().is_some() {
+            return;
+        }
+        let now = self.now_ms();
+        self.node.borrow_mut().tick(now);
+        self.pump();
+    }
+
+    /// A message from a peer.
+    pub fn step(&self, bytes: &[u8]) -> Result<(), StepError> {
+        if self.failed().is_some() {
+            return Ok(());
+        }
+        let r = self.node.borrow_mut().step(bytes);
+        self.pump();
+        r
+    }
+
+    /// Carries out the node's output until it has none: writes first (each
+    /// durable before its messages and its `persisted`), then messages.
+    fn pump(&self) {
+        loop {
+            let out = self.node.borrow_mut().take_output();
+            if out.send.is_empty() && out.writes.is_empty() {
+                break;
+            }
+            for (to, bytes) in out.send {
+                self.transport.send(node_of(to), bytes);
+            }
+            for (write, after) in out.writes {
+                if let Err(e) = self.journal.borrow_mut().append(&write) {
+                    tracing::error!(error = %e, "metadata journal write failed; this node stops taking part in the quorum");
+                    *self.failed.borrow_mut() = Some(e.to_string());
+                    self.changed.notify();
+                    return;
+                }
+                for (to, bytes) in after {
+                    self.transport.send(node_of(to), bytes);
+                }
+                if let Some(ready) = write.ready {
+                    self.node.borrow_mut().persisted(ready);
+                }
+            }
+        }
+        // Waiters re-check their own conditions; a spurious wake is cheap.
+        self.changed.notify();
+    }
+
+    /// Whether this node is the active controller.
+    pub fn is_active(&self) -> bool {
+        self.failed().is_none() && self.node.borrow().is_active()
+    }
+
+    /// The controller leader as far as this node knows.
+    pub fn leader(&self) -> NodeId {
+        node_of(self.node.borrow().leader())
+    }
+
+    /// The committed metadata image.
+    pub fn image(&self) -> Ref<'_, MetadataImage> {
+        Ref::map(self.node.borrow(), |n| n.image())
+    }
+
+    /// The last metadata log index applied here.
+    pub fn applied(&self) -> u64 {
+        self.node.borrow().applied()
+    }
+
+    /// Waits until this node is the active controller, or `timeout`.
+    pub async fn wait_active(&self, timeout: Duration) -> bool {
+        let deadline = self.clock.now() + timeout;
+        loop {
+            let notifies = [&self.changed];
+            let changed = changed_any(&notifies);
+            if self.is_active() {
+                return true;
+            }
+            if self.failed().is_some() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(self.clock.now());
+            if left.is_zero() {
+                return false;
+            }
+            // The tick task moves time on; wake at least every tick.
+            let nap = left.min(Duration::from_millis(50));
+            futures_lite::future::or(changed, async {
+                glommio::timer::sleep(nap).await;
+            })
+            .await;
+        }
+    }
+
+    /// Runs a controller decision and waits until its records, if any, are
+    /// committed and applied here (at most `timeout`).
+    pub async fn decide<T>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Controller, u64) -> Result<(T, RecordBatch), ControllerError>,
+    ) -> Result<T, DecideError> {
+        if let Some(e) = self.failed() {
+            return Err(DecideError::Failed(e));
+        }
+        let now = self.now_ms();
+        let decided = self.node.borrow_mut().decide(|c| f(c, now));
+        self.pump();
+        let (value, proposal) = match decided {
+            Err(ControllerError::NotActive) => return Err(DecideError::NotController),
+            Err(e) => return Err(DecideError::Refused(e)),
+            Ok(v) => v,
+        };
+        let Some(proposal) = proposal else {
+            return Ok(value);
+        };
+        let deadline = self.clock.now() + timeout;
+        loop {
+            let notifies = [&self.changed];
+            let changed = changed_any(&notifies);
+            if let Some(e) = self.failed() {
+                return Err(DecideError::Failed(e));
+            }
+            match self.node.borrow().outcome(proposal) {
+                Outcome::Committed => return Ok(value),
+                Outcome::Unknown => return Err(DecideError::Unknown),
+                Outcome::Pending => {}
+            }
+            let left = deadline.saturating_duration_since(self.clock.now());
+            if left.is_zero() {
+                return Err(DecideError::Timeout(timeout));
+            }
+            let nap = left.min(Duration::from_millis(50));
+            futures_lite::future::or(changed, async {
+                glommio::timer::sleep(nap).await;
+            })
+            .await;
+        }
+    }
+}
+
+/// Reads this data directory's id, writing a new random one the first
+/// time (`<dir>/.dir-id`, 32 hex digits). The controller uses the ids to
+/// tell a restart of the same broker (same directories, locked by one
+/// process at a time) from a second broker with the same node id.
+pub fn dir_id(dir: &Path, fresh: u128) -> std::io::Result<u128> {
+    use std::io::Write;
+    let path = dir.join(".dir-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u128::from_str_radix(text.trim(), 16).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not a directory id: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(".dir-id.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{fresh:032x}")?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(fresh)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A random 128-bit value from the process, the time and `salt` (unique per
+/// start, which is all an incarnation or a directory id needs).
+pub fn random_u128(salt: &[u8]) -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut seed = Vec::with_capacity(salt.len() + 40);
+    seed.extend_from_slice(&nanos.to_le_bytes());
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(&(Instant::now().elapsed().as_nanos()).to_le_bytes());
+    let stack = 0u8;
+    seed.extend_from_slice(&(&stack as *const u8 as usize).to_le_bytes());
+    seed.extend_from_slice(salt);
+    xxhash_rust::xxh3::xxh3_128(&seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borges_meta::controller::{Heartbeat, Registration};
+
+    fn registration(node: i32, incarnation: u128, dir: u128) -> Registration {
+        Registration {
+            node: NodeId(node),
+            incarnation,
+            address: "127.0.0.1:9092".into(),
+            rack: None,
+            shards: 1,
+            log_dirs: vec![dir],
+        }
+    }
+
+    fn open(dir: &Path) -> QuorumHost {
+        QuorumHost::open(
+            dir,
+            NodeId(0),
+            &[],
+            ControllerConfig::default(),
+            Box::new(NoPeers),
+            Rc::new(crate::clock::SystemClock),
+        )
+        .expect("open the quorum")
+    }
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move { f().await })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
+    fn raft_ids_skip_zero() {
+        assert_eq!(raft_id(NodeId(0)), 1);
+        assert_eq!(node_of(1), NodeId(0));
+        assert_eq!(node_of(0), NodeId::NONE);
+        assert_eq!(node_of(raft_id(NodeId(41))), NodeId(41));
+    }
+
+    #[test]
+    fn a_quorum_of_one_leads_registers_and_keeps_it_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let first_epoch;
+            {
+                let host = open(&path);
+                assert!(
+                    host.wait_active(Duration::from_secs(5)).await,
+                    "a quorum of one becomes active"
+                );
+                assert_eq!(host.leader(), NodeId(0));
+                first_epoch = host
+                    .decide(Duration::from_secs(5), |c, now| {
+                        c.register(&registration(0, 7, 9), now)
+                    })
+                    .await
+                    .expect("register");
+                assert_eq!(
+                    host.image().broker(NodeId(0)).map(|b| b.reg.epoch),
+                    Some(first_epoch)
+                );
+            }
+            // Restarted from the journal: the registration is still there,
+            // and a new incarnation on the same directory gets a new epoch.
+            let host = open(&path);
+            assert_eq!(
+                host.image().broker(NodeId(0)).map(|b| b.reg.epoch),
+                Some(first_epoch),
+                "the journal replays the committed registration"
+            );
+            assert!(host.wait_active(Duration::from_secs(5)).await);
+            let second = host
+                .decide(Duration::from_secs(5), |c, now| {
+                    c.register(&registration(0, 8, 9), now)
+                })
+                .await
+                .expect("re-register");
+            assert!(second > first_epoch, "a restart gets a later broker epoch");
+            let caught_up = host.applied();
+            let reply = host
+                .decide(Duration::from_secs(5), |c, now| {
+                    c.heartbeat(
+                        &Heartbeat {
+                            node: NodeId(0),
+                            epoch: second,
+                            metadata_offset: caught_up,
+                            want_fence: false,
+                            want_shutdown: false,
+                        },
+                        now,
+                    )
+                })
+                .await
+                .expect("heartbeat");
+            assert!(!reply.fenced, "an up-to-date broker is unfenced by its heartbeat");
+        });
+    }
+
+    #[test]
+    fn refusals_are_typed_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let host = open(&path);
+            assert!(host.wait_active(Duration::from_secs(5)).await);
+            let applied = host.applied();
+            let err = host
+                .decide(Duration::from_secs(5), |c, now| {
+                    c.heartbeat(
+                        &Heartbeat {
+                            node: NodeId(3),
+                            epoch: borges_meta::BrokerEpoch(1),
+                            metadata_offset: 0,
+                            want_fence: false,
+                            want_shutdown: false,
+                        },
+                        now,
+                    )
+                })
+                .await
+                .expect_err("an unregistered broker's heartbeat is refused");
+            assert_eq!(err.code(), ErrorCode::BrokerIdNotRegistered);
+            assert_eq!(host.applied(), applied, "a refusal writes nothing");
+        });
+    }
+
+    #[test]
+    fn a_directory_keeps_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir_id(dir.path(), 0xabc).unwrap();
+        assert_eq!(a, 0xabc);
+        assert_eq!(dir_id(dir.path(), 0xdef).unwrap(), 0xabc, "the stored id wins");
+        std::fs::write(dir.path().join(".dir-id"), "not hex\n").unwrap();
+        assert!(
+            dir_id(dir.path(), 1).is_err(),
+            "a damaged id is an error, not a new id"
+        );
+        assert_ne!(random_u128(b"a"), random_u128(b"a"));
+    }
+}
