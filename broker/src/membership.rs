@@ -10,11 +10,13 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use borges_meta::controller::{ControllerConfig, Heartbeat, Registration};
-use borges_meta::NodeId;
+use borges_meta::controller::{ControllerConfig, Heartbeat, ImportedTopic, NewTopic, Registration};
+use borges_meta::seams::SplitMix64;
+use borges_meta::{NodeId, TopicId};
 
 use crate::quorum_host::{dir_id, random_u128, DecideError, NoPeers, QuorumHost};
 use crate::shard::Shard;
+use crate::topics::Topics;
 
 /// How often the broker heartbeats (`broker.heartbeat.interval.ms`).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(2000);
@@ -72,6 +74,7 @@ pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
         log_dirs,
     };
     register(shard, &host, &registration).await?;
+    adopt_topics(shard, &host).await?;
     let s = shard.clone();
     glommio::spawn_local(async move {
         loop {
@@ -92,6 +95,67 @@ pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
     })
     .detach();
     Ok(())
+}
+
+/// Brings the topics of a single-node data directory into the metadata
+/// log (once: `topics.json` is renamed after), and creates the internal
+/// topic of consumer groups if the cluster has none.
+async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String> {
+    let home = &shard.config.data_dirs[0];
+    let me = NodeId(shard.config.node_id);
+    if Topics::has_file(home) {
+        let imported_before = host.image().topics().next().is_some();
+        if !imported_before {
+            let old = Topics::load(home)?;
+            let topics: Vec<ImportedTopic> = old
+                .topics
+                .values()
+                .map(|t| ImportedTopic {
+                    id: TopicId(t.id),
+                    name: t.name.clone(),
+                    partitions: t.partitions,
+                    configs: t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+                .collect();
+            host.decide(DECIDE_TIMEOUT, |c, _| {
+                c.import_topics(&topics, TopicId(old.next_id), me)
+                    .map(|b| ((), b))
+            })
+            .await
+            .map_err(|e| format!("importing {}: {e}", Topics::path(home).display()))?;
+            tracing::info!(
+                topics = topics.len(),
+                "imported the topics of a single-node data directory"
+            );
+        }
+        // Committed (now or by an earlier start that stopped before this).
+        Topics::retire_file(home).map_err(|e| format!("{}: {e}", Topics::path(home).display()))?;
+    }
+    let has_offsets = host.image().topic_by_name(crate::group::OFFSETS_TOPIC).is_some();
+    if !has_offsets {
+        let offsets = NewTopic {
+            name: crate::group::OFFSETS_TOPIC.to_string(),
+            partitions: shard.config.offsets_topic_partitions as i32,
+            replication_factor: 1,
+            configs: crate::metadata::offsets_topic_configs(),
+        };
+        let mut rng = SplitMix64::new(random_u128(b"offsets") as u64);
+        let results = host
+            .decide(DECIDE_TIMEOUT, |c, _| {
+                c.create_topics(std::slice::from_ref(&offsets), false, &mut rng)
+            })
+            .await
+            .map_err(|e| format!("creating {}: {e}", crate::group::OFFSETS_TOPIC))?;
+        if let Some(Err(e)) = results.into_iter().next() {
+            return Err(format!("creating {}: {e}", crate::group::OFFSETS_TOPIC));
+        }
+    }
+    Ok(())
+}
+
+/// The topics of the committed image, for every shard to follow.
+pub fn committed_topics(shard: &Shard) -> Option<Topics> {
+    shard.quorum.get().map(|h| Topics::from_image(&h.image()))
 }
 
 async fn register(shard: &Rc<Shard>, host: &QuorumHost, reg: &Registration) -> Result<(), String> {

@@ -176,19 +176,24 @@ pub fn alter_topic(topics: &mut Topics, t: &AlterConfigsTopic, apply: bool) -> R
     Ok(())
 }
 
+/// The settings of `__consumer_offsets`.
+pub fn offsets_topic_configs() -> Vec<(String, String)> {
+    [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "16777216"),
+        ("compression.type", "producer"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}
+
 /// Adds `__consumer_offsets` if it is missing; true if it was added.
 pub fn ensure_offsets_topic(topics: &mut Topics, partitions: u32) -> bool {
     let name = crate::group::OFFSETS_TOPIC;
     if topics.topics.contains_key(name) {
         return false;
     }
-    let configs = [
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", "16777216"),
-        ("compression.type", "producer"),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()));
-    insert_topic(topics, name, partitions, &configs);
+    insert_topic(topics, name, partitions, &offsets_topic_configs());
     true
 }
 

@@ -100,14 +100,9 @@ pub fn run(config: BrokerConfig, stop: StopFlag) -> Result<(), ServerError> {
         }
         None
     };
-    // Read once up front so that a broken metadata file stops the start;
-    // create the internal topic of consumer groups on the first start.
-    let mut topics = Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
-    if crate::metadata::ensure_offsets_topic(&mut topics, config.offsets_topic_partitions) {
-        topics
-            .save(&config.data_dirs[0])
-            .map_err(|e| ServerError::Metadata(e.to_string()))?;
-    }
+    // A single-node metadata file not yet imported must at least read:
+    // a broken one stops the start before anything else happens.
+    Topics::load(&config.data_dirs[0]).map_err(ServerError::Metadata)?;
     stop_on_panic(&stop);
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, 4096);
     let config = Arc::new(config);
@@ -293,6 +288,9 @@ fn hold_free_port(addr: SocketAddr) -> std::io::Result<(std::os::fd::OwnedFd, u1
     }
 }
 
+/// Added to the shards' ready count once every shard has its metadata.
+const SERVING: usize = 1 << 32;
+
 async fn wait_stop(stop: &StopFlag) {
     while !stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -314,9 +312,7 @@ async fn shard_main(
     let id = senders.peer_id();
     let count = senders.nr_consumers();
     let dirs = DataDirs::new(config.data_dirs.clone()).map_err(|e| e.to_string())?;
-    let topics = Topics::load(&config.data_dirs[0])?;
     let shard = Rc::new(Shard::new(id, count, Rc::new(config), dirs, senders));
-    shard.apply(Arc::new(topics)).await;
     for (_, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -348,6 +344,12 @@ async fn shard_main(
         while ready.load(Ordering::SeqCst) < count && !stop.load(Ordering::SeqCst) {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+        // Every shard opens the partitions of the committed metadata image
+        // before any of them accepts a connection.
+        if let Some(topics) = crate::membership::committed_topics(&shard) {
+            shard.broadcast(Arc::new(topics)).await;
+        }
+        ready.fetch_add(SERVING, Ordering::SeqCst);
         // SO_REUSEPORT spreads connections over every listening socket of
         // the port, ours and anyone else's. A process of ours killed just
         // before may leave its listeners behind for a few seconds (io_uring
@@ -375,6 +377,14 @@ async fn shard_main(
         // The line tests and operators wait for.
         println!("borges: listening on {}", shard.config.listen);
         tracing::info!(listen = %shard.config.listen, shards = count, lost_wakeups = glommio::lost_wakeups(), "broker started");
+    }
+    // Connections only once the metadata is in place on every shard.
+    while ready.load(Ordering::SeqCst) < SERVING {
+        if stop.load(Ordering::SeqCst) {
+            shard.close_all().await;
+            return Ok(());
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     if injected_panic(id) {
         glommio::spawn_local(async move {

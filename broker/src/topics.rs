@@ -1,9 +1,12 @@
 //! Topic metadata: names, ids, partition counts and per-topic settings.
 //!
-//! Shard 0 owns the metadata: it alone changes it (the rules are in
-//! `metadata.rs`), persists it to `<first data dir>/__meta/topics.json`
-//! (atomically), and hands every shard an immutable snapshot
-//! (`Arc<Topics>`), from which each opens or closes the partitions it owns.
+//! The truth is the committed metadata image (`borges_meta`); `Topics` is
+//! the view of it that shards follow: shard 0 derives it from the image
+//! after every committed change (`Topics::from_image`) and hands every
+//! shard an immutable snapshot (`Arc<Topics>`), from which each opens or
+//! closes the partitions it owns. The single-node broker kept it in
+//! `<first data dir>/__meta/topics.json`; that file is read once, imported
+//! into the metadata log and renamed `topics.json.imported`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,18 +67,38 @@ impl Topics {
         }
     }
 
-    /// Writes the metadata so that a crash leaves the old or the new file.
-    /// Blocking, but only on the rare admin path of shard 0.
-    pub fn save(&self, meta_home: &Path) -> std::io::Result<()> {
-        use std::io::Write;
+    /// The topics of the committed metadata image: what every shard
+    /// follows.
+    pub fn from_image(image: &borges_meta::image::MetadataImage) -> Topics {
+        Topics {
+            next_id: image.next_topic_id().0,
+            topics: image
+                .topics()
+                .map(|t| {
+                    let meta = TopicMeta {
+                        name: t.name.clone(),
+                        id: t.id.0,
+                        partitions: t.partitions.len() as u32,
+                        configs: t.configs.clone(),
+                    };
+                    (t.name.clone(), meta)
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether a single-node `topics.json` is still in place (not yet
+    /// imported into the metadata log).
+    pub fn has_file(meta_home: &Path) -> bool {
+        Self::path(meta_home).exists()
+    }
+
+    /// Renames `topics.json` once its topics are in the metadata log, so
+    /// that it is never imported twice and nobody takes it for the truth.
+    pub fn retire_file(meta_home: &Path) -> std::io::Result<()> {
         let path = Self::path(meta_home);
         let dir = path.parent().expect("topics file has a directory");
-        std::fs::create_dir_all(dir)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("topics serialize"))?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&path, path.with_extension("json.imported"))?;
         std::fs::File::open(dir)?.sync_all()
     }
 }

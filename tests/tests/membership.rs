@@ -79,3 +79,69 @@ fn the_journal_survives_restarts_and_damage_stops_the_start() {
     drop(c);
     assert!(b.terminate().success());
 }
+
+/// A data directory as the single-node broker left it (`topics.json`, no
+/// metadata log) upgrades in place: the topics keep their ids and their
+/// records, and the file is retired so it is never imported twice.
+#[test]
+fn a_single_node_data_directory_upgrades_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut b = Broker::start(&dir, 2, &[]);
+    let mut c = RawConn::connect(b.addr);
+    let id = c.create_topic("old", 3, &[("retention.ms", "86400000")]);
+    for p in 0..3 {
+        let r = c.produce(id, p, borges_system_tests::batch(&["a", "b", "c"]));
+        assert_eq!(r.error, borges_net::protocol::ErrorCode::None, "{r:?}");
+    }
+    drop(c);
+    assert!(b.terminate().success());
+
+    // The single-node layout: topics.json is the truth, no raft journal.
+    // Written as that broker wrote it, from the topics this one holds.
+    let meta = dir.join("__meta");
+    std::fs::remove_dir_all(meta.join("raft")).unwrap();
+    let topics = format!(
+        r#"{{"next_id": {next}, "topics": {{
+            "__consumer_offsets": {{"name": "__consumer_offsets", "id": 1, "partitions": 16,
+                "configs": {{"cleanup.policy": "compact", "compression.type": "producer", "segment.bytes": "16777216"}}}},
+            "old": {{"name": "old", "id": {id}, "partitions": 3, "configs": {{"retention.ms": "86400000"}}}}
+        }}}}"#,
+        next = id.0 + 5,
+        id = id.0
+    );
+    let _ = std::fs::remove_file(meta.join("topics.json.imported"));
+    std::fs::write(meta.join("topics.json"), topics).unwrap();
+
+    let mut b = Broker::start(&dir, 2, &[]);
+    assert!(
+        !meta.join("topics.json").exists(),
+        "topics.json is retired once imported"
+    );
+    assert!(meta.join("topics.json.imported").exists());
+    let mut c = RawConn::connect(b.addr);
+    for p in 0..3 {
+        let r = c.produce(id, p, borges_system_tests::batch(&["d"]));
+        assert_eq!(r.error, borges_net::protocol::ErrorCode::None, "{r:?}");
+        assert_eq!(r.base_offset, 3, "partition {p} kept its three records");
+    }
+    // Ids below the old next_id are never handed out again.
+    let fresh = c.create_topic("new", 1, &[]);
+    assert_eq!(
+        fresh.0,
+        id.0 + 5,
+        "a new topic gets the first id after the imported ones"
+    );
+    drop(c);
+    // Restarted again: nothing imported twice, everything still there.
+    b.restart();
+    let mut c = RawConn::connect(b.addr);
+    let r = c.produce(id, 0, borges_system_tests::batch(&["e"]));
+    assert_eq!(r.base_offset, 4, "{r:?}");
+    println!(
+        "upgrade in place: 3 partitions x 3 records kept, ids kept, new id {}",
+        fresh.0
+    );
+    drop(c);
+    assert!(b.terminate().success());
+}

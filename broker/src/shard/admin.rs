@@ -1,21 +1,31 @@
 //! Topic changes, on shard 0: the I/O around the pure rules.
 //!
-//! Shard 0 alone changes topic metadata, one change at a time. The rules
-//! and the next `Topics` value come from `crate::metadata` (no I/O); here
-//! the next value is persisted (`topics.json`, replaced atomically) and
-//! handed to every shard, and the answer goes out only once every shard
-//! has applied it. A change that cannot be persisted is not applied
-//! anywhere, and its results are failed.
+//! Shard 0 alone changes topic metadata, one change at a time. The broker's
+//! rules (`crate::metadata`, no I/O) check the request against the topics
+//! every shard follows and shape the answer; what they accept is then
+//! decided by the controller (`borges_meta::controller`, through this
+//! broker's quorum node), which gives topic ids and places replicas, and
+//! is committed to the metadata log. Only then does every shard get the
+//! topics of the new committed image, and the answer goes out once each
+//! has applied it. A change that is not committed is applied nowhere, and
+//! its results are failed with the controller's code (NOT_CONTROLLER,
+//! REQUEST_TIMED_OUT, KAFKA_STORAGE_ERROR).
 
 use std::rc::Rc;
 use std::sync::Arc;
 
+use borges_meta::controller::{ControllerError, NewTopic};
+use borges_meta::seams::SplitMix64;
 use borges_net::protocol::{ErrorCode, Response};
 
 use super::calls::{self, Admin};
 use super::Shard;
 use crate::metadata::{self, Rules};
+use crate::quorum_host::{random_u128, DecideError, QuorumHost};
 use crate::topics::Topics;
+
+/// How long a topic change may take to commit.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Shard {
     /// Applies a topic change; shard 0 only.
@@ -30,41 +40,171 @@ impl Shard {
         let rules = Rules {
             default_partitions: self.config.default_partitions,
         };
-        let (response, next) = match req {
+        let (response, next) = match &req {
             Admin::Create(r) => {
-                let out = metadata::create_topics(&topics, &r, &rules);
+                let out = metadata::create_topics(&topics, r, &rules);
                 (Response::CreateTopics(out.response), out.next)
             }
             Admin::Delete(r) => {
-                let out = metadata::delete_topics(&topics, &r);
+                let out = metadata::delete_topics(&topics, r);
                 (Response::DeleteTopics(out.response), out.next)
             }
             Admin::Alter(r) => {
-                let out = metadata::alter_configs(&topics, &r);
+                let out = metadata::alter_configs(&topics, r);
                 (Response::AlterConfigs(out.response), out.next)
             }
         };
-        if let Some(next) = next {
-            if let Err(e) = next.save(self.meta_home()) {
-                tracing::error!(error = %e, "cannot persist topic metadata");
-                return metadata::not_persisted(response, ErrorCode::KafkaStorageError, &e.to_string());
+        let Some(next) = next else {
+            return response;
+        };
+        let Some(host) = self.quorum.get().cloned() else {
+            return metadata::not_persisted(
+                response,
+                ErrorCode::NotController,
+                "the metadata quorum has not started",
+            );
+        };
+        let response = match commit(&host, &req, response, &next).await {
+            Ok(r) => r,
+            Err((response, e)) => {
+                tracing::warn!(error = %e, "a topic change was not committed");
+                return metadata::not_persisted(response, e.code(), &e.to_string());
             }
-            self.broadcast(Arc::new(next)).await;
-        }
+        };
+        let committed = Topics::from_image(&host.image());
+        self.broadcast(Arc::new(committed)).await;
         response
     }
 
     /// Hands a snapshot to every shard, this one included, and waits until
     /// each has applied it.
-    async fn broadcast(self: &Rc<Self>, snap: Arc<Topics>) {
+    pub(crate) async fn broadcast(self: &Rc<Self>, snap: Arc<Topics>) {
         for shard in 0..self.count {
             // A shard that cannot be reached is stopping: it needs no snapshot.
             let _ = self.call(shard, calls::Apply(snap.clone())).await;
         }
     }
+}
 
-    /// Where the metadata file lives: the first data directory.
-    fn meta_home(&self) -> &std::path::Path {
-        &self.config.data_dirs[0]
+/// A change the rules accepted that was not committed, with the answer as
+/// it stood.
+type NotCommitted = (Response, DecideError);
+
+/// One topic's setting changes (`None`: back to the default).
+type ConfigChanges = Vec<(String, Option<String>)>;
+
+/// The controller's refusal of one topic, as the client sees it.
+fn refused(error: &mut ErrorCode, message: &mut Option<String>, e: &ControllerError) {
+    *error = e.code();
+    *message = Some(e.to_string());
+}
+
+/// Commits what the rules accepted (the topics whose result is still
+/// `NONE`; `next` is the topics as the rules would leave them) through the
+/// controller, and fills in what it decided: the ids it gave, or a refusal
+/// of its own.
+async fn commit(
+    host: &QuorumHost,
+    req: &Admin,
+    response: Response,
+    next: &Topics,
+) -> Result<Response, NotCommitted> {
+    match (req, response) {
+        (Admin::Create(_), Response::CreateTopics(mut r)) => {
+            let new: Vec<NewTopic> = r
+                .topics
+                .iter()
+                .filter(|t| t.error == ErrorCode::None)
+                .map(|t| &next.topics[&t.name])
+                .map(|t| NewTopic {
+                    name: t.name.clone(),
+                    partitions: t.partitions as i32,
+                    replication_factor: 1,
+                    configs: t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+                .collect();
+            let mut rng = SplitMix64::new(random_u128(b"placement") as u64);
+            let results = match host
+                .decide(COMMIT_TIMEOUT, |c, _| c.create_topics(&new, false, &mut rng))
+                .await
+            {
+                Ok(results) => results,
+                Err(e) => return Err((Response::CreateTopics(r), e)),
+            };
+            let accepted = r.topics.iter_mut().filter(|t| t.error == ErrorCode::None);
+            for (t, result) in accepted.zip(results) {
+                match result {
+                    Ok(id) => t.id = id,
+                    Err(e) => {
+                        t.id = borges_net::types::TopicId(0);
+                        refused(&mut t.error, &mut t.message, &e);
+                    }
+                }
+            }
+            Ok(Response::CreateTopics(r))
+        }
+        (Admin::Delete(_), Response::DeleteTopics(mut r)) => {
+            let names: Vec<String> = r
+                .topics
+                .iter()
+                .filter(|t| t.error == ErrorCode::None)
+                .map(|t| t.name.clone())
+                .collect();
+            let results = match host.decide(COMMIT_TIMEOUT, |c, _| c.delete_topics(&names)).await {
+                Ok(results) => results,
+                Err(e) => return Err((Response::DeleteTopics(r), e)),
+            };
+            let failed: Vec<(String, ControllerError)> = names
+                .into_iter()
+                .zip(results)
+                .filter_map(|(n, res)| res.err().map(|e| (n, e)))
+                .collect();
+            for t in r.topics.iter_mut() {
+                if let Some((_, e)) = failed.iter().find(|(n, _)| *n == t.name) {
+                    refused(&mut t.error, &mut t.message, e);
+                }
+            }
+            Ok(Response::DeleteTopics(r))
+        }
+        (Admin::Alter(req), Response::AlterConfigs(mut r)) => {
+            let changes: Vec<(String, ConfigChanges)> = req
+                .topics
+                .iter()
+                .zip(r.topics.iter())
+                .filter(|(_, res)| res.error == ErrorCode::None)
+                .map(|(t, _)| (t.name.clone(), t.configs.clone()))
+                .collect();
+            let decided = host
+                .decide(COMMIT_TIMEOUT, |c, _| {
+                    // Each topic whole or not at all; one proposal for all.
+                    let mut batch = Vec::new();
+                    let mut results = Vec::new();
+                    for (name, configs) in &changes {
+                        match c.alter_configs(name, configs, false) {
+                            Ok(records) => {
+                                batch.extend(records);
+                                results.push((name.clone(), None));
+                            }
+                            Err(e) => results.push((name.clone(), Some(e))),
+                        }
+                    }
+                    Ok((results, batch))
+                })
+                .await;
+            let results = match decided {
+                Ok(results) => results,
+                Err(e) => return Err((Response::AlterConfigs(r), e)),
+            };
+            for (name, e) in results {
+                if let (Some(e), Some(t)) = (e, r.topics.iter_mut().find(|t| t.name == name)) {
+                    refused(&mut t.error, &mut t.message, &e);
+                }
+            }
+            Ok(Response::AlterConfigs(r))
+        }
+        (_, other) => {
+            debug_assert!(false, "an admin answer of another kind: {other:?}");
+            Ok(other)
+        }
     }
 }
