@@ -333,17 +333,34 @@ async fn admin(shard: &Rc<Shard>, corr: u32, req: Admin) -> Outgoing {
 fn metadata(shard: &Rc<Shard>, r: MetadataRequest) -> MetadataResponse {
     let topics = shard.topics();
     let node = shard.config.node_id;
+    let image = &topics.cluster.image;
     let describe = |t: &topics::TopicMeta| WireTopicMeta {
         error: ErrorCode::None,
         name: t.name.clone(),
         id: t.topic_id(),
         partitions: (0..t.partitions)
-            .map(|p| PartitionMeta {
-                partition: p,
-                error: ErrorCode::None,
-                leader: node,
-                leader_epoch: 0,
-                replicas: vec![node],
+            .map(|p| match image.partition(t.topic_id(), p) {
+                Some(s) => PartitionMeta {
+                    partition: p,
+                    error: if s.has_leader() {
+                        ErrorCode::None
+                    } else {
+                        ErrorCode::LeaderNotAvailable
+                    },
+                    leader: s.leader.0,
+                    leader_epoch: s.leader_epoch.0,
+                    replicas: s.replicas.iter().map(|n| n.0).collect(),
+                    isr: s.isr.iter().map(|n| n.0).collect(),
+                },
+                // Topics that come from no image (tests): this node holds all.
+                None => PartitionMeta {
+                    partition: p,
+                    error: ErrorCode::None,
+                    leader: node,
+                    leader_epoch: 0,
+                    replicas: vec![node],
+                    isr: vec![node],
+                },
             })
             .collect(),
     };
@@ -369,13 +386,35 @@ fn metadata(shard: &Rc<Shard>, r: MetadataRequest) -> MetadataResponse {
                 .collect()
         }
     };
+    let me = BrokerMeta {
+        node_id: node,
+        host: shard.config.advertised_addr().ip().to_string(),
+        port: shard.config.advertised_addr().port(),
+    };
+    // Brokers that may lead (alive and not fenced), as Kafka lists them.
+    let mut brokers: Vec<BrokerMeta> = image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let addr: std::net::SocketAddr = b.reg.address.parse().ok()?;
+            Some(BrokerMeta {
+                node_id: b.reg.node.0,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            })
+        })
+        .collect();
+    if !brokers.iter().any(|b| b.node_id == node) {
+        brokers.push(me);
+    }
+    let controller_id = if image.applied == 0 {
+        node
+    } else {
+        topics.cluster.controller.0
+    };
     MetadataResponse {
-        brokers: vec![BrokerMeta {
-            node_id: node,
-            host: shard.config.advertised_addr().ip().to_string(),
-            port: shard.config.advertised_addr().port(),
-        }],
-        controller_id: node,
+        brokers,
+        controller_id,
         topics: list,
     }
 }

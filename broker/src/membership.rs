@@ -155,7 +155,10 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
 
 /// The topics of the committed image, for every shard to follow.
 pub fn committed_topics(shard: &Shard) -> Option<Topics> {
-    shard.quorum.get().map(|h| Topics::from_image(&h.image()))
+    shard
+        .quorum
+        .get()
+        .map(|h| Topics::from_image(&h.image(), h.leader()))
 }
 
 async fn register(shard: &Rc<Shard>, host: &QuorumHost, reg: &Registration) -> Result<(), String> {

@@ -44,6 +44,19 @@ impl TopicMeta {
 pub struct Topics {
     pub next_id: u64,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// The committed image these topics come from, for what Metadata
+    /// reports (brokers, leaders, replicas, ISR). Empty for topics that do
+    /// not come from an image (tests).
+    #[serde(skip)]
+    pub cluster: std::sync::Arc<Cluster>,
+}
+
+/// The cluster as a committed metadata image describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// The controller leader as shard 0 knew it when the image was taken.
+    pub controller: borges_net::types::NodeId,
+    pub image: borges_meta::image::MetadataImage,
 }
 
 impl Topics {
@@ -69,8 +82,15 @@ impl Topics {
 
     /// The topics of the committed metadata image: what every shard
     /// follows.
-    pub fn from_image(image: &borges_meta::image::MetadataImage) -> Topics {
+    pub fn from_image(
+        image: &borges_meta::image::MetadataImage,
+        controller: borges_net::types::NodeId,
+    ) -> Topics {
         Topics {
+            cluster: std::sync::Arc::new(Cluster {
+                controller,
+                image: image.clone(),
+            }),
             next_id: image.next_topic_id().0,
             topics: image
                 .topics()

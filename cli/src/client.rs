@@ -36,8 +36,13 @@ pub enum TopicCommand {
     Delete { name: String },
     /// List topics.
     List,
-    /// Show a topic's partitions and settings.
-    Describe { name: String },
+    /// Show a topic's partitions (leader, replicas, ISR, leader epoch) and settings.
+    Describe {
+        name: String,
+        /// `text`, or `json`: one JSON object on stdout.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Change topic settings: key=value sets, key= resets to the default.
     Alter {
         name: String,
@@ -151,8 +156,38 @@ pub fn topic(t: Target, cmd: TopicCommand) -> Result<(), String> {
                     writeln!(out, "{}\t{} partition(s)", t.name, t.partition_count()).ok();
                 }
             }
-            TopicCommand::Describe { name } => {
+            TopicCommand::Describe { name, format } => {
                 let d = admin.describe_topic(&name).await.map_err(err)?;
+                if format == "json" {
+                    let partitions: Vec<serde_json::Value> = d
+                        .metadata
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "partition": p.partition,
+                                "leader": p.leader,
+                                "leader_epoch": p.leader_epoch,
+                                "replicas": p.replicas,
+                                "isr": p.isr,
+                            })
+                        })
+                        .collect();
+                    let configs: serde_json::Map<String, serde_json::Value> = d
+                        .configs
+                        .iter()
+                        .filter(|c| !c.is_default)
+                        .map(|c| (c.key.clone(), serde_json::json!(c.value)))
+                        .collect();
+                    let doc = serde_json::json!({
+                        "topic": name,
+                        "id": d.metadata.id.0,
+                        "partitions": partitions,
+                        "configs": configs,
+                    });
+                    writeln!(out, "{doc}").ok();
+                    return Ok(());
+                }
                 writeln!(
                     out,
                     "topic {} id {} partitions {}",
@@ -164,8 +199,8 @@ pub fn topic(t: Target, cmd: TopicCommand) -> Result<(), String> {
                 for p in &d.metadata.partitions {
                     writeln!(
                         out,
-                        "  partition {} leader {} epoch {} replicas {:?}",
-                        p.partition, p.leader, p.leader_epoch, p.replicas
+                        "  partition {} leader {} epoch {} replicas {:?} isr {:?}",
+                        p.partition, p.leader, p.leader_epoch, p.replicas, p.isr
                     )
                     .ok();
                 }

@@ -66,6 +66,8 @@ pub struct PartitionMetadata {
     pub leader_epoch: i32,
     /// Node ids of every replica, leader included.
     pub replicas: Vec<i32>,
+    /// Node ids of the in-sync replicas.
+    pub isr: Vec<i32>,
 }
 
 /// A topic, as metadata describes it.
@@ -441,6 +443,7 @@ pub(crate) fn topic_from_wire(t: &borges_net::protocol::TopicMeta) -> TopicMetad
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
         })
         .collect();
     partitions.sort_by_key(|p| p.partition);

@@ -231,6 +231,7 @@ fn response() -> impl Strategy<Value = Response> {
                                 error,
                                 leader,
                                 leader_epoch,
+                                isr: replicas.clone(),
                                 replicas,
                             },
                         )

@@ -90,6 +90,24 @@ fn cli_round_trip_and_garbage_arguments() {
     assert_eq!(total, 300);
     let out = borges(&broker, &["topic", "describe", "orders"], None);
     assert!(text(&out.stdout).contains("retention.ms=3600000 (topic)"));
+    // Scripts read the JSON form: one object, the fields the docs promise.
+    let out = borges(
+        &broker,
+        &["topic", "describe", "orders", "--format", "json"],
+        None,
+    );
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    let parts = doc["partitions"].as_array().expect("partitions");
+    assert!(!parts.is_empty());
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(p["partition"], i as u64, "{doc}");
+        assert_eq!(p["leader"], 0, "this one-node cluster's node 0 leads: {doc}");
+        assert_eq!(p["replicas"], serde_json::json!([0]), "{doc}");
+        assert_eq!(p["isr"], serde_json::json!([0]), "{doc}");
+        assert_eq!(p["leader_epoch"], 0, "{doc}");
+    }
+    assert_eq!(doc["configs"]["retention.ms"], "3600000", "{doc}");
 
     // Garbage: each fails with a message, and changes nothing.
     for (args, says) in [

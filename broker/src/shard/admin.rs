@@ -71,7 +71,7 @@ impl Shard {
                 return metadata::not_persisted(response, e.code(), &e.to_string());
             }
         };
-        let committed = Topics::from_image(&host.image());
+        let committed = Topics::from_image(&host.image(), host.leader());
         self.broadcast(Arc::new(committed)).await;
         response
     }

@@ -194,15 +194,18 @@ pub struct PartitionMeta {
     pub leader_epoch: i32,
     /// Node ids of every replica, leader included.
     pub replicas: Vec<i32>,
+    /// Node ids of the in-sync replicas.
+    pub isr: Vec<i32>,
 }
 
-wire_struct! { PartitionMeta, min = 4 + 2 + 4 + 4 + 1,
+wire_struct! { PartitionMeta, min = 4 + 2 + 4 + 4 + 1 + 1,
     encode(self, out) {
         out.put_u32(self.partition);
         put_error(out, self.error);
         out.put_i32(self.leader);
         out.put_i32(self.leader_epoch);
         put_array(out, &self.replicas);
+        put_array(out, &self.isr);
     }
     decode(r) {
         Ok(PartitionMeta {
@@ -211,6 +214,7 @@ wire_struct! { PartitionMeta, min = 4 + 2 + 4 + 4 + 1,
             leader: r.i32()?,
             leader_epoch: r.i32()?,
             replicas: r.array("replicas")?,
+            isr: r.array("isr")?,
         })
     }
 }
