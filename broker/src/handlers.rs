@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use borges_net::protocol::{
     encode_error_response, encode_fetch_response_frame, encode_response, ApiKey, ApiVersionRange,
     ApiVersionsResponse, BrokerMeta, ConfigEntry, DeleteGroupsRequest, DeleteGroupsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, DescribeConfigsResult, DescribeGroupsRequest,
-    DescribeGroupsResponse, DescribedGroup, ErrorCode, FetchPartitionHead, FetchRequest,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupResult, ListGroupsResponse,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeConfigsResult,
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, ErrorCode, FetchPartitionHead,
+    FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse, GroupResult, ListGroupsResponse,
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
     MetadataRequest, MetadataResponse, PartitionMeta, ProducePartitionResponse, ProduceRequest,
     ProduceResponse, ProduceTopicResponse, Request, RequestHeader, Response, TopicMeta as WireTopicMeta,
@@ -130,6 +130,7 @@ pub async fn handle(
     let peer_host = ctx.peer_host;
     let resp = match request {
         Request::FindCoordinator(r) => Response::FindCoordinator(find_coordinator(shard, r)),
+        Request::DescribeCluster(_) => Response::DescribeCluster(describe_cluster(shard)),
         Request::ListGroups(_) => Response::ListGroups(list_groups(shard).await),
         Request::DescribeGroups(r) => Response::DescribeGroups(describe_groups(shard, r).await),
         Request::DeleteGroups(r) => Response::DeleteGroups(delete_groups(shard, r).await),
@@ -327,6 +328,38 @@ async fn admin(shard: &Rc<Shard>, corr: u32, req: Admin) -> Outgoing {
             ErrorCode::RequestTimedOut,
             "the metadata shard is not available",
         ),
+    }
+}
+
+/// The cluster as the committed image this shard follows describes it.
+fn describe_cluster(shard: &Rc<Shard>) -> DescribeClusterResponse {
+    use borges_net::protocol::{BrokerState, ClusterBroker};
+    let topics = shard.topics();
+    let cluster = &topics.cluster;
+    let image = &cluster.image;
+    DescribeClusterResponse {
+        controller_id: cluster.controller.0,
+        voters: cluster.voters.iter().map(|v| v.0).collect(),
+        brokers: image
+            .brokers()
+            .map(|b| ClusterBroker {
+                node_id: b.reg.node.0,
+                address: b.reg.address.clone(),
+                rack: b.reg.rack.clone(),
+                state: if b.shutting_down {
+                    BrokerState::ShuttingDown
+                } else if b.fenced {
+                    BrokerState::Fenced
+                } else {
+                    BrokerState::Alive
+                },
+                epoch: b.reg.epoch.0,
+                leader_count: image.led_by(b.reg.node) as u32,
+            })
+            .collect(),
+        offline_partitions: image.offline_partitions() as u32,
+        under_replicated_partitions: image.under_replicated_partitions() as u32,
+        metadata_offset: image.applied,
     }
 }
 

@@ -20,6 +20,9 @@ use crate::topics::Topics;
 
 /// How often the broker heartbeats (`broker.heartbeat.interval.ms`).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(2000);
+/// How often shard 0 hands the shards a committed image that moved
+/// without a topic change (fencing, elections).
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a metadata decision may take to commit.
 const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the quorum node is ticked.
@@ -151,14 +154,6 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
         }
     }
     Ok(())
-}
-
-/// The topics of the committed image, for every shard to follow.
-pub fn committed_topics(shard: &Shard) -> Option<Topics> {
-    shard
-        .quorum
-        .get()
-        .map(|h| Topics::from_image(&h.image(), h.leader()))
 }
 
 async fn register(shard: &Rc<Shard>, host: &QuorumHost, reg: &Registration) -> Result<(), String> {

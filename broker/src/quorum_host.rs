@@ -112,6 +112,7 @@ pub struct QuorumHost {
     /// Bumped whenever the applied index or the role may have changed.
     changed: Notify,
     failed: RefCell<Option<String>>,
+    voters: Vec<NodeId>,
 }
 
 impl QuorumHost {
@@ -135,6 +136,7 @@ impl QuorumHost {
         if dropped > 0 {
             tracing::warn!(bytes = dropped, "cut a torn tail off the raft journal");
         }
+        let config_voters: Vec<NodeId> = voters.iter().map(|v| node_of(*v)).collect();
         let config = QuorumConfig::new(raft_id(node), voters);
         let solo = config.voters == [config.node];
         let node = MetadataNode::start(config, controller, journal.stored())?;
@@ -146,6 +148,7 @@ impl QuorumHost {
             clock,
             changed: Notify::default(),
             failed: RefCell::new(None),
+            voters: config_voters,
         };
         if solo {
             // Nobody to wait for: lead at once.
@@ -224,6 +227,11 @@ impl QuorumHost {
     /// The controller leader as far as this node knows.
     pub fn leader(&self) -> NodeId {
         node_of(self.node.borrow().leader())
+    }
+
+    /// The controller quorum's voters.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
     }
 
     /// The committed metadata image.

@@ -346,9 +346,15 @@ async fn shard_main(
         }
         // Every shard opens the partitions of the committed metadata image
         // before any of them accepts a connection.
-        if let Some(topics) = crate::membership::committed_topics(&shard) {
-            shard.broadcast(Arc::new(topics)).await;
-        }
+        shard.refresh_metadata().await;
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(crate::membership::REFRESH_INTERVAL).await;
+                s.refresh_metadata().await;
+            }
+        })
+        .detach();
         ready.fetch_add(SERVING, Ordering::SeqCst);
         // SO_REUSEPORT spreads connections over every listening socket of
         // the port, ours and anyone else's. A process of ours killed just

@@ -56,6 +56,8 @@ pub struct Topics {
 pub struct Cluster {
     /// The controller leader as shard 0 knew it when the image was taken.
     pub controller: borges_net::types::NodeId,
+    /// The controller quorum's voters.
+    pub voters: Vec<borges_net::types::NodeId>,
     pub image: borges_meta::image::MetadataImage,
 }
 
@@ -85,10 +87,12 @@ impl Topics {
     pub fn from_image(
         image: &borges_meta::image::MetadataImage,
         controller: borges_net::types::NodeId,
+        voters: &[borges_net::types::NodeId],
     ) -> Topics {
         Topics {
             cluster: std::sync::Arc::new(Cluster {
                 controller,
+                voters: voters.to_vec(),
                 image: image.clone(),
             }),
             next_id: image.next_topic_id().0,

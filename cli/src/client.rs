@@ -122,6 +122,78 @@ fn err(e: ClientError) -> String {
     e.to_string()
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Brokers (id, address, rack, state, epoch, partitions led), the
+    /// controller and its voters, offline and under-replicated partitions.
+    Describe {
+        /// `text`, or `json`: one JSON object on stdout.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+}
+
+pub fn cluster(t: Target, cmd: ClusterCommand) -> Result<(), String> {
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        let admin = client.admin();
+        let mut out = std::io::stdout().lock();
+        match cmd {
+            ClusterCommand::Describe { format } => {
+                let d = admin.describe_cluster().await.map_err(err)?;
+                if format == "json" {
+                    let brokers: Vec<serde_json::Value> = d
+                        .brokers
+                        .iter()
+                        .map(|b| {
+                            serde_json::json!({
+                                "id": b.node_id,
+                                "address": b.address,
+                                "rack": b.rack,
+                                "state": b.state.name(),
+                                "epoch": b.epoch,
+                                "leader_count": b.leader_count,
+                            })
+                        })
+                        .collect();
+                    let doc = serde_json::json!({
+                        "controller_id": d.controller_id,
+                        "voters": d.voters,
+                        "brokers": brokers,
+                        "offline_partitions": d.offline_partitions,
+                        "under_replicated_partitions": d.under_replicated_partitions,
+                        "metadata_offset": d.metadata_offset,
+                    });
+                    writeln!(out, "{doc}").ok();
+                    return Ok(());
+                }
+                writeln!(out, "controller {} voters {:?}", d.controller_id, d.voters).ok();
+                writeln!(out, "id\taddress\track\tstate\tepoch\tleaders").ok();
+                for b in &d.brokers {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        b.node_id,
+                        b.address,
+                        b.rack.as_deref().unwrap_or("-"),
+                        b.state.name(),
+                        b.epoch,
+                        b.leader_count
+                    )
+                    .ok();
+                }
+                writeln!(
+                    out,
+                    "offline partitions {}, under-replicated partitions {}",
+                    d.offline_partitions, d.under_replicated_partitions
+                )
+                .ok();
+            }
+        }
+        Ok(())
+    })
+}
+
 pub fn topic(t: Target, cmd: TopicCommand) -> Result<(), String> {
     runtime()?.block_on(async move {
         let client = connect(&t).await?;

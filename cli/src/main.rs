@@ -53,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::GroupCommand,
     },
+    /// Describe the cluster: its brokers and their states, and the controller.
+    Cluster {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::ClusterCommand,
+    },
     /// Earliest and latest offset of every partition of a topic.
     Offsets {
         #[command(flatten)]
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
         Command::Consume { target, args } => cli::consume(target, args),
         Command::Offsets { target, topic } => cli::offsets(target, topic),
         Command::Group { target, command } => cli::group(target, command),
+        Command::Cluster { target, command } => cli::cluster(target, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

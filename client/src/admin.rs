@@ -10,7 +10,10 @@ use borges_net::protocol::{
 use borges_net::types::TopicId;
 
 use crate::client::{topic_from_wire, unexpected};
+
 use crate::{Client, ClientError, TopicMetadata};
+/// What `Admin::describe_cluster` returns (the broker's answer as is).
+pub use borges_net::protocol::{BrokerState, ClusterBroker, DescribeClusterResponse as ClusterDescription};
 
 /// Which offset `list_offsets` looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +160,17 @@ impl Admin {
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
+    }
+
+    /// The cluster as its committed metadata describes it: the controller,
+    /// its voters, every registered broker with its state, and counts of
+    /// offline and under-replicated partitions.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let req = Request::DescribeCluster(borges_net::protocol::DescribeClusterRequest {});
+        match self.client.send_any(&req).await? {
+            Response::DescribeCluster(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// A topic's partitions (fresh from the broker) and configs.

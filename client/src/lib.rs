@@ -76,7 +76,10 @@ mod error;
 pub mod group;
 mod producer;
 
-pub use admin::{Admin, ListedOffset, OffsetSpec, TopicConfig, TopicDescription};
+pub use admin::{
+    Admin, BrokerState, ClusterBroker, ClusterDescription, ListedOffset, OffsetSpec, TopicConfig,
+    TopicDescription,
+};
 pub use client::{BrokerInfo, Client, ClientConfig, PartitionMetadata, TopicMetadata};
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::ClientError;

@@ -282,14 +282,14 @@ fn header_cut_short_is_a_header_error() {
 #[test]
 fn unknown_api_key_and_unsupported_version() {
     let limits = Limits::default();
-    let e = request_error(payload("0013 0000 0000002a 00"), &limits);
+    let e = request_error(payload("0063 0000 0000002a 00"), &limits);
     assert_eq!(
         e,
         RequestError::Request {
             correlation_id: 42,
-            api_key: 19,
+            api_key: 99,
             code: ErrorCode::InvalidRequest,
-            error: DecodeError::UnknownApiKey(19),
+            error: DecodeError::UnknownApiKey(99),
         }
     );
     assert_eq!(e.correlation_id(), Some(42));

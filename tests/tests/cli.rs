@@ -108,6 +108,27 @@ fn cli_round_trip_and_garbage_arguments() {
         assert_eq!(p["leader_epoch"], 0, "{doc}");
     }
     assert_eq!(doc["configs"]["retention.ms"], "3600000", "{doc}");
+    let out = borges(&broker, &["cluster", "describe", "--format", "json"], None);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(
+        doc["controller_id"], 0,
+        "a one-node cluster is its own controller: {doc}"
+    );
+    assert_eq!(doc["voters"], serde_json::json!([0]), "{doc}");
+    let brokers = doc["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1, "{doc}");
+    assert_eq!(brokers[0]["id"], 0, "{doc}");
+    assert_eq!(brokers[0]["state"], "alive", "{doc}");
+    assert_eq!(brokers[0]["address"], broker.addr.to_string(), "{doc}");
+    assert!(brokers[0]["leader_count"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(doc["offline_partitions"], 0, "{doc}");
+    let out = borges(&broker, &["cluster", "describe"], None);
+    assert!(
+        text(&out.stdout).contains("controller 0 voters [0]"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Garbage: each fails with a message, and changes nothing.
     for (args, says) in [

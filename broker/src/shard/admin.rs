@@ -71,9 +71,37 @@ impl Shard {
                 return metadata::not_persisted(response, e.code(), &e.to_string());
             }
         };
-        let committed = Topics::from_image(&host.image(), host.leader());
-        self.broadcast(Arc::new(committed)).await;
+        self.broadcast_committed(&host).await;
         response
+    }
+
+    /// Hands every shard the committed image if it moved since the last
+    /// time (brokers fenced or unfenced, leaders moved): shard 0 only.
+    /// Serialized with topic changes, so no shard ever gets an older
+    /// image after a newer one.
+    pub(crate) async fn refresh_metadata(self: &Rc<Self>) {
+        let Some(host) = self.quorum.get().cloned() else {
+            return;
+        };
+        let _guard = self
+            .admin_lock
+            .acquire_permit(1)
+            .await
+            .expect("the admin lock is never closed");
+        let moved = host.applied() != self.broadcast_applied.get()
+            || host.leader() != self.topics().cluster.controller;
+        if moved {
+            self.broadcast_committed(&host).await;
+        }
+    }
+
+    /// Hands every shard the topics of the committed image (the admin lock
+    /// held).
+    async fn broadcast_committed(self: &Rc<Self>, host: &QuorumHost) {
+        let applied = host.applied();
+        let committed = Topics::from_image(&host.image(), host.leader(), host.voters());
+        self.broadcast(Arc::new(committed)).await;
+        self.broadcast_applied.set(applied);
     }
 
     /// Hands a snapshot to every shard, this one included, and waits until

@@ -89,6 +89,8 @@ pub struct Shard {
     pub quorum: std::cell::OnceCell<Rc<crate::quorum_host::QuorumHost>>,
     /// This broker's registration epoch, once the controller has given one.
     pub broker_epoch: Cell<Option<borges_net::types::BrokerEpoch>>,
+    /// The metadata log index of the last image handed to every shard.
+    broadcast_applied: Cell<u64>,
 }
 
 impl Shard {
@@ -117,6 +119,7 @@ impl Shard {
             coordinator: crate::group::Coordinator::new(Rc::new(crate::clock::SystemClock)),
             quorum: std::cell::OnceCell::new(),
             broker_epoch: Cell::new(None),
+            broadcast_applied: Cell::new(0),
         }
     }
 

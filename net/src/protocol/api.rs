@@ -53,11 +53,12 @@ pub enum ApiKey {
     ListGroups = 16,
     DescribeGroups = 17,
     DeleteGroups = 18,
+    DescribeCluster = 19,
 }
 
 impl ApiKey {
     /// Every api, in key order.
-    pub const ALL: [ApiKey; 19] = [
+    pub const ALL: [ApiKey; 20] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -77,6 +78,7 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
+        ApiKey::DescribeCluster,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -119,6 +121,7 @@ impl ApiKey {
             ApiKey::ListGroups => "ListGroups",
             ApiKey::DescribeGroups => "DescribeGroups",
             ApiKey::DeleteGroups => "DeleteGroups",
+            ApiKey::DescribeCluster => "DescribeCluster",
         }
     }
 }

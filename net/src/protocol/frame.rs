@@ -74,6 +74,7 @@ pub enum Request {
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    DescribeCluster(DescribeClusterRequest),
 }
 
 impl Request {
@@ -98,6 +99,7 @@ impl Request {
             Request::ListGroups(_) => ApiKey::ListGroups,
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Request::DescribeCluster(_) => ApiKey::DescribeCluster,
         }
     }
 
@@ -122,6 +124,7 @@ impl Request {
             Request::ListGroups(m) => m.encode(out),
             Request::DescribeGroups(m) => m.encode(out),
             Request::DeleteGroups(m) => m.encode(out),
+            Request::DescribeCluster(m) => m.encode(out),
         }
     }
 
@@ -146,6 +149,7 @@ impl Request {
             ApiKey::ListGroups => Request::ListGroups(Decode::decode(r)?),
             ApiKey::DescribeGroups => Request::DescribeGroups(Decode::decode(r)?),
             ApiKey::DeleteGroups => Request::DeleteGroups(Decode::decode(r)?),
+            ApiKey::DescribeCluster => Request::DescribeCluster(Decode::decode(r)?),
         })
     }
 }
@@ -172,6 +176,7 @@ pub enum Response {
     ListGroups(ListGroupsResponse),
     DescribeGroups(DescribeGroupsResponse),
     DeleteGroups(DeleteGroupsResponse),
+    DescribeCluster(DescribeClusterResponse),
 }
 
 impl Response {
@@ -196,6 +201,7 @@ impl Response {
             Response::ListGroups(_) => ApiKey::ListGroups,
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Response::DescribeCluster(_) => ApiKey::DescribeCluster,
         }
     }
 
@@ -220,6 +226,7 @@ impl Response {
             Response::ListGroups(m) => m.encode(out),
             Response::DescribeGroups(m) => m.encode(out),
             Response::DeleteGroups(m) => m.encode(out),
+            Response::DescribeCluster(m) => m.encode(out),
         }
     }
 
@@ -244,6 +251,7 @@ impl Response {
             ApiKey::ListGroups => Response::ListGroups(Decode::decode(r)?),
             ApiKey::DescribeGroups => Response::DescribeGroups(Decode::decode(r)?),
             ApiKey::DeleteGroups => Response::DeleteGroups(Decode::decode(r)?),
+            ApiKey::DescribeCluster => Response::DescribeCluster(Decode::decode(r)?),
         })
     }
 }

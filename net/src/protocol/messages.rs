@@ -857,5 +857,7 @@ wire_struct! { AlterConfigsResponse, min = 1,
 
 // ------------------------------------------------------------ consumer groups
 
+mod cluster;
 mod group;
+pub use cluster::*;
 pub use group::*;
