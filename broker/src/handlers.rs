@@ -160,6 +160,7 @@ pub async fn handle(
         Request::CreateTopics(r) => return Some(admin(shard, corr, Admin::Create(r)).await),
         Request::DeleteTopics(r) => return Some(admin(shard, corr, Admin::Delete(r)).await),
         Request::AlterConfigs(r) => return Some(admin(shard, corr, Admin::Alter(r)).await),
+        Request::ElectLeaders(r) => return Some(admin(shard, corr, Admin::Elect(r)).await),
         Request::DescribeConfigs(r) => Response::DescribeConfigs(describe_configs(shard, r)),
         Request::Produce(r) => {
             let acks = r.acks;
@@ -216,19 +217,51 @@ async fn group_call(
     }
 }
 
+/// The coordinator of a group is the leader of its `__consumer_offsets`
+/// partition, as the committed image names it.
 fn find_coordinator(shard: &Rc<Shard>, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let error = if r.group_id.is_empty() {
-        ErrorCode::InvalidGroupId
-    } else if crate::group::offsets_key(&shard.topics(), &r.group_id).is_none() {
-        ErrorCode::CoordinatorNotAvailable
-    } else {
-        ErrorCode::None
-    };
-    FindCoordinatorResponse {
+    let topics = shard.topics();
+    let none = |error| FindCoordinatorResponse {
         error,
+        node_id: -1,
+        host: String::new(),
+        port: 0,
+    };
+    if r.group_id.is_empty() {
+        return none(ErrorCode::InvalidGroupId);
+    }
+    let Some((topic, partition)) = crate::group::offsets_key(&topics, &r.group_id) else {
+        return none(ErrorCode::CoordinatorNotAvailable);
+    };
+    let image = &topics.cluster.image;
+    let me = || FindCoordinatorResponse {
+        error: ErrorCode::None,
         node_id: shard.config.node_id,
         host: shard.config.advertised_addr().ip().to_string(),
         port: shard.config.advertised_addr().port(),
+    };
+    let Some(state) = image.partition(topic, partition) else {
+        // Topics that come from no image (tests): this node holds all.
+        return me();
+    };
+    if state.leader.0 == shard.config.node_id {
+        return me();
+    }
+    let leader = image.broker(state.leader).filter(|b| !b.fenced).and_then(|b| {
+        b.reg
+            .address
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| (b.reg.node, a))
+    });
+    match leader {
+        Some((node, addr)) => FindCoordinatorResponse {
+            error: ErrorCode::None,
+            node_id: node.0,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        },
+        None => none(ErrorCode::CoordinatorNotAvailable),
     }
 }
 

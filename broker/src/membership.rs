@@ -174,6 +174,15 @@ async fn heartbeat(shard: &Shard, host: &QuorumHost, want_fence: bool) -> Result
     let Some(epoch) = shard.broker_epoch.get() else {
         return Ok(());
     };
+    send_heartbeat(shard, host, epoch, want_fence).await
+}
+
+async fn send_heartbeat(
+    shard: &Shard,
+    host: &QuorumHost,
+    epoch: borges_net::types::BrokerEpoch,
+    want_fence: bool,
+) -> Result<(), DecideError> {
     let hb = Heartbeat {
         node: NodeId(shard.config.node_id),
         epoch,
@@ -194,7 +203,12 @@ pub async fn stop(shard: &Rc<Shard>) {
     let Some(host) = shard.quorum.get() else {
         return;
     };
-    if let Err(e) = heartbeat(shard, host, true).await {
+    // The periodic heartbeat stops here (it finds no epoch): one sent after
+    // this would unfence the broker again.
+    let Some(epoch) = shard.broker_epoch.take() else {
+        return;
+    };
+    if let Err(e) = send_heartbeat(shard, host, epoch, true).await {
         tracing::warn!(error = %e, "the stopping broker's last heartbeat failed");
     }
 }

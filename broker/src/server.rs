@@ -348,8 +348,9 @@ async fn shard_main(
         // before any of them accepts a connection.
         shard.refresh_metadata().await;
         let s = shard.clone();
+        let stopping = stop.clone();
         glommio::spawn_local(async move {
-            loop {
+            while !stopping.load(Ordering::SeqCst) {
                 glommio::timer::sleep(crate::membership::REFRESH_INTERVAL).await;
                 s.refresh_metadata().await;
             }

@@ -133,6 +133,72 @@ pub enum ClusterCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum LeaderCommand {
+    /// Move leadership back to each partition's preferred replica (the
+    /// first of its replicas), where it is in the ISR and alive.
+    Elect {
+        /// Preferred-leader election (the only kind there is).
+        #[arg(long, required = true)]
+        preferred: bool,
+        /// TOPIC or TOPIC:PARTITION; none: every partition that needs it.
+        targets: Vec<String>,
+    },
+}
+
+pub fn leader(t: Target, cmd: LeaderCommand) -> Result<(), String> {
+    runtime()?.block_on(async move {
+        let client = connect(&t).await?;
+        let admin = client.admin();
+        let mut out = std::io::stdout().lock();
+        match cmd {
+            LeaderCommand::Elect {
+                preferred: _,
+                targets,
+            } => {
+                let mut partitions = Vec::new();
+                for target in &targets {
+                    match target.rsplit_once(':') {
+                        Some((topic, p)) => {
+                            let p: u32 = p
+                                .parse()
+                                .map_err(|_| format!("{target:?}: expected TOPIC or TOPIC:PARTITION"))?;
+                            partitions.push((topic.to_string(), p));
+                        }
+                        None => {
+                            let meta = client.refresh_topic(target).await.map_err(err)?;
+                            partitions.extend(meta.partitions.iter().map(|p| (target.clone(), p.partition)));
+                        }
+                    }
+                }
+                let results = admin
+                    .elect_preferred_leaders((!targets.is_empty()).then_some(&partitions[..]))
+                    .await
+                    .map_err(err)?;
+                let mut failed = 0;
+                for r in &results {
+                    let outcome = match r.error {
+                        ErrorCode::None => "elected".to_string(),
+                        ErrorCode::ElectionNotNeeded => "already led by its preferred replica".to_string(),
+                        code => {
+                            failed += 1;
+                            format!("{code:?}: {}", r.message.as_deref().unwrap_or(""))
+                        }
+                    };
+                    writeln!(out, "{}:{}\t{outcome}", r.topic, r.partition).ok();
+                }
+                if results.is_empty() {
+                    writeln!(out, "every partition is led by its preferred replica").ok();
+                }
+                if failed > 0 {
+                    return Err(format!("{failed} of {} elections failed", results.len()));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 pub fn cluster(t: Target, cmd: ClusterCommand) -> Result<(), String> {
     runtime()?.block_on(async move {
         let client = connect(&t).await?;

@@ -60,6 +60,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::ClusterCommand,
     },
+    /// Leader elections.
+    Leader {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::LeaderCommand,
+    },
     /// Earliest and latest offset of every partition of a topic.
     Offsets {
         #[command(flatten)]
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
         Command::Offsets { target, topic } => cli::offsets(target, topic),
         Command::Group { target, command } => cli::group(target, command),
         Command::Cluster { target, command } => cli::cluster(target, command),
+        Command::Leader { target, command } => cli::leader(target, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

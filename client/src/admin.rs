@@ -173,6 +173,36 @@ impl Admin {
         }
     }
 
+    /// Preferred-leader election for `partitions` (topic, index), or for
+    /// every partition not led by its preferred replica when `None`. One
+    /// result per partition: `ErrorCode::None` when the preferred replica
+    /// now leads, `ElectionNotNeeded` when it already did.
+    pub async fn elect_preferred_leaders(
+        &self,
+        partitions: Option<&[(String, u32)]>,
+    ) -> Result<Vec<borges_net::protocol::ElectionResult>, ClientError> {
+        use borges_net::protocol::{ElectLeadersRequest, TopicPartitions};
+        let topics = partitions.map(|ps| {
+            let mut by_topic: Vec<TopicPartitions> = Vec::new();
+            for (topic, p) in ps {
+                match by_topic.iter_mut().find(|t| &t.topic == topic) {
+                    Some(t) => t.partitions.push(*p),
+                    None => by_topic.push(TopicPartitions {
+                        topic: topic.clone(),
+                        partitions: vec![*p],
+                    }),
+                }
+            }
+            by_topic
+        });
+        let req = Request::ElectLeaders(ElectLeadersRequest { topics });
+        match self.client.send_any(&req).await? {
+            Response::ElectLeaders(r) if r.error == ErrorCode::None => Ok(r.results),
+            Response::ElectLeaders(r) => Err(ClientError::broker(r.error, None)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// A topic's partitions (fresh from the broker) and configs.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         let metadata = (*self.client.refresh_topic(name).await?).clone();

@@ -123,6 +123,24 @@ fn cli_round_trip_and_garbage_arguments() {
     assert_eq!(brokers[0]["address"], broker.addr.to_string(), "{doc}");
     assert!(brokers[0]["leader_count"].as_u64().unwrap() >= 1, "{doc}");
     assert_eq!(doc["offline_partitions"], 0, "{doc}");
+    // Preferred-leader election: nothing to move in a one-node cluster.
+    let out = borges(&broker, &["leader", "elect", "--preferred", "orders"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("orders:0\talready led by its preferred replica"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = borges(&broker, &["leader", "elect", "--preferred"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("every partition is led by its preferred replica"));
+    let out = borges(&broker, &["leader", "elect", "--preferred", "orders:99"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("orders:99\tUnknownTopicOrPartition"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = borges(&broker, &["cluster", "describe"], None);
     assert!(
         text(&out.stdout).contains("controller 0 voters [0]"),

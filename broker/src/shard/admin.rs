@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use borges_meta::controller::{ControllerError, NewTopic};
 use borges_meta::seams::SplitMix64;
-use borges_net::protocol::{ErrorCode, Response};
+use borges_net::protocol::{ElectLeadersRequest, ElectLeadersResponse, ElectionResult, ErrorCode, Response};
 
 use super::calls::{self, Admin};
 use super::Shard;
@@ -53,6 +53,8 @@ impl Shard {
                 let out = metadata::alter_configs(&topics, r);
                 (Response::AlterConfigs(out.response), out.next)
             }
+            // Not a topic change: the controller alone decides.
+            Admin::Elect(r) => return Response::ElectLeaders(self.elect(r.clone()).await),
         };
         let Some(next) = next else {
             return response;
@@ -73,6 +75,56 @@ impl Shard {
         };
         self.broadcast_committed(&host).await;
         response
+    }
+
+    /// Preferred-leader election through the controller (the admin lock
+    /// held); every shard gets the committed result before the answer.
+    async fn elect(self: &Rc<Self>, r: ElectLeadersRequest) -> ElectLeadersResponse {
+        let Some(host) = self.quorum.get().cloned() else {
+            return ElectLeadersResponse {
+                error: ErrorCode::NotController,
+                results: Vec::new(),
+            };
+        };
+        let targets: Option<Vec<(String, u32)>> = r.topics.map(|ts| {
+            ts.into_iter()
+                .flat_map(|t| {
+                    let topic = t.topic;
+                    t.partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .collect()
+        });
+        let decided = host
+            .decide(COMMIT_TIMEOUT, |c, _| c.elect_preferred(targets.as_deref()))
+            .await;
+        let results = match decided {
+            Ok(results) => results,
+            Err(e) => {
+                return ElectLeadersResponse {
+                    error: e.code(),
+                    results: Vec::new(),
+                }
+            }
+        };
+        self.broadcast_committed(&host).await;
+        ElectLeadersResponse {
+            error: ErrorCode::None,
+            results: results
+                .into_iter()
+                .map(|((topic, partition), r)| {
+                    let (error, message) = match r {
+                        Ok(()) => (ErrorCode::None, None),
+                        Err(e) => (e.code(), Some(e.to_string())),
+                    };
+                    ElectionResult {
+                        topic,
+                        partition,
+                        error,
+                        message,
+                    }
+                })
+                .collect(),
+        }
     }
 
     /// Hands every shard the committed image if it moved since the last

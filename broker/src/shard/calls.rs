@@ -241,6 +241,8 @@ pub enum Admin {
     Create(CreateTopicsRequest),
     Delete(DeleteTopicsRequest),
     Alter(AlterConfigsRequest),
+    /// Preferred-leader election.
+    Elect(borges_net::protocol::ElectLeadersRequest),
 }
 
 /// A new metadata snapshot from shard 0: open, close and reconfigure the

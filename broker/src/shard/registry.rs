@@ -204,6 +204,12 @@ impl Registry {
 
     /// Closes every partition cleanly (flushed, synced, indexes written).
     pub async fn close_all(&self) {
+        // After any snapshot being applied, and before none other: a
+        // snapshot that arrives while the shard stops must not reopen what
+        // is being closed.
+        let guard = self.apply_lock.acquire_permit(1).await;
+        self.apply_lock.close();
+        drop(guard);
         let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
         for p in parts {
             if let Err(e) = p.log.close().await {

@@ -54,11 +54,12 @@ pub enum ApiKey {
     DescribeGroups = 17,
     DeleteGroups = 18,
     DescribeCluster = 19,
+    ElectLeaders = 20,
 }
 
 impl ApiKey {
     /// Every api, in key order.
-    pub const ALL: [ApiKey; 20] = [
+    pub const ALL: [ApiKey; 21] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -79,6 +80,7 @@ impl ApiKey {
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
         ApiKey::DescribeCluster,
+        ApiKey::ElectLeaders,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -122,6 +124,7 @@ impl ApiKey {
             ApiKey::DescribeGroups => "DescribeGroups",
             ApiKey::DeleteGroups => "DeleteGroups",
             ApiKey::DescribeCluster => "DescribeCluster",
+            ApiKey::ElectLeaders => "ElectLeaders",
         }
     }
 }

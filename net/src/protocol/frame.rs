@@ -75,6 +75,7 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     DescribeCluster(DescribeClusterRequest),
+    ElectLeaders(ElectLeadersRequest),
 }
 
 impl Request {
@@ -100,6 +101,7 @@ impl Request {
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
             Request::DescribeCluster(_) => ApiKey::DescribeCluster,
+            Request::ElectLeaders(_) => ApiKey::ElectLeaders,
         }
     }
 
@@ -125,6 +127,7 @@ impl Request {
             Request::DescribeGroups(m) => m.encode(out),
             Request::DeleteGroups(m) => m.encode(out),
             Request::DescribeCluster(m) => m.encode(out),
+            Request::ElectLeaders(m) => m.encode(out),
         }
     }
 
@@ -150,6 +153,7 @@ impl Request {
             ApiKey::DescribeGroups => Request::DescribeGroups(Decode::decode(r)?),
             ApiKey::DeleteGroups => Request::DeleteGroups(Decode::decode(r)?),
             ApiKey::DescribeCluster => Request::DescribeCluster(Decode::decode(r)?),
+            ApiKey::ElectLeaders => Request::ElectLeaders(Decode::decode(r)?),
         })
     }
 }
@@ -177,6 +181,7 @@ pub enum Response {
     DescribeGroups(DescribeGroupsResponse),
     DeleteGroups(DeleteGroupsResponse),
     DescribeCluster(DescribeClusterResponse),
+    ElectLeaders(ElectLeadersResponse),
 }
 
 impl Response {
@@ -202,6 +207,7 @@ impl Response {
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
             Response::DescribeCluster(_) => ApiKey::DescribeCluster,
+            Response::ElectLeaders(_) => ApiKey::ElectLeaders,
         }
     }
 
@@ -227,6 +233,7 @@ impl Response {
             Response::DescribeGroups(m) => m.encode(out),
             Response::DeleteGroups(m) => m.encode(out),
             Response::DescribeCluster(m) => m.encode(out),
+            Response::ElectLeaders(m) => m.encode(out),
         }
     }
 
@@ -252,6 +259,7 @@ impl Response {
             ApiKey::DescribeGroups => Response::DescribeGroups(Decode::decode(r)?),
             ApiKey::DeleteGroups => Response::DeleteGroups(Decode::decode(r)?),
             ApiKey::DescribeCluster => Response::DescribeCluster(Decode::decode(r)?),
+            ApiKey::ElectLeaders => Response::ElectLeaders(Decode::decode(r)?),
         })
     }
 }

@@ -4,8 +4,11 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::super::wire::{put_array, put_nullable_string, put_string, Decode, Encode, Input, Reader};
-use super::super::DecodeError;
+use super::super::wire::{
+    put_array, put_len, put_nullable_string, put_string, Decode, Encode, Input, Reader,
+};
+use super::super::{DecodeError, ErrorCode};
+use super::{error_code, put_error};
 
 // ------------------------------------------------------------ DescribeCluster
 
@@ -119,6 +122,90 @@ wire_struct! { DescribeClusterResponse, min = 4 + 1 + 1 + 4 + 4 + 8,
             metadata_offset: r.u64()?,
         })
     }
+}
+
+// --------------------------------------------------------------- ElectLeaders
+
+/// Partitions of one topic, by index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<u32>,
+}
+
+wire_struct! { TopicPartitions, min = 1 + 1,
+    encode(self, out) {
+        put_string(out, &self.topic);
+        put_array(out, &self.partitions);
+    }
+    decode(r) {
+        Ok(TopicPartitions { topic: r.string("topic")?, partitions: r.array("partitions")? })
+    }
+}
+
+/// Preferred-leader election (Kafka's ElectLeaders with PREFERRED).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElectLeadersRequest {
+    /// The partitions to elect for; `None`: every partition not led by
+    /// its preferred replica.
+    pub topics: Option<Vec<TopicPartitions>>,
+}
+
+wire_struct! { ElectLeadersRequest, min = 1,
+    encode(self, out) {
+        match &self.topics {
+            None => put_len(out, 0),
+            Some(t) => {
+                put_len(out, t.len() + 1);
+                for tp in t {
+                    tp.encode(out);
+                }
+            }
+        }
+    }
+    decode(r) { Ok(ElectLeadersRequest { topics: r.nullable_array("topics")? }) }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: u32,
+    /// `None` when the preferred replica now leads;
+    /// `ElectionNotNeeded` when it already did.
+    pub error: ErrorCode,
+    pub message: Option<String>,
+}
+
+wire_struct! { ElectionResult, min = 1 + 4 + 2 + 1,
+    encode(self, out) {
+        put_string(out, &self.topic);
+        out.put_u32(self.partition);
+        put_error(out, self.error);
+        put_nullable_string(out, self.message.as_deref());
+    }
+    decode(r) {
+        Ok(ElectionResult {
+            topic: r.string("topic")?,
+            partition: r.u32()?,
+            error: error_code(r)?,
+            message: r.nullable_string("message")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElectLeadersResponse {
+    /// For the whole request: `NotController` and the like.
+    pub error: ErrorCode,
+    pub results: Vec<ElectionResult>,
+}
+
+wire_struct! { ElectLeadersResponse, min = 2 + 1,
+    encode(self, out) {
+        put_error(out, self.error);
+        put_array(out, &self.results);
+    }
+    decode(r) { Ok(ElectLeadersResponse { error: error_code(r)?, results: r.array("results")? }) }
 }
 
 #[cfg(test)]

@@ -129,7 +129,16 @@ impl DmaFile {
     ) -> io::Result<DmaFile> {
         let file = GlommioFile::open_at(dir, path, flags, mode).await?;
         let (major, minor) = (file.dev_major as usize, file.dev_minor as usize);
-        let buf = statfs(path).unwrap();
+        // Borges patch: ask the open descriptor, not the path. The path may
+        // be renamed or removed by the time it is asked (a file written to a
+        // temporary name and renamed into place), and upstream unwrapped the
+        // answer, panicking the executor.
+        let buf = {
+            use std::os::fd::BorrowedFd;
+            // SAFETY: `file` owns this descriptor and outlives the call.
+            let fd = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) };
+            fstatfs(fd).map_err(io::Error::from)?
+        };
         let fstype = buf.filesystem_type();
         let max_sectors_size = sysfs::BlockDevice::max_sectors_size(major, minor);
         let max_segment_size = sysfs::BlockDevice::max_segment_size(major, minor);
