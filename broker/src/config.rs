@@ -235,6 +235,65 @@ pub struct BrokerConfig {
         default_value = "2000"
     )]
     pub shard_stall_timeout: Duration,
+    /// The metadata quorum's voters, `id@host:port` each (the port of
+    /// their controller listener), comma-separated; this broker must be one
+    /// of them [default: none, a cluster of this broker alone].
+    #[arg(
+        long,
+        env = "BORGES_CONTROLLERS",
+        value_delimiter = ',',
+        value_parser = controller_voter
+    )]
+    pub controllers: Vec<ControllerVoter>,
+    /// A broker that has not heartbeated for this long is fenced
+    /// (`broker.session.timeout.ms`).
+    #[arg(
+        id = "broker_session_timeout_ms",
+        long = "broker-session-timeout-ms",
+        env = "BORGES_BROKER_SESSION_TIMEOUT_MS",
+        value_parser = millis,
+        default_value = "9000"
+    )]
+    pub broker_session_timeout: Duration,
+    /// How often a broker heartbeats to the controller
+    /// (`broker.heartbeat.interval.ms`).
+    #[arg(
+        id = "broker_heartbeat_interval_ms",
+        long = "broker-heartbeat-interval-ms",
+        env = "BORGES_BROKER_HEARTBEAT_INTERVAL_MS",
+        value_parser = millis,
+        default_value = "2000"
+    )]
+    pub broker_heartbeat_interval: Duration,
+}
+
+/// One voter of the metadata quorum: its node id and controller listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerVoter {
+    pub node: i32,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for ControllerVoter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.node, self.addr)
+    }
+}
+
+/// Parses `id@host:port`.
+fn controller_voter(s: &str) -> Result<ControllerVoter, String> {
+    let s = s.trim();
+    let (id, addr) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected id@host:port"))?;
+    let node: i32 = id.parse().map_err(|e| format!("{s:?}: node id {id:?}: {e}"))?;
+    if node < 0 {
+        return Err(format!("{s:?}: node ids are not negative"));
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("{s:?}: address {addr:?}: {e}"))?;
+    Ok(ControllerVoter { node, addr })
 }
 
 /// `borges start`'s arguments: a settings file, and every setting.
@@ -515,12 +574,61 @@ impl BrokerConfig {
         if self.cleaner_max_bytes_per_sec == 0 {
             return Err(ConfigError::Invalid("cleaner_max_bytes_per_sec", "0".into()));
         }
+        if !self.controllers.is_empty() {
+            let mut ids: Vec<i32> = self.controllers.iter().map(|v| v.node).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ConfigError::Invalid(
+                    "controllers",
+                    "a node id is listed twice".into(),
+                ));
+            }
+            if self.controller_listen().is_none() {
+                return Err(ConfigError::Invalid(
+                    "controllers",
+                    format!(
+                        "node {} is not among them (every broker is a voter today)",
+                        self.node_id
+                    ),
+                ));
+            }
+            if self.controllers.iter().any(|v| v.addr == self.listen) {
+                return Err(ConfigError::Invalid(
+                    "controllers",
+                    "a controller listener cannot be the client listener".into(),
+                ));
+            }
+        }
+        if self.node_id < 0 {
+            return Err(ConfigError::Invalid("node_id", self.node_id.to_string()));
+        }
+        if self.broker_heartbeat_interval.is_zero()
+            || self.broker_heartbeat_interval >= self.broker_session_timeout
+        {
+            return Err(ConfigError::Invalid(
+                "broker_heartbeat_interval_ms",
+                format!(
+                    "{} ms (above 0 and below broker_session_timeout_ms {} ms)",
+                    self.broker_heartbeat_interval.as_millis(),
+                    self.broker_session_timeout.as_millis()
+                ),
+            ));
+        }
         if self.default_partitions == 0 {
             return Err(ConfigError::Invalid("default_partitions", "0".into()));
         }
         self.log_defaults()
             .validate()
             .map_err(|e| ConfigError::Invalid("log", e.to_string()))
+    }
+
+    /// This broker's controller listener: its own entry in `controllers`
+    /// (`None` in a cluster of one, which needs none).
+    pub fn controller_listen(&self) -> Option<SocketAddr> {
+        self.controllers
+            .iter()
+            .find(|v| v.node == self.node_id)
+            .map(|v| v.addr)
     }
 
     /// The flush policy a partition log runs with under this broker.
@@ -544,6 +652,45 @@ mod tests {
             ..BrokerConfig::default()
         };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn controllers_are_parsed_and_checked() {
+        let c = BrokerConfig::from_flags([
+            "--cores=1",
+            "--node-id=2",
+            "--listen=127.0.0.2:9092",
+            "--controllers=1@127.0.0.1:9093,2@127.0.0.2:9093",
+            "--controllers=3@127.0.0.3:9093",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.controllers.len(), 3);
+        assert_eq!(c.controller_listen(), Some("127.0.0.2:9093".parse().unwrap()));
+        for (flags, what) in [
+            (&["--controllers=1@127.0.0.1:9093"][..], "not among them"),
+            (
+                &["--node-id=1", "--controllers=1@127.0.0.1:9093,1@127.0.0.2:9093"][..],
+                "twice",
+            ),
+            (
+                &["--node-id=1", "--controllers=1@127.0.0.1:9092"][..],
+                "client listener",
+            ),
+            (
+                &["--broker-heartbeat-interval-ms=9000"][..],
+                "below broker_session_timeout_ms",
+            ),
+        ] {
+            let mut all = vec!["--cores=1"];
+            all.extend_from_slice(flags);
+            let e = BrokerConfig::from_flags(all).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains(what), "{flags:?}: {e}");
+        }
+        for bad in ["1", "x@127.0.0.1:9093", "-1@127.0.0.1:9093", "1@nowhere"] {
+            let e = BrokerConfig::from_flags(["--cores=1".to_string(), format!("--controllers={bad}")]);
+            assert!(e.is_err(), "{bad} was taken");
+        }
     }
 
     #[test]

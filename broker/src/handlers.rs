@@ -157,6 +157,15 @@ pub async fn handle(
                 .collect(),
         }),
         Request::Metadata(r) => Response::Metadata(metadata(shard, r)),
+        r @ (Request::RaftMessages(_) | Request::BrokerRegistration(_) | Request::BrokerHeartbeat(_)) => {
+            // Brokers speak these to each other on the controller listener
+            // only: no client may speak for a peer.
+            return Some(Outgoing::error(
+                corr,
+                ErrorCode::InvalidRequest,
+                &format!("{} is served on the controller listener only", r.api_key()),
+            ));
+        }
         Request::CreateTopics(r) => return Some(admin(shard, corr, Admin::Create(r)).await),
         Request::DeleteTopics(r) => return Some(admin(shard, corr, Admin::Delete(r)).await),
         Request::AlterConfigs(r) => return Some(admin(shard, corr, Admin::Alter(r)).await),

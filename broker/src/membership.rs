@@ -1,25 +1,35 @@
 //! This broker as a member of its cluster, on shard 0: the metadata
 //! quorum's node is started from the journal, ticked, and the broker
-//! registers with the controller, heartbeats, and asks to be fenced as it
-//! stops (Kafka's BrokerRegistration and BrokerHeartbeat, KIP-631).
+//! registers with the active controller, heartbeats, and asks to be fenced
+//! as it stops (Kafka's BrokerRegistration and BrokerHeartbeat, KIP-631).
 //!
-//! Today the quorum is always of one (this broker is its own controller);
-//! the peers' transport and `--controllers` come with the rest of cluster
-//! part 1 (issue 10).
+//! With no `--controllers` the quorum is of one: this broker is its own
+//! controller. With them, every broker is a voter (Redpanda's model for a
+//! small cluster; KRaft's brokers that are not controllers, observers of
+//! the metadata log, are not built yet): raft messages travel between the
+//! controller listeners ([`crate::peer`], [`crate::controller_listener`]),
+//! and a broker that is not the active controller registers and heartbeats
+//! over the active controller's listener.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use borges_meta::controller::{ControllerConfig, Heartbeat, ImportedTopic, NewTopic, Registration};
 use borges_meta::seams::SplitMix64;
 use borges_meta::{NodeId, TopicId};
+use borges_net::protocol::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
+    ErrorCode, LogDirId, Request, Response,
+};
+use borges_net::types::BrokerEpoch;
 
-use crate::quorum_host::{dir_id, random_u128, DecideError, NoPeers, QuorumHost};
+use crate::peer::{call_once, PeerTransport, CALL_TIMEOUT};
+use crate::quorum_host::{dir_id, random_u128, DecideError, NoPeers, QuorumHost, Transport};
+use crate::server::StopFlag;
 use crate::shard::Shard;
 use crate::topics::Topics;
 
-/// How often the broker heartbeats (`broker.heartbeat.interval.ms`).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(2000);
 /// How often shard 0 hands the shards a committed image that moved
 /// without a topic change (fencing, elections).
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
@@ -27,24 +37,43 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the quorum node is ticked.
 const TICK: Duration = Duration::from_millis(50);
+/// How long a registration that failed waits before it is tried again.
+const RETRY: Duration = Duration::from_millis(200);
 
 /// Opens the quorum node, waits until a controller is active, and
 /// registers this broker. Shard 0, before the broker reports that it
-/// listens.
-pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
+/// listens. Gives up only when the broker is stopped.
+pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
     assert_eq!(shard.id, 0, "the quorum node runs on shard 0");
     let config = &shard.config;
     let me = NodeId(config.node_id);
     let controller = ControllerConfig {
         default_partitions: config.default_partitions,
+        session_timeout_ms: u64::try_from(config.broker_session_timeout.as_millis()).unwrap_or(u64::MAX),
         ..ControllerConfig::default()
     };
+    let voters: Vec<NodeId> = config.controllers.iter().map(|v| NodeId(v.node)).collect();
+    let transport: Box<dyn Transport> = if voters.is_empty() {
+        Box::new(NoPeers)
+    } else {
+        Box::new(PeerTransport::start(
+            me,
+            &config.controllers,
+            config.max_frame_bytes,
+        ))
+    };
+    // Peers reach this node's quorum member through the controller
+    // listener, so it listens before the quorum can form.
+    if let Some(addr) = config.controller_listen() {
+        crate::controller_listener::start(shard.clone(), addr)
+            .map_err(|e| format!("controller listener on {addr}: {e}"))?;
+    }
     let host = QuorumHost::open(
         &config.data_dirs[0],
         me,
-        &[],
+        &voters,
         controller,
-        Box::new(NoPeers),
+        transport,
         Rc::new(crate::clock::SystemClock),
     )
     .map_err(|e| e.to_string())?;
@@ -60,44 +89,175 @@ pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
         }
     })
     .detach();
-    if !host.wait_active(Duration::from_secs(10)).await {
-        return Err("no metadata controller became active within 10 s".into());
-    }
     let mut log_dirs = Vec::new();
     for dir in &config.data_dirs {
         let fresh = random_u128(dir.as_os_str().as_encoded_bytes());
-        log_dirs.push(dir_id(dir, fresh).map_err(|e| format!("{}: directory id: {e}", dir.display()))?);
+        log_dirs.push(LogDirId(
+            dir_id(dir, fresh).map_err(|e| format!("{}: directory id: {e}", dir.display()))?,
+        ));
     }
-    let registration = Registration {
-        node: me,
+    let registration = BrokerRegistrationRequest {
+        node: me.0,
         incarnation: random_u128(b"incarnation"),
         address: config.advertised_addr().to_string(),
         rack: None,
         shards: u16::try_from(shard.count).unwrap_or(u16::MAX),
         log_dirs,
     };
-    register(shard, &host, &registration).await?;
+    // Until a controller is active and takes the registration.
+    let began = std::time::Instant::now();
+    let mut last_said = began;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err("stopped before the broker joined its cluster".into());
+        }
+        if let Some(e) = host.failed() {
+            return Err(format!("the metadata journal failed: {e}"));
+        }
+        match register(shard, &host, &registration).await {
+            Ok(()) => break,
+            Err(e) => {
+                if matches!(
+                    e,
+                    DecideError::Remote {
+                        code: ErrorCode::DuplicateBrokerRegistration,
+                        ..
+                    }
+                ) || matches!(
+                    e,
+                    DecideError::Refused(borges_meta::controller::ControllerError::DuplicateBroker { .. })
+                ) {
+                    return Err(format!("broker registration: {e}"));
+                }
+                if last_said.elapsed() >= Duration::from_secs(5) {
+                    last_said = std::time::Instant::now();
+                    tracing::warn!(error = %e, waited_s = began.elapsed().as_secs(), "waiting for an active controller to register with");
+                }
+            }
+        }
+        glommio::timer::sleep(RETRY).await;
+    }
     adopt_topics(shard, &host).await?;
     let s = shard.clone();
+    let interval = config.broker_heartbeat_interval;
     glommio::spawn_local(async move {
         loop {
-            glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+            glommio::timer::sleep(interval).await;
             if let Err(e) = heartbeat(&s, &host, false).await {
                 tracing::warn!(error = %e, "broker heartbeat failed");
                 if matches!(
                     e.code(),
-                    borges_net::protocol::ErrorCode::StaleBrokerEpoch
-                        | borges_net::protocol::ErrorCode::BrokerIdNotRegistered
-                ) {
+                    ErrorCode::StaleBrokerEpoch | ErrorCode::BrokerIdNotRegistered
+                ) && s.broker_epoch.get().is_some()
+                {
                     if let Err(e) = register(&s, &host, &registration).await {
                         tracing::warn!(error = %e, "broker registration failed");
                     }
+                }
+            }
+            // The active controller makes the internal topic of consumer
+            // groups once there are brokers to place it on.
+            if host.is_active() && host.image().topic_by_name(crate::group::OFFSETS_TOPIC).is_none() {
+                if let Err(e) = create_offsets_topic(&s, &host).await {
+                    tracing::warn!(error = %e, "creating the offsets topic failed");
                 }
             }
         }
     })
     .detach();
     Ok(())
+}
+
+/// Asks the active controller, here or on its broker.
+async fn to_controller(shard: &Shard, host: &QuorumHost, req: Request) -> Result<Response, DecideError> {
+    if host.is_active() {
+        return Ok(match req {
+            Request::BrokerRegistration(r) => Response::BrokerRegistration(registration(host, &r).await),
+            Request::BrokerHeartbeat(r) => Response::BrokerHeartbeat(heartbeat_here(host, &r).await),
+            other => unreachable!("{} is not asked of the controller", other.api_key()),
+        });
+    }
+    let leader = host.leader();
+    if leader == NodeId::NONE || leader.0 == shard.config.node_id {
+        return Err(DecideError::NotController);
+    }
+    let Some(voter) = shard.config.controllers.iter().find(|v| v.node == leader.0) else {
+        return Err(DecideError::Unreachable {
+            node: leader.0,
+            error: "not among the configured controllers".into(),
+        });
+    };
+    call_once(voter.addr, &req, shard.config.max_frame_bytes, CALL_TIMEOUT)
+        .await
+        .map_err(|e| DecideError::Unreachable {
+            node: leader.0,
+            error: e.to_string(),
+        })
+}
+
+fn remote(code: ErrorCode, message: Option<String>) -> Result<(), DecideError> {
+    if code == ErrorCode::None {
+        Ok(())
+    } else {
+        Err(DecideError::Remote {
+            code,
+            message: message.unwrap_or_default(),
+        })
+    }
+}
+
+/// Decides a registration on the active controller (this node): the
+/// answer a peer gets on the controller listener, or this broker itself.
+pub async fn registration(host: &QuorumHost, r: &BrokerRegistrationRequest) -> BrokerRegistrationResponse {
+    let reg = Registration {
+        node: NodeId(r.node),
+        incarnation: r.incarnation,
+        address: r.address.clone(),
+        rack: r.rack.clone(),
+        shards: r.shards,
+        log_dirs: r.log_dirs.iter().map(|d| d.0).collect(),
+    };
+    match host.decide(DECIDE_TIMEOUT, |c, now| c.register(&reg, now)).await {
+        Ok(epoch) => BrokerRegistrationResponse {
+            error: ErrorCode::None,
+            message: None,
+            epoch,
+            controller: host.leader().0,
+        },
+        Err(e) => BrokerRegistrationResponse {
+            error: e.code(),
+            message: Some(e.to_string()),
+            epoch: BrokerEpoch(-1),
+            controller: host.leader().0,
+        },
+    }
+}
+
+/// Decides a heartbeat on the active controller (this node).
+pub async fn heartbeat_here(host: &QuorumHost, r: &BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+    let hb = Heartbeat {
+        node: NodeId(r.node),
+        epoch: r.epoch,
+        metadata_offset: r.metadata_offset,
+        want_fence: r.want_fence,
+        want_shutdown: r.want_shutdown,
+    };
+    match host.decide(DECIDE_TIMEOUT, |c, now| c.heartbeat(&hb, now)).await {
+        Ok(reply) => BrokerHeartbeatResponse {
+            error: ErrorCode::None,
+            message: None,
+            controller: host.leader().0,
+            fenced: reply.fenced,
+            shutting_down: reply.shutting_down,
+            should_shut_down: reply.should_shut_down,
+        },
+        Err(e) => BrokerHeartbeatResponse {
+            error: e.code(),
+            message: Some(e.to_string()),
+            controller: host.leader().0,
+            ..BrokerHeartbeatResponse::default()
+        },
+    }
 }
 
 /// Brings the topics of a single-node data directory into the metadata
@@ -108,6 +268,12 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
     let me = NodeId(shard.config.node_id);
     if Topics::has_file(home) {
         let imported_before = host.image().topics().next().is_some();
+        if !imported_before && !host.is_active() {
+            return Err(format!(
+                "{} holds the topics of a single-node broker: start it once without --controllers to import them",
+                Topics::path(home).display()
+            ));
+        }
         if !imported_before {
             let old = Topics::load(home)?;
             let topics: Vec<ImportedTopic> = old
@@ -135,39 +301,58 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
         Topics::retire_file(home).map_err(|e| format!("{}: {e}", Topics::path(home).display()))?;
     }
     let has_offsets = host.image().topic_by_name(crate::group::OFFSETS_TOPIC).is_some();
-    if !has_offsets {
-        let offsets = NewTopic {
-            name: crate::group::OFFSETS_TOPIC.to_string(),
-            partitions: shard.config.offsets_topic_partitions as i32,
-            replication_factor: 1,
-            configs: crate::metadata::offsets_topic_configs(),
-        };
-        let mut rng = SplitMix64::new(random_u128(b"offsets") as u64);
-        let results = host
-            .decide(DECIDE_TIMEOUT, |c, _| {
-                c.create_topics(std::slice::from_ref(&offsets), false, &mut rng)
-            })
-            .await
-            .map_err(|e| format!("creating {}: {e}", crate::group::OFFSETS_TOPIC))?;
-        if let Some(Err(e)) = results.into_iter().next() {
-            return Err(format!("creating {}: {e}", crate::group::OFFSETS_TOPIC));
-        }
+    if !has_offsets && host.is_active() {
+        create_offsets_topic(shard, host).await?;
     }
     Ok(())
 }
 
-async fn register(shard: &Rc<Shard>, host: &QuorumHost, reg: &Registration) -> Result<(), String> {
-    let epoch = host
-        .decide(DECIDE_TIMEOUT, |c, now| c.register(reg, now))
+/// Creates the internal topic of consumer groups; the active controller only.
+async fn create_offsets_topic(shard: &Shard, host: &QuorumHost) -> Result<(), String> {
+    let offsets = NewTopic {
+        name: crate::group::OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.offsets_topic_partitions as i32,
+        replication_factor: 1,
+        configs: crate::metadata::offsets_topic_configs(),
+    };
+    let mut rng = SplitMix64::new(random_u128(b"offsets") as u64);
+    let results = host
+        .decide(DECIDE_TIMEOUT, |c, _| {
+            c.create_topics(std::slice::from_ref(&offsets), false, &mut rng)
+        })
         .await
-        .map_err(|e| format!("broker registration: {e}"))?;
-    shard.broker_epoch.set(Some(epoch));
-    tracing::info!(node = reg.node.0, epoch = epoch.0, "broker registered");
+        .map_err(|e| format!("creating {}: {e}", crate::group::OFFSETS_TOPIC))?;
+    if let Some(Err(e)) = results.into_iter().next() {
+        return Err(format!("creating {}: {e}", crate::group::OFFSETS_TOPIC));
+    }
+    Ok(())
+}
+
+async fn register(
+    shard: &Rc<Shard>,
+    host: &QuorumHost,
+    reg: &BrokerRegistrationRequest,
+) -> Result<(), DecideError> {
+    let resp = match to_controller(shard, host, Request::BrokerRegistration(reg.clone())).await? {
+        Response::BrokerRegistration(r) => r,
+        other => {
+            return Err(DecideError::Unreachable {
+                node: host.leader().0,
+                error: format!("answered {} to a registration", other.api_key()),
+            })
+        }
+    };
+    remote(resp.error, resp.message)?;
+    shard.broker_epoch.set(Some(resp.epoch));
+    tracing::info!(
+        node = reg.node,
+        epoch = resp.epoch.0,
+        controller = resp.controller,
+        "broker registered"
+    );
     // Unfenced by the first heartbeat once this broker has applied the
     // metadata log as far as its registration.
-    heartbeat(shard, host, false)
-        .await
-        .map_err(|e| format!("first broker heartbeat: {e}"))
+    heartbeat(shard, host, false).await
 }
 
 async fn heartbeat(shard: &Shard, host: &QuorumHost, want_fence: bool) -> Result<(), DecideError> {
@@ -180,20 +365,27 @@ async fn heartbeat(shard: &Shard, host: &QuorumHost, want_fence: bool) -> Result
 async fn send_heartbeat(
     shard: &Shard,
     host: &QuorumHost,
-    epoch: borges_net::types::BrokerEpoch,
+    epoch: BrokerEpoch,
     want_fence: bool,
 ) -> Result<(), DecideError> {
-    let hb = Heartbeat {
-        node: NodeId(shard.config.node_id),
+    let hb = BrokerHeartbeatRequest {
+        node: shard.config.node_id,
         epoch,
         metadata_offset: host.applied(),
         want_fence,
         want_shutdown: false,
     };
-    let reply = host
-        .decide(DECIDE_TIMEOUT, |c, now| c.heartbeat(&hb, now))
-        .await?;
-    tracing::debug!(?reply, "broker heartbeat");
+    let resp = match to_controller(shard, host, Request::BrokerHeartbeat(hb)).await? {
+        Response::BrokerHeartbeat(r) => r,
+        other => {
+            return Err(DecideError::Unreachable {
+                node: host.leader().0,
+                error: format!("answered {} to a heartbeat", other.api_key()),
+            })
+        }
+    };
+    remote(resp.error, resp.message.clone())?;
+    tracing::debug!(?resp, "broker heartbeat");
     Ok(())
 }
 

@@ -295,7 +295,8 @@ pub fn alter_configs(topics: &Topics, r: &AlterConfigsRequest) -> Outcome<AlterC
 }
 
 /// Marks the results of a change that could not be persisted failed: the
-/// topics created, and every topic of a deletion or settings change.
+/// topics created, deleted or changed; what the rules refused keeps its
+/// own error.
 pub fn not_persisted(resp: Response, code: ErrorCode, message: &str) -> Response {
     let fail = |error: &mut ErrorCode, msg: &mut Option<String>| {
         *error = code;
@@ -309,13 +310,13 @@ pub fn not_persisted(resp: Response, code: ErrorCode, message: &str) -> Response
             Response::CreateTopics(r)
         }
         Response::DeleteTopics(mut r) => {
-            for t in &mut r.topics {
+            for t in r.topics.iter_mut().filter(|t| t.error == ErrorCode::None) {
                 fail(&mut t.error, &mut t.message);
             }
             Response::DeleteTopics(r)
         }
         Response::AlterConfigs(mut r) => {
-            for t in &mut r.topics {
+            for t in r.topics.iter_mut().filter(|t| t.error == ErrorCode::None) {
                 fail(&mut t.error, &mut t.message);
             }
             Response::AlterConfigs(r)
@@ -544,5 +545,26 @@ mod tests {
         assert_eq!(c.topics[0].error, ErrorCode::TopicAlreadyExists);
         assert_eq!(c.topics[1].error, ErrorCode::KafkaStorageError);
         assert_eq!(c.topics[1].message.as_deref(), Some("disk"));
+    }
+
+    #[test]
+    fn an_unpersisted_deletion_keeps_the_rules_own_refusals() {
+        let topics = with(&["orders"]);
+        let r = DeleteTopicsRequest {
+            names: vec!["nope".into(), "orders".into()],
+            timeout_ms: 0,
+        };
+        let out = delete_topics(&topics, &r);
+        let resp = not_persisted(
+            Response::DeleteTopics(out.response),
+            ErrorCode::RequestTimedOut,
+            "no quorum",
+        );
+        let Response::DeleteTopics(d) = resp else {
+            panic!("not a DeleteTopics response")
+        };
+        assert_eq!(d.topics[0].error, ErrorCode::UnknownTopicOrPartition);
+        assert_ne!(d.topics[0].message.as_deref(), Some("no quorum"));
+        assert_eq!(d.topics[1].error, ErrorCode::RequestTimedOut);
     }
 }

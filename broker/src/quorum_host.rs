@@ -87,6 +87,12 @@ pub enum DecideError {
     Timeout(Duration),
     #[error("the metadata journal failed: {0}")]
     Failed(String),
+    /// The active controller, on another broker, answered with an error.
+    #[error("the controller refused: {code:?}: {message}")]
+    Remote { code: ErrorCode, message: String },
+    /// The active controller, on another broker, could not be asked.
+    #[error("the controller on node {node} could not be reached: {error}")]
+    Unreachable { node: i32, error: String },
 }
 
 impl DecideError {
@@ -98,6 +104,8 @@ impl DecideError {
             DecideError::Refused(e) => e.code(),
             DecideError::Timeout(_) => ErrorCode::RequestTimedOut,
             DecideError::Failed(_) => ErrorCode::KafkaStorageError,
+            DecideError::Remote { code, .. } => *code,
+            DecideError::Unreachable { .. } => ErrorCode::NotController,
         }
     }
 }
@@ -165,7 +173,8 @@ impl QuorumHost {
             .as_millis() as u64
     }
 
-    fn failed(&self) -> Option<String> {
+    /// Why the node stopped for good (its journal failed), if it did.
+    pub fn failed(&self) -> Option<String> {
         self.failed.borrow().clone()
     }
 

@@ -335,7 +335,7 @@ async fn shard_main(
     if id == 0 {
         // The metadata quorum and this broker's registration come first:
         // a broker that cannot join its cluster does not serve.
-        crate::membership::start(&shard).await?;
+        crate::membership::start(&shard, &stop).await?;
     }
     ready.fetch_add(1, Ordering::SeqCst);
     if id == 0 {

@@ -127,7 +127,34 @@ impl Broker {
         panic!("the broker did not start: {last_error}");
     }
 
+    /// Starts a broker at `addr` without waiting for it to listen (a
+    /// cluster's brokers wait for each other's quorum before they do).
+    pub fn launch(addr: SocketAddr, data_dir: &Path, cores: usize, extra_args: &[&str]) -> Launch {
+        let broker = Broker {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            cores,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        let (child, rx) = broker.spawn_child().expect("start borges");
+        Launch { broker, child, rx }
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
+        let (child, rx) = self.spawn_child()?;
+        self.await_listening(child, rx)
+    }
+
+    fn spawn_child(
+        &self,
+    ) -> Result<
+        (
+            Child,
+            std::sync::mpsc::Receiver<Result<SocketAddr, std::net::AddrParseError>>,
+        ),
+        String,
+    > {
         let mut child = Command::new(borges_bin())
             .arg("start")
             .arg("--listen")
@@ -156,6 +183,14 @@ impl Broker {
                 }
             }
         });
+        Ok((child, rx))
+    }
+
+    fn await_listening(
+        &mut self,
+        mut child: Child,
+        rx: std::sync::mpsc::Receiver<Result<SocketAddr, std::net::AddrParseError>>,
+    ) -> Result<(), String> {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(addr)) => self.addr = addr,
             Ok(Err(e)) => {
@@ -263,6 +298,41 @@ impl Broker {
     }
 }
 
+/// A broker started by [`Broker::launch`], not yet listening.
+pub struct Launch {
+    broker: Broker,
+    child: Child,
+    rx: std::sync::mpsc::Receiver<Result<SocketAddr, std::net::AddrParseError>>,
+}
+
+impl Launch {
+    /// Waits for its `listening on` line (at most `START_TIMEOUT`).
+    pub fn wait(self) -> Result<Broker, String> {
+        let Launch {
+            mut broker,
+            child,
+            rx,
+        } = self;
+        broker.await_listening(child, rx)?;
+        Ok(broker)
+    }
+
+    /// Waits for the process to exit (at most `timeout`): its status, or
+    /// `None` if it still runs (then it is killed).
+    pub fn exit_status(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
@@ -287,15 +357,38 @@ pub struct RawConn {
 
 impl RawConn {
     pub fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        RawConn {
+        RawConn::try_connect(addr, Duration::from_secs(20)).expect("connect")
+    }
+
+    /// A connection, or the error if `addr` does not take one; each call
+    /// waits at most `read_timeout` for its answer.
+    pub fn try_connect(addr: SocketAddr, read_timeout: Duration) -> std::io::Result<RawConn> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(read_timeout))?;
+        Ok(RawConn {
             stream,
             next: 1,
             buf: BytesMut::new(),
-        }
+        })
+    }
+
+    /// [`RawConn::call`] that reports a broken connection instead of
+    /// panicking: `None` if the request could not be sent or answered.
+    pub fn try_call(&mut self, req: Request) -> Option<ResponseResult> {
+        let api = req.api_key();
+        let corr = self.next;
+        self.next += 1;
+        let mut out = BytesMut::new();
+        let header = RequestHeader {
+            api_key: api,
+            api_version: 0,
+            correlation_id: corr,
+            client_id: "system-test".into(),
+        };
+        encode_request(&header, &req, &mut out);
+        self.stream.write_all(&out).ok()?;
+        let (got, resp) = self.read_response(api)?;
+        (got == corr).then_some(resp)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -16,26 +16,96 @@ use std::sync::Arc;
 
 use borges_meta::controller::{ControllerError, NewTopic};
 use borges_meta::seams::SplitMix64;
-use borges_net::protocol::{ElectLeadersRequest, ElectLeadersResponse, ElectionResult, ErrorCode, Response};
+use borges_net::protocol::{
+    ElectLeadersRequest, ElectLeadersResponse, ElectionResult, ErrorCode, Request, Response,
+};
 
 use super::calls::{self, Admin};
 use super::Shard;
 use crate::metadata::{self, Rules};
+use crate::peer::{call_once, PeerError};
 use crate::quorum_host::{random_u128, DecideError, QuorumHost};
 use crate::topics::Topics;
 
 /// How long a topic change may take to commit.
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a forwarded change may take to be answered.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12);
+/// How long a broker waits for a forwarded change to reach its own image.
+const FORWARD_VISIBLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The answer to a change that could not be made at all.
+fn failed(req: &Admin, code: ErrorCode, message: &str, topics: &Topics) -> Response {
+    let rules = Rules {
+        default_partitions: 1,
+    };
+    match req {
+        Admin::Create(r) => metadata::not_persisted(
+            Response::CreateTopics(metadata::create_topics(topics, r, &rules).response),
+            code,
+            message,
+        ),
+        Admin::Delete(r) => metadata::not_persisted(
+            Response::DeleteTopics(metadata::delete_topics(topics, r).response),
+            code,
+            message,
+        ),
+        Admin::Alter(r) => metadata::not_persisted(
+            Response::AlterConfigs(metadata::alter_configs(topics, r).response),
+            code,
+            message,
+        ),
+        Admin::Elect(_) => Response::ElectLeaders(ElectLeadersResponse {
+            error: code,
+            results: Vec::new(),
+        }),
+    }
+}
+
+/// Whether `image` shows what the controller answered: the topics it
+/// created exist, the topics it deleted are gone.
+fn visible(image: &borges_meta::image::MetadataImage, resp: &Response) -> bool {
+    match resp {
+        Response::CreateTopics(r) => r
+            .topics
+            .iter()
+            .filter(|t| t.error == ErrorCode::None)
+            .all(|t| image.topic_by_name(&t.name).is_some()),
+        Response::DeleteTopics(r) => r
+            .topics
+            .iter()
+            .filter(|t| t.error == ErrorCode::None)
+            .all(|t| image.topic_by_name(&t.name).is_none()),
+        _ => true,
+    }
+}
 
 impl Shard {
-    /// Applies a topic change; shard 0 only.
+    /// Applies a topic change; shard 0 only. On a broker that is not the
+    /// active controller, the change is forwarded to the one that is.
     pub(super) async fn admin(self: &Rc<Self>, req: Admin) -> Response {
+        self.admin_inner(req, true).await
+    }
+
+    /// A topic change forwarded by another broker: decided here if this
+    /// broker is the active controller, refused if not (never forwarded
+    /// again, so two brokers with stale views cannot bounce it).
+    pub(crate) async fn admin_here(self: &Rc<Self>, req: Admin) -> Response {
+        self.admin_inner(req, false).await
+    }
+
+    async fn admin_inner(self: &Rc<Self>, req: Admin, may_forward: bool) -> Response {
         assert_eq!(self.id, 0, "topic metadata changes are made on shard 0");
         let _guard = self
             .admin_lock
             .acquire_permit(1)
             .await
             .expect("the admin lock is never closed");
+        if let Some(host) = self.quorum.get().cloned() {
+            if may_forward && !host.is_active() && !self.config.controllers.is_empty() {
+                return self.forward(&host, req).await;
+            }
+        }
         let topics = self.topics();
         let rules = Rules {
             default_partitions: self.config.default_partitions,
@@ -75,6 +145,64 @@ impl Shard {
         };
         self.broadcast_committed(&host).await;
         response
+    }
+
+    /// Sends a topic change to the active controller's broker, and waits
+    /// until this broker's image shows it before answering (so that a
+    /// client that creates a topic here finds it here).
+    async fn forward(self: &Rc<Self>, host: &Rc<QuorumHost>, req: Admin) -> Response {
+        let request = match &req {
+            Admin::Create(r) => Request::CreateTopics(r.clone()),
+            Admin::Delete(r) => Request::DeleteTopics(r.clone()),
+            Admin::Alter(r) => Request::AlterConfigs(r.clone()),
+            Admin::Elect(r) => Request::ElectLeaders(r.clone()),
+        };
+        let leader = host.leader();
+        let target = self
+            .config
+            .controllers
+            .iter()
+            .find(|v| v.node == leader.0 && leader.0 != self.config.node_id);
+        let answer = match target {
+            None => Err((ErrorCode::NotController, "no controller is active".to_string())),
+            Some(v) => call_once(v.addr, &request, self.config.max_frame_bytes, FORWARD_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    let code = match &e {
+                        PeerError::Refused { code, .. } => *code,
+                        PeerError::Timeout(_) => ErrorCode::RequestTimedOut,
+                        _ => ErrorCode::NotController,
+                    };
+                    (
+                        code,
+                        format!("forwarding to the controller on node {}: {e}", v.node),
+                    )
+                }),
+        };
+        let resp = match answer {
+            Ok(resp) if resp.api_key() == request.api_key() => resp,
+            Ok(other) => {
+                return failed(
+                    &req,
+                    ErrorCode::UnknownServerError,
+                    &format!(
+                        "the controller answered {} to {}",
+                        other.api_key(),
+                        request.api_key()
+                    ),
+                    &self.topics(),
+                )
+            }
+            Err((code, message)) => return failed(&req, code, &message, &self.topics()),
+        };
+        // What the controller committed reaches this broker's quorum member
+        // within a heartbeat or two; wait for it (bounded).
+        let deadline = std::time::Instant::now() + FORWARD_VISIBLE_TIMEOUT;
+        while !visible(&host.image(), &resp) && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.broadcast_committed(host).await;
+        resp
     }
 
     /// Preferred-leader election through the controller (the admin lock

@@ -79,12 +79,7 @@ impl Registry {
 
     /// The partition, or the error a client gets when this shard has no such partition.
     pub fn get(&self, key: PartKey) -> Result<Rc<Partition>, PartError> {
-        self.local(key).ok_or_else(|| {
-            (
-                ErrorCode::UnknownTopicOrPartition,
-                format!("partition {} of topic id {} is not here", key.1, key.0),
-            )
-        })
+        self.local(key).ok_or_else(|| self.missing(key))
     }
 
     /// The partition if this shard has it open.
@@ -96,18 +91,52 @@ impl Registry {
         self.partitions.borrow().values().cloned().collect()
     }
 
-    /// The partitions of `snap` that belong to this shard.
+    /// The partitions of `snap` that belong to this shard: those whose
+    /// replicas include this broker (every partition, for topics the
+    /// snapshot's image does not place, as a single node's).
     fn wanted<'a>(&self, snap: &'a Topics) -> HashMap<PartKey, &'a TopicMeta> {
         let mut wanted = HashMap::new();
+        let me = borges_meta::NodeId(self.config.node_id);
         for t in snap.topics.values() {
+            let placed = snap.cluster.image.topic(borges_meta::TopicId(t.id));
             for p in 0..t.partitions {
                 let key = (t.topic_id(), p);
-                if shard_for(key.0, key.1, self.shards) == self.shard {
+                if shard_for(key.0, key.1, self.shards) != self.shard {
+                    continue;
+                }
+                let here = placed
+                    .and_then(|img| img.partitions.get(p as usize))
+                    .is_none_or(|state| state.replicas.contains(&me));
+                if here {
                     wanted.insert(key, t);
                 }
             }
         }
         wanted
+    }
+
+    /// The error for a partition this shard does not have: one that lives
+    /// on another broker is `NotLeaderOrFollower` (the client refreshes its
+    /// metadata and goes there), one nobody has is unknown.
+    fn missing(&self, key: PartKey) -> PartError {
+        let topics = self.topics();
+        let elsewhere = topics
+            .cluster
+            .image
+            .topic(borges_meta::TopicId(key.0 .0))
+            .and_then(|t| t.partitions.get(key.1 as usize))
+            .is_some_and(|p| !p.replicas.contains(&borges_meta::NodeId(self.config.node_id)));
+        if elsewhere {
+            (
+                ErrorCode::NotLeaderOrFollower,
+                format!("partition {} of topic id {} is on another broker", key.1, key.0),
+            )
+        } else {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("partition {} of topic id {} is not here", key.1, key.0),
+            )
+        }
     }
 
     /// Opens and closes this shard's partitions to match a metadata snapshot.
@@ -118,7 +147,7 @@ impl Registry {
             return;
         };
         let wanted = self.wanted(&snap);
-        self.remove_unwanted(&wanted, coordinator).await;
+        self.remove_unwanted(&wanted, &snap, coordinator).await;
         // The shard's tail-cache budget is shared by its partitions (bytes
         // not yet written to their files are kept whatever the budget).
         let log_defaults = self.config.log_defaults();
@@ -142,7 +171,14 @@ impl Registry {
     }
 
     /// Closes and removes the partitions no longer wanted here.
-    async fn remove_unwanted(&self, wanted: &HashMap<PartKey, &TopicMeta>, coordinator: &Coordinator) {
+    /// A partition of a topic that still exists (no longer a replica here)
+    /// is closed but its data kept; a deleted topic's is removed.
+    async fn remove_unwanted(
+        &self,
+        wanted: &HashMap<PartKey, &TopicMeta>,
+        snap: &Topics,
+        coordinator: &Coordinator,
+    ) {
         let gone: Vec<Rc<Partition>> = {
             let mut parts = self.partitions.borrow_mut();
             let keys: Vec<PartKey> = parts
@@ -161,6 +197,14 @@ impl Registry {
                 tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "closing a deleted partition");
             }
             p.notify.notify();
+            let kept = snap
+                .topics
+                .get(&p.topic)
+                .is_some_and(|t| t.topic_id() == p.key.0 && p.key.1 < t.partitions);
+            if kept {
+                tracing::info!(topic = %p.topic, partition = p.key.1, "no longer a replica here: closed, data kept");
+                continue;
+            }
             if let Err(e) = self.dirs.remove(&p.topic, PartitionId(p.key.1)) {
                 tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "removing a deleted partition");
             }

@@ -55,11 +55,17 @@ pub enum ApiKey {
     DeleteGroups = 18,
     DescribeCluster = 19,
     ElectLeaders = 20,
+    /// Controller listener only.
+    RaftMessages = 21,
+    /// Controller listener only.
+    BrokerRegistration = 22,
+    /// Controller listener only.
+    BrokerHeartbeat = 23,
 }
 
 impl ApiKey {
     /// Every api, in key order.
-    pub const ALL: [ApiKey; 21] = [
+    pub const ALL: [ApiKey; 24] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -81,6 +87,9 @@ impl ApiKey {
         ApiKey::DeleteGroups,
         ApiKey::DescribeCluster,
         ApiKey::ElectLeaders,
+        ApiKey::RaftMessages,
+        ApiKey::BrokerRegistration,
+        ApiKey::BrokerHeartbeat,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -100,6 +109,15 @@ impl ApiKey {
     /// The newest version this build decodes (0 for every api so far).
     pub fn max_version(self) -> u16 {
         0
+    }
+
+    /// Whether brokers speak this api only to each other, on the
+    /// controller listener (a client listener refuses it).
+    pub fn is_controller_only(self) -> bool {
+        matches!(
+            self,
+            ApiKey::RaftMessages | ApiKey::BrokerRegistration | ApiKey::BrokerHeartbeat
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -125,6 +143,9 @@ impl ApiKey {
             ApiKey::DeleteGroups => "DeleteGroups",
             ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::ElectLeaders => "ElectLeaders",
+            ApiKey::RaftMessages => "RaftMessages",
+            ApiKey::BrokerRegistration => "BrokerRegistration",
+            ApiKey::BrokerHeartbeat => "BrokerHeartbeat",
         }
     }
 }

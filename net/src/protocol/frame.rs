@@ -76,6 +76,9 @@ pub enum Request {
     DeleteGroups(DeleteGroupsRequest),
     DescribeCluster(DescribeClusterRequest),
     ElectLeaders(ElectLeadersRequest),
+    RaftMessages(RaftMessagesRequest),
+    BrokerRegistration(BrokerRegistrationRequest),
+    BrokerHeartbeat(BrokerHeartbeatRequest),
 }
 
 impl Request {
@@ -102,6 +105,9 @@ impl Request {
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
             Request::DescribeCluster(_) => ApiKey::DescribeCluster,
             Request::ElectLeaders(_) => ApiKey::ElectLeaders,
+            Request::RaftMessages(_) => ApiKey::RaftMessages,
+            Request::BrokerRegistration(_) => ApiKey::BrokerRegistration,
+            Request::BrokerHeartbeat(_) => ApiKey::BrokerHeartbeat,
         }
     }
 
@@ -128,6 +134,9 @@ impl Request {
             Request::DeleteGroups(m) => m.encode(out),
             Request::DescribeCluster(m) => m.encode(out),
             Request::ElectLeaders(m) => m.encode(out),
+            Request::RaftMessages(m) => m.encode(out),
+            Request::BrokerRegistration(m) => m.encode(out),
+            Request::BrokerHeartbeat(m) => m.encode(out),
         }
     }
 
@@ -154,6 +163,9 @@ impl Request {
             ApiKey::DeleteGroups => Request::DeleteGroups(Decode::decode(r)?),
             ApiKey::DescribeCluster => Request::DescribeCluster(Decode::decode(r)?),
             ApiKey::ElectLeaders => Request::ElectLeaders(Decode::decode(r)?),
+            ApiKey::RaftMessages => Request::RaftMessages(Decode::decode(r)?),
+            ApiKey::BrokerRegistration => Request::BrokerRegistration(Decode::decode(r)?),
+            ApiKey::BrokerHeartbeat => Request::BrokerHeartbeat(Decode::decode(r)?),
         })
     }
 }
@@ -182,6 +194,9 @@ pub enum Response {
     DeleteGroups(DeleteGroupsResponse),
     DescribeCluster(DescribeClusterResponse),
     ElectLeaders(ElectLeadersResponse),
+    RaftMessages(RaftMessagesResponse),
+    BrokerRegistration(BrokerRegistrationResponse),
+    BrokerHeartbeat(BrokerHeartbeatResponse),
 }
 
 impl Response {
@@ -208,6 +223,9 @@ impl Response {
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
             Response::DescribeCluster(_) => ApiKey::DescribeCluster,
             Response::ElectLeaders(_) => ApiKey::ElectLeaders,
+            Response::RaftMessages(_) => ApiKey::RaftMessages,
+            Response::BrokerRegistration(_) => ApiKey::BrokerRegistration,
+            Response::BrokerHeartbeat(_) => ApiKey::BrokerHeartbeat,
         }
     }
 
@@ -234,6 +252,9 @@ impl Response {
             Response::DeleteGroups(m) => m.encode(out),
             Response::DescribeCluster(m) => m.encode(out),
             Response::ElectLeaders(m) => m.encode(out),
+            Response::RaftMessages(m) => m.encode(out),
+            Response::BrokerRegistration(m) => m.encode(out),
+            Response::BrokerHeartbeat(m) => m.encode(out),
         }
     }
 
@@ -260,6 +281,9 @@ impl Response {
             ApiKey::DeleteGroups => Response::DeleteGroups(Decode::decode(r)?),
             ApiKey::DescribeCluster => Response::DescribeCluster(Decode::decode(r)?),
             ApiKey::ElectLeaders => Response::ElectLeaders(Decode::decode(r)?),
+            ApiKey::RaftMessages => Response::RaftMessages(Decode::decode(r)?),
+            ApiKey::BrokerRegistration => Response::BrokerRegistration(Decode::decode(r)?),
+            ApiKey::BrokerHeartbeat => Response::BrokerHeartbeat(Decode::decode(r)?),
         })
     }
 }

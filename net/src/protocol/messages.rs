@@ -859,5 +859,7 @@ wire_struct! { AlterConfigsResponse, min = 1,
 
 mod cluster;
 mod group;
+mod quorum;
 pub use cluster::*;
 pub use group::*;
+pub use quorum::*;

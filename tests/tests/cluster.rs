@@ -1,0 +1,405 @@
+//! A cluster of real broker processes on 127.0.0.1-3 (each its own
+//! address), every one a voter of the metadata quorum: they elect a
+//! controller, register, spread a topic's partitions over each other,
+//! answer for the partitions they hold and send clients to the broker that
+//! holds the others; the controller is SIGKILLed and another takes over,
+//! fences the dead broker, and takes topic changes; the dead broker comes
+//! back with its data. Each test prints what it checked.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use borges_net::batch::decode_records;
+use borges_net::protocol::{
+    BrokerState, CreatableTopic, CreateTopicsRequest, DescribeClusterRequest, DescribeClusterResponse,
+    ErrorCode, FetchPartition, FetchRequest, FetchTopic, MetadataRequest, MetadataResponse, RaftMessage,
+    RaftMessagesRequest, Request, Response,
+};
+use borges_net::types::TopicId;
+use borges_system_tests::{batch, broker_port, Broker, RawConn};
+
+struct Node {
+    id: i32,
+    client: SocketAddr,
+    controller: SocketAddr,
+    dir: PathBuf,
+}
+
+/// Nodes 0..n on 127.0.0.(i+1); one client port and one controller port,
+/// the same on every address.
+fn nodes(root: &std::path::Path, n: usize) -> Vec<Node> {
+    let client = broker_port();
+    let mut controller = broker_port();
+    while controller == client {
+        controller = broker_port();
+    }
+    (0..n)
+        .map(|i| {
+            let ip = [127, 0, 0, i as u8 + 1];
+            Node {
+                id: i as i32,
+                client: SocketAddr::from((ip, client)),
+                controller: SocketAddr::from((ip, controller)),
+                dir: root.join(format!("node{i}")),
+            }
+        })
+        .collect()
+}
+
+fn args(nodes: &[Node], me: &Node) -> Vec<String> {
+    let voters: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}@{}", n.id, n.controller))
+        .collect();
+    vec![
+        format!("--node-id={}", me.id),
+        format!("--controllers={}", voters.join(",")),
+        "--broker-session-timeout-ms=3000".into(),
+        "--broker-heartbeat-interval-ms=500".into(),
+    ]
+}
+
+fn launch(nodes: &[Node], me: &Node) -> borges_system_tests::Launch {
+    let a = args(nodes, me);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    Broker::launch(me.client, &me.dir, 1, &a)
+}
+
+fn start_all(nodes: &[Node]) -> Vec<Broker> {
+    let launches: Vec<_> = nodes.iter().map(|n| launch(nodes, n)).collect();
+    launches
+        .into_iter()
+        .map(|l| l.wait().expect("a cluster broker starts once a quorum is up"))
+        .collect()
+}
+
+fn call(addr: SocketAddr, req: Request) -> Option<Response> {
+    let mut c = RawConn::try_connect(addr, Duration::from_secs(15)).ok()?;
+    c.try_call(req)?.ok()
+}
+
+fn describe(addr: SocketAddr) -> Option<DescribeClusterResponse> {
+    match call(addr, Request::DescribeCluster(DescribeClusterRequest {}))? {
+        Response::DescribeCluster(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn metadata(addr: SocketAddr, topic: &str) -> Option<MetadataResponse> {
+    match call(
+        addr,
+        Request::Metadata(MetadataRequest {
+            topics: Some(vec![topic.to_string()]),
+        }),
+    )? {
+        Response::Metadata(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Polls `f` every 50 ms until it gives `Some`, at most `limit`.
+fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let began = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return (v, began.elapsed());
+        }
+        assert!(began.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn states(d: &DescribeClusterResponse) -> Vec<(i32, BrokerState)> {
+    let mut s: Vec<(i32, BrokerState)> = d.brokers.iter().map(|b| (b.node_id, b.state)).collect();
+    s.sort_by_key(|(id, _)| *id);
+    s
+}
+
+fn create(addr: SocketAddr, name: &str, partitions: u32) -> (ErrorCode, TopicId, Option<String>) {
+    let resp = call(
+        addr,
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                configs: vec![],
+            }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        }),
+    )
+    .expect("an answer to CreateTopics");
+    let Response::CreateTopics(r) = resp else {
+        panic!("wrong response")
+    };
+    let t = &r.topics[0];
+    (t.error, t.id, t.message.clone())
+}
+
+/// The values stored in one partition, read from `addr` from offset 0.
+fn read_all(addr: SocketAddr, topic: TopicId, partition: u32) -> Result<Vec<String>, ErrorCode> {
+    let resp = call(
+        addr,
+        Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                topic_id: topic,
+                partitions: vec![FetchPartition {
+                    partition,
+                    fetch_offset: 0,
+                    partition_max_bytes: 1 << 20,
+                }],
+            }],
+        }),
+    )
+    .ok_or(ErrorCode::RequestTimedOut)?;
+    let Response::Fetch(f) = resp else {
+        panic!("wrong response")
+    };
+    let p = &f.topics[0].partitions[0];
+    if p.error != ErrorCode::None {
+        return Err(p.error);
+    }
+    let mut values = Vec::new();
+    for (_, range) in borges_net::batch::BatchIter::new(&p.records).flatten() {
+        for r in decode_records(&p.records[range]).expect("stored batches decode") {
+            values.push(String::from_utf8(r.value.expect("a value").to_vec()).expect("utf-8"));
+        }
+    }
+    Ok(values)
+}
+
+#[test]
+fn three_brokers_elect_a_controller_spread_partitions_and_survive_losing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3);
+    let began = Instant::now();
+    let mut brokers = start_all(&nodes);
+    println!("3 brokers listening after {:?}", began.elapsed());
+
+    // One cluster: every broker names the same controller and sees all
+    // three alive.
+    let (controller, took) = until(Duration::from_secs(20), "three alive brokers", || {
+        let ds: Vec<DescribeClusterResponse> = nodes.iter().filter_map(|n| describe(n.client)).collect();
+        let agreed = ds.len() == 3
+            && ds
+                .iter()
+                .all(|d| d.controller_id >= 0 && d.controller_id == ds[0].controller_id)
+            && ds.iter().all(|d| {
+                states(d)
+                    == vec![
+                        (0, BrokerState::Alive),
+                        (1, BrokerState::Alive),
+                        (2, BrokerState::Alive),
+                    ]
+            });
+        agreed.then(|| ds[0].controller_id)
+    });
+    assert_eq!(describe(nodes[0].client).unwrap().voters, vec![0, 1, 2]);
+    println!("controller {controller}; all three brokers alive and agreed after {took:?}");
+
+    // A topic created through a broker that is not the controller (it is
+    // forwarded), with partitions on every broker.
+    let via = nodes.iter().find(|n| n.id != controller).unwrap();
+    let (code, topic, message) = create(via.client, "spread", 6);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    let m = metadata(via.client, "spread").unwrap();
+    let leaders: Vec<i32> = m.topics[0].partitions.iter().map(|p| p.leader).collect();
+    let mut distinct = leaders.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        vec![0, 1, 2],
+        "six partitions spread over three brokers: {leaders:?}"
+    );
+    // The other brokers learn of it from the metadata log (Kafka's
+    // brokers likewise answer UNKNOWN_TOPIC_OR_PARTITION until they do).
+    let (_, spread) = until(Duration::from_secs(10), "every broker knows the topic", || {
+        nodes
+            .iter()
+            .all(|n| metadata(n.client, "spread").is_some_and(|m| m.topics[0].partitions.len() == 6))
+            .then_some(())
+    });
+    println!(
+        "topic spread created via node {}: leaders {leaders:?}; every broker knew it {spread:?} later",
+        via.id
+    );
+
+    // Each partition takes records at its leader; any other broker sends
+    // the client there.
+    let mut acked = 0;
+    for (p, leader) in leaders.iter().enumerate() {
+        let p = p as u32;
+        let at = nodes[*leader as usize].client;
+        let values: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let r = RawConn::connect(at).produce(topic, p, batch(&refs));
+        assert_eq!(r.error, ErrorCode::None, "produce to partition {p} at its leader");
+        acked += 10;
+        let other = nodes[(*leader as usize + 1) % 3].client;
+        let r = RawConn::connect(other).produce(topic, p, batch(&["misrouted"]));
+        assert_eq!(
+            r.error,
+            ErrorCode::NotLeaderOrFollower,
+            "partition {p} at a broker that does not hold it"
+        );
+    }
+    println!("{acked} records acknowledged by their leaders; 6 misrouted produces refused with NOT_LEADER_OR_FOLLOWER");
+
+    // SIGKILL the controller: another voter takes over, fences it after
+    // its session times out (3 s), and takes topic changes.
+    let dead = controller as usize;
+    let killed = Instant::now();
+    brokers[dead].kill();
+    let live: Vec<&Node> = nodes.iter().filter(|n| n.id != controller).collect();
+    let (new_controller, failover) = until(Duration::from_secs(15), "a new controller", || {
+        let d = describe(live[0].client)?;
+        (d.controller_id >= 0 && d.controller_id != controller).then_some(d.controller_id)
+    });
+    let (_, fenced) = until(Duration::from_secs(20), "the dead broker fenced", || {
+        let d = describe(live[1].client)?;
+        let s = states(&d);
+        s.iter()
+            .all(|(id, st)| {
+                if *id == controller {
+                    *st == BrokerState::Fenced
+                } else {
+                    *st == BrokerState::Alive
+                }
+            })
+            .then_some(())
+    });
+    let fenced = fenced + failover;
+    println!(
+        "controller {controller} SIGKILLed: controller {new_controller} active after {failover:?}, broker {controller} fenced after {:?} (session timeout 3 s)",
+        killed.elapsed().min(fenced)
+    );
+    let m = metadata(live[0].client, "spread").unwrap();
+    for p in &m.topics[0].partitions {
+        let was = leaders[p.partition as usize];
+        if was == controller {
+            assert_eq!(
+                p.leader, -1,
+                "partition {} had its only replica on the dead broker",
+                p.partition
+            );
+        } else {
+            assert_eq!(p.leader, was, "partition {} keeps its leader", p.partition);
+        }
+    }
+    let (code, _, message) = create(live[1].client, "after", 2);
+    assert_eq!(
+        code,
+        ErrorCode::None,
+        "two of three voters take a topic change: {message:?}"
+    );
+    println!("two of three voters committed a new topic");
+
+    // The dead broker comes back with its data and its partitions lead
+    // again.
+    brokers[dead].restart();
+    until(Duration::from_secs(20), "three alive again", || {
+        let d = describe(nodes[dead].client)?;
+        (states(&d)
+            == vec![
+                (0, BrokerState::Alive),
+                (1, BrokerState::Alive),
+                (2, BrokerState::Alive),
+            ])
+        .then_some(())
+    });
+    let (_, back) = until(Duration::from_secs(20), "every partition led again", || {
+        let m = metadata(nodes[0].client, "spread")?;
+        m.topics[0].partitions.iter().all(|p| p.leader >= 0).then_some(())
+    });
+    let mut read = 0;
+    let mut lost = 0;
+    for (p, _) in leaders.iter().enumerate() {
+        let m = metadata(nodes[0].client, "spread").unwrap();
+        let leader = m.topics[0].partitions[p].leader as usize;
+        let values = read_all(nodes[leader].client, topic, p as u32).expect("a readable partition");
+        let want: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
+        read += values.len();
+        lost += want.iter().filter(|w| !values.contains(w)).count();
+        assert_eq!(values, want, "partition {p} holds exactly what was acknowledged");
+    }
+    println!(
+        "broker {controller} restarted, every partition led again after {back:?}: acknowledged {acked}, read {read}, lost {lost}, duplicated {}",
+        read - (acked - lost)
+    );
+    for b in &mut brokers {
+        assert!(b.terminate().success(), "a cluster broker stops cleanly");
+    }
+}
+
+#[test]
+fn peers_messages_are_refused_on_the_client_listener_and_a_duplicate_node_cannot_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3);
+    let mut brokers = start_all(&nodes);
+    // No client speaks for a peer: raft messages on the client listener
+    // get an error and change nothing.
+    let mut c = RawConn::connect(nodes[0].client);
+    let r = c.call(Request::RaftMessages(RaftMessagesRequest {
+        from: 1,
+        messages: vec![RaftMessage {
+            bytes: bytes::Bytes::from_static(b"\x00\x01garbage"),
+        }],
+    }));
+    assert!(
+        matches!(&r, Err((ErrorCode::InvalidRequest, m)) if m.contains("controller listener")),
+        "{r:?}"
+    );
+    // Garbage on the controller listener is refused per message, and the
+    // quorum goes on.
+    let r = call(
+        nodes[1].controller,
+        Request::RaftMessages(RaftMessagesRequest {
+            from: 0,
+            messages: vec![RaftMessage {
+                bytes: bytes::Bytes::from_static(b"\xff\xffnot a raft message"),
+            }],
+        }),
+    );
+    let Some(Response::RaftMessages(r)) = r else {
+        panic!("an answer from the controller listener: {r:?}")
+    };
+    assert_eq!(r.refused, 1, "the malformed message is refused");
+    let (code, _, message) = create(nodes[2].client, "still-works", 1);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    println!("raft messages refused on the client listener; a malformed one refused on the controller listener; the quorum still commits");
+
+    // A second process with node 1's id (its own data directory, another
+    // client address) cannot take node 1's place in the quorum: it exits.
+    let dup = Node {
+        id: 1,
+        client: SocketAddr::from(([127, 0, 0, 9], nodes[0].client.port())),
+        controller: nodes[1].controller,
+        dir: tmp.path().join("duplicate"),
+    };
+    let a = args(&nodes, &dup);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let status = Broker::launch(dup.client, &dup.dir, 1, &a).exit_status(Duration::from_secs(20));
+    assert!(
+        matches!(status, Some(s) if !s.success()),
+        "a duplicate node id must not start: {status:?}"
+    );
+    let d = describe(nodes[0].client).unwrap();
+    assert_eq!(
+        states(&d),
+        vec![
+            (0, BrokerState::Alive),
+            (1, BrokerState::Alive),
+            (2, BrokerState::Alive)
+        ]
+    );
+    println!("a second node 1 exited with {status:?}; the cluster is unchanged");
+    for b in &mut brokers {
+        assert!(b.terminate().success());
+    }
+}
