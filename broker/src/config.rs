@@ -235,9 +235,10 @@ pub struct BrokerConfig {
         default_value = "2000"
     )]
     pub shard_stall_timeout: Duration,
-    /// The metadata quorum's voters, `id@host:port` each (the port of
-    /// their controller listener), comma-separated; this broker must be one
-    /// of them [default: none, a cluster of this broker alone].
+    /// The metadata quorum's voters, `id@host:port` each (their client
+    /// address: brokers talk to each other on the port clients use),
+    /// comma-separated; this broker must be one of them [default: none, a
+    /// cluster of this broker alone].
     #[arg(
         long,
         env = "BORGES_CONTROLLERS",
@@ -267,7 +268,7 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval: Duration,
 }
 
-/// One voter of the metadata quorum: its node id and controller listener.
+/// One voter of the metadata quorum: its node id and address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControllerVoter {
     pub node: i32,
@@ -583,7 +584,7 @@ impl BrokerConfig {
                     "a node id is listed twice".into(),
                 ));
             }
-            if self.controller_listen().is_none() {
+            let Some(me) = self.controllers.iter().find(|v| v.node == self.node_id) else {
                 return Err(ConfigError::Invalid(
                     "controllers",
                     format!(
@@ -591,11 +592,20 @@ impl BrokerConfig {
                         self.node_id
                     ),
                 ));
-            }
-            if self.controllers.iter().any(|v| v.addr == self.listen) {
+            };
+            let mine = me.addr == self.advertised_addr()
+                || me.addr == self.listen
+                || (self.listen.ip().is_unspecified() && me.addr.port() == self.listen.port());
+            if !mine {
                 return Err(ConfigError::Invalid(
                     "controllers",
-                    "a controller listener cannot be the client listener".into(),
+                    format!(
+                        "node {}'s entry {} is not this broker's address (listen {}, advertised {})",
+                        self.node_id,
+                        me.addr,
+                        self.listen,
+                        self.advertised_addr()
+                    ),
                 ));
             }
         }
@@ -620,15 +630,6 @@ impl BrokerConfig {
         self.log_defaults()
             .validate()
             .map_err(|e| ConfigError::Invalid("log", e.to_string()))
-    }
-
-    /// This broker's controller listener: its own entry in `controllers`
-    /// (`None` in a cluster of one, which needs none).
-    pub fn controller_listen(&self) -> Option<SocketAddr> {
-        self.controllers
-            .iter()
-            .find(|v| v.node == self.node_id)
-            .map(|v| v.addr)
     }
 
     /// The flush policy a partition log runs with under this broker.
@@ -660,22 +661,29 @@ mod tests {
             "--cores=1",
             "--node-id=2",
             "--listen=127.0.0.2:9092",
-            "--controllers=1@127.0.0.1:9093,2@127.0.0.2:9093",
-            "--controllers=3@127.0.0.3:9093",
+            "--controllers=1@127.0.0.1:9092,2@127.0.0.2:9092",
+            "--controllers=3@127.0.0.3:9092",
         ])
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.controllers.len(), 3);
-        assert_eq!(c.controller_listen(), Some("127.0.0.2:9093".parse().unwrap()));
+        let any = BrokerConfig::from_flags([
+            "--cores=1",
+            "--node-id=1",
+            "--listen=0.0.0.0:9092",
+            "--controllers=1@10.0.0.1:9092",
+        ])
+        .unwrap();
+        any.validate().unwrap();
         for (flags, what) in [
-            (&["--controllers=1@127.0.0.1:9093"][..], "not among them"),
+            (&["--controllers=1@127.0.0.1:9092"][..], "not among them"),
             (
-                &["--node-id=1", "--controllers=1@127.0.0.1:9093,1@127.0.0.2:9093"][..],
+                &["--node-id=1", "--controllers=1@127.0.0.1:9092,1@127.0.0.2:9092"][..],
                 "twice",
             ),
             (
-                &["--node-id=1", "--controllers=1@127.0.0.1:9092"][..],
-                "client listener",
+                &["--node-id=1", "--controllers=1@127.0.0.1:9093"][..],
+                "not this broker's address",
             ),
             (
                 &["--broker-heartbeat-interval-ms=9000"][..],

@@ -128,6 +128,18 @@ pub async fn handle(
 ) -> Option<Outgoing> {
     let corr = header.correlation_id;
     let peer_host = ctx.peer_host;
+    if crate::peer_api::is_for_peers(&header.client_id, &request) {
+        return Some(peer(shard, corr, request).await);
+    }
+    if !shard.serving.get() && request.api_key() != ApiKey::ApiVersions {
+        // The port takes connections before the broker has joined its
+        // cluster (its peers' raft messages come this way); clients wait.
+        return Some(Outgoing::error(
+            corr,
+            ErrorCode::LeaderNotAvailable,
+            "the broker is starting: it has not joined its cluster yet",
+        ));
+    }
     let resp = match request {
         Request::FindCoordinator(r) => Response::FindCoordinator(find_coordinator(shard, r)),
         Request::DescribeCluster(_) => Response::DescribeCluster(describe_cluster(shard)),
@@ -158,13 +170,7 @@ pub async fn handle(
         }),
         Request::Metadata(r) => Response::Metadata(metadata(shard, r)),
         r @ (Request::RaftMessages(_) | Request::BrokerRegistration(_) | Request::BrokerHeartbeat(_)) => {
-            // Brokers speak these to each other on the controller listener
-            // only: no client may speak for a peer.
-            return Some(Outgoing::error(
-                corr,
-                ErrorCode::InvalidRequest,
-                &format!("{} is served on the controller listener only", r.api_key()),
-            ));
+            return Some(peer(shard, corr, r).await);
         }
         Request::CreateTopics(r) => return Some(admin(shard, corr, Admin::Create(r)).await),
         Request::DeleteTopics(r) => return Some(admin(shard, corr, Admin::Delete(r)).await),
@@ -360,6 +366,19 @@ async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroup
     )
     .await;
     DeleteGroupsResponse { results }
+}
+
+/// A request from another broker, answered on shard 0.
+async fn peer(shard: &Rc<Shard>, corr: u32, req: Request) -> Outgoing {
+    match shard.call(0, crate::shard::calls::PeerRequest(req)).await {
+        Ok(Ok(resp)) => Outgoing::whole(corr, &resp),
+        Ok(Err((code, message))) => Outgoing::error(corr, code, &message),
+        Err(Unavailable) => Outgoing::error(
+            corr,
+            ErrorCode::RequestTimedOut,
+            "the metadata shard is not available",
+        ),
+    }
 }
 
 async fn admin(shard: &Rc<Shard>, corr: u32, req: Admin) -> Outgoing {

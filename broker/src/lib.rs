@@ -19,13 +19,13 @@
 pub mod clock;
 pub mod config;
 pub mod conn;
-pub mod controller_listener;
 pub mod group;
 pub mod handlers;
 pub mod membership;
 pub mod metadata;
 pub mod notify;
 pub mod peer;
+pub mod peer_api;
 pub mod quorum_host;
 pub mod raft_journal;
 pub mod recompress;

@@ -7,9 +7,9 @@
 //! controller. With them, every broker is a voter (Redpanda's model for a
 //! small cluster; KRaft's brokers that are not controllers, observers of
 //! the metadata log, are not built yet): raft messages travel between the
-//! controller listeners ([`crate::peer`], [`crate::controller_listener`]),
-//! and a broker that is not the active controller registers and heartbeats
-//! over the active controller's listener.
+//! brokers on their own ports ([`crate::peer`] sends, [`crate::peer_api`]
+//! answers), and a broker that is not the active controller registers and
+//! heartbeats with the broker that is.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -62,12 +62,6 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
             config.max_frame_bytes,
         ))
     };
-    // Peers reach this node's quorum member through the controller
-    // listener, so it listens before the quorum can form.
-    if let Some(addr) = config.controller_listen() {
-        crate::controller_listener::start(shard.clone(), addr)
-            .map_err(|e| format!("controller listener on {addr}: {e}"))?;
-    }
     let host = QuorumHost::open(
         &config.data_dirs[0],
         me,
@@ -207,7 +201,7 @@ fn remote(code: ErrorCode, message: Option<String>) -> Result<(), DecideError> {
 }
 
 /// Decides a registration on the active controller (this node): the
-/// answer a peer gets on the controller listener, or this broker itself.
+/// answer a peer gets, or this broker itself.
 pub async fn registration(host: &QuorumHost, r: &BrokerRegistrationRequest) -> BrokerRegistrationResponse {
     let reg = Registration {
         node: NodeId(r.node),

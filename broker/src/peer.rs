@@ -1,5 +1,5 @@
-//! Broker-to-broker calls, on shard 0: a connection to a peer's controller
-//! listener that sends one request and reads its answer, and the metadata
+//! Broker-to-broker calls, on shard 0: a connection to a peer broker's port
+//! that sends one request and reads its answer, and the metadata
 //! quorum's [`Transport`] built on it.
 //!
 //! Raft delivery is best effort (raft resends what is lost), so the
@@ -54,7 +54,7 @@ pub enum PeerError {
     WrongApi { got: ApiKey, want: ApiKey },
 }
 
-/// One connection to a peer's controller listener; calls go one at a time.
+/// One connection to a peer broker; calls go one at a time.
 pub struct PeerConn {
     stream: TcpStream,
     next_correlation: u32,
@@ -101,7 +101,7 @@ impl PeerConn {
             api_key: req.api_key(),
             api_version: 0,
             correlation_id: want,
-            client_id: "borges-peer".into(),
+            client_id: crate::peer_api::PEER_CLIENT_ID.into(),
         };
         let mut out = BytesMut::new();
         encode_request(&header, req, &mut out);

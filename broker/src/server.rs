@@ -288,8 +288,51 @@ fn hold_free_port(addr: SocketAddr) -> std::io::Result<(std::os::fd::OwnedFd, u1
     }
 }
 
-/// Added to the shards' ready count once every shard has its metadata.
+/// The low bits of the shards' ready word: how many shards have started.
+const SHARDS_MASK: usize = (1 << 32) - 1;
+/// Set in the ready word once every shard has its metadata.
 const SERVING: usize = 1 << 32;
+/// Set in the ready word once the port is this broker's alone.
+const ACCEPTING: usize = 1 << 33;
+/// Added to the ready word by each shard that serves clients (the high
+/// bits count them).
+const SERVED_ONE: usize = 1 << 40;
+
+/// Takes connections until the broker stops.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: StopFlag) {
+    let id = shard.id;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            wait_stop(&stop).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= shard.config.max_connections_per_shard {
+            ShardProbe::bump(&shard.probe.connections_refused);
+            tracing::warn!(shard = id, "connection limit reached; refusing a connection");
+            drop(stream);
+            continue;
+        }
+        ShardProbe::bump(&shard.probe.connections_accepted);
+        shard.connections.set(shard.connections.get() + 1);
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            crate::conn::serve(s.clone(), stream).await;
+            s.connections.set(s.connections.get() - 1);
+        })
+        .detach();
+    }
+    drop(listener);
+}
 
 async fn wait_stop(stop: &StopFlag) {
     while !stop.load(Ordering::SeqCst) {
@@ -333,35 +376,13 @@ async fn shard_main(
     })
     .detach();
     if id == 0 {
-        // The metadata quorum and this broker's registration come first:
-        // a broker that cannot join its cluster does not serve.
-        crate::membership::start(&shard, &stop).await?;
-    }
-    ready.fetch_add(1, Ordering::SeqCst);
-    if id == 0 {
-        // The broker is ready once every shard has opened its partitions
-        // (a connection may land on any shard's socket).
-        while ready.load(Ordering::SeqCst) < count && !stop.load(Ordering::SeqCst) {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-        // Every shard opens the partitions of the committed metadata image
-        // before any of them accepts a connection.
-        shard.refresh_metadata().await;
-        let s = shard.clone();
-        let stopping = stop.clone();
-        glommio::spawn_local(async move {
-            while !stopping.load(Ordering::SeqCst) {
-                glommio::timer::sleep(crate::membership::REFRESH_INTERVAL).await;
-                s.refresh_metadata().await;
-            }
-        })
-        .detach();
-        ready.fetch_add(SERVING, Ordering::SeqCst);
         // SO_REUSEPORT spreads connections over every listening socket of
         // the port, ours and anyone else's. A process of ours killed just
         // before may leave its listeners behind for a few seconds (io_uring
         // tears down asynchronously), and connections handed to them would
-        // never be answered: wait until the port is ours alone.
+        // never be answered: wait until the port is ours alone. (A second
+        // broker started on this address, the same node id twice, is
+        // refused here too.)
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let n = listeners_on(shard.config.listen);
@@ -381,17 +402,65 @@ async fn shard_main(
                 shard.config.listen
             ));
         }
-        // The line tests and operators wait for.
-        println!("borges: listening on {}", shard.config.listen);
-        tracing::info!(listen = %shard.config.listen, shards = count, lost_wakeups = glommio::lost_wakeups(), "broker started");
+        ready.fetch_add(ACCEPTING, Ordering::SeqCst);
     }
-    // Connections only once the metadata is in place on every shard.
-    while ready.load(Ordering::SeqCst) < SERVING {
+    // Connections are taken from here on: the cluster's other brokers
+    // reach this one's quorum member through them before it serves
+    // clients (which are answered LEADER_NOT_AVAILABLE until then).
+    while ready.load(Ordering::SeqCst) & ACCEPTING == 0 {
         if stop.load(Ordering::SeqCst) {
             shard.close_all().await;
             return Ok(());
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener, stop.clone()));
+    if id == 0 {
+        // The metadata quorum and this broker's registration come first:
+        // a broker that cannot join its cluster does not serve.
+        if let Err(e) = crate::membership::start(&shard, &stop).await {
+            stop.store(true, Ordering::SeqCst);
+            accepting.await;
+            shard.close_all().await;
+            return Err(e);
+        }
+    }
+    ready.fetch_add(1, Ordering::SeqCst);
+    if id == 0 {
+        // The broker is ready once every shard has opened its partitions
+        // (a connection may land on any shard's socket).
+        while ready.load(Ordering::SeqCst) & SHARDS_MASK < count && !stop.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // Every shard opens the partitions of the committed metadata image
+        // before any of them serves a client.
+        shard.refresh_metadata().await;
+        let s = shard.clone();
+        let stopping = stop.clone();
+        glommio::spawn_local(async move {
+            while !stopping.load(Ordering::SeqCst) {
+                glommio::timer::sleep(crate::membership::REFRESH_INTERVAL).await;
+                s.refresh_metadata().await;
+            }
+        })
+        .detach();
+        ready.fetch_add(SERVING, Ordering::SeqCst);
+    }
+    while ready.load(Ordering::SeqCst) & SERVING == 0 && !stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    shard.serving.set(true);
+    ready.fetch_add(SERVED_ONE, Ordering::SeqCst);
+    if id == 0 {
+        // Every shard serves clients before the broker says it listens.
+        while ready.load(Ordering::SeqCst) / SERVED_ONE < count && !stop.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        if !stop.load(Ordering::SeqCst) {
+            // The line tests and operators wait for.
+            println!("borges: listening on {}", shard.config.listen);
+            tracing::info!(listen = %shard.config.listen, shards = count, lost_wakeups = glommio::lost_wakeups(), "broker started");
+        }
     }
     if injected_panic(id) {
         glommio::spawn_local(async move {
@@ -400,37 +469,7 @@ async fn shard_main(
         })
         .detach();
     }
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            wait_stop(&stop).await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                tracing::warn!(shard = id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if shard.connections.get() >= shard.config.max_connections_per_shard {
-            ShardProbe::bump(&shard.probe.connections_refused);
-            tracing::warn!(shard = id, "connection limit reached; refusing a connection");
-            drop(stream);
-            continue;
-        }
-        ShardProbe::bump(&shard.probe.connections_accepted);
-        shard.connections.set(shard.connections.get() + 1);
-        let s = shard.clone();
-        glommio::spawn_local(async move {
-            crate::conn::serve(s.clone(), stream).await;
-            s.connections.set(s.connections.get() - 1);
-        })
-        .detach();
-    }
-    drop(listener);
+    accepting.await;
     if id == 0 {
         crate::membership::stop(&shard).await;
     }

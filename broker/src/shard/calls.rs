@@ -7,8 +7,9 @@
 //! catch-all arm. The calls come in three concerns:
 //! - data ([`DataCall`]): produce, fetch, list offsets and the fetch waits,
 //!   served by the shard that owns the partition;
-//! - metadata ([`MetaCall`]): topic changes, served by shard 0, and the
-//!   snapshots shard 0 hands to every shard;
+//! - metadata ([`MetaCall`]): topic changes and other brokers' requests
+//!   (raft messages, registrations, heartbeats), served by shard 0, and
+//!   the snapshots shard 0 hands to every shard;
 //! - groups ([`GroupCall`]): consumer-group requests, served by the shard
 //!   that coordinates the group.
 //!
@@ -245,6 +246,26 @@ pub enum Admin {
     Elect(borges_net::protocol::ElectLeadersRequest),
 }
 
+/// A request another broker sent (raft messages, a registration, a
+/// heartbeat), for shard 0, where the quorum member lives.
+pub struct PeerRequest(pub Request);
+
+impl ShardCall for PeerRequest {
+    type Reply = Result<Response, (ErrorCode, String)>;
+
+    async fn serve(self, shard: &Rc<Shard>) -> Self::Reply {
+        crate::peer_api::answer(shard, self.0).await
+    }
+
+    fn into_call(self) -> Call {
+        Call::Meta(MetaCall::Peer(self))
+    }
+
+    fn waiting(pending: &Pending) -> &Slots<Self::Reply> {
+        &pending.peer
+    }
+}
+
 /// A new metadata snapshot from shard 0: open, close and reconfigure the
 /// partitions to match it.
 pub struct Apply(pub Arc<Topics>);
@@ -346,11 +367,13 @@ pub enum DataReply {
 pub enum MetaCall {
     Admin(Admin),
     Apply(Apply),
+    Peer(PeerRequest),
 }
 
 pub enum MetaReply {
     Admin(<Admin as ShardCall>::Reply),
     Apply,
+    Peer(<PeerRequest as ShardCall>::Reply),
 }
 
 pub enum GroupCall {
@@ -416,6 +439,7 @@ impl MetaCall {
     async fn serve(self, shard: &Rc<Shard>) -> MetaReply {
         match self {
             MetaCall::Admin(c) => MetaReply::Admin(c.serve(shard).await),
+            MetaCall::Peer(c) => MetaReply::Peer(c.serve(shard).await),
             MetaCall::Apply(c) => {
                 c.serve(shard).await;
                 MetaReply::Apply
@@ -488,6 +512,7 @@ pub struct Pending {
     cancel_wait: Slots<<CancelWait as ShardCall>::Reply>,
     admin: Slots<<Admin as ShardCall>::Reply>,
     apply: Slots<<Apply as ShardCall>::Reply>,
+    peer: Slots<<PeerRequest as ShardCall>::Reply>,
     group: Slots<<GroupRequest as ShardCall>::Reply>,
     list_groups: Slots<<ListGroups as ShardCall>::Reply>,
 }
@@ -513,6 +538,7 @@ impl Pending {
             Reply::Meta(r) => match r {
                 MetaReply::Admin(r) => self.admin.answer(id, r),
                 MetaReply::Apply => self.apply.answer(id, ()),
+                MetaReply::Peer(r) => self.peer.answer(id, r),
             },
             Reply::Group(r) => match r {
                 GroupReply::Request(r) => self.group.answer(id, r),

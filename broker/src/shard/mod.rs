@@ -89,6 +89,9 @@ pub struct Shard {
     pub quorum: std::cell::OnceCell<Rc<crate::quorum_host::QuorumHost>>,
     /// This broker's registration epoch, once the controller has given one.
     pub broker_epoch: Cell<Option<borges_net::types::BrokerEpoch>>,
+    /// Set once every shard has the committed metadata: until then the
+    /// port takes only other brokers' requests.
+    pub serving: Cell<bool>,
     /// The metadata log index of the last image handed to every shard.
     broadcast_applied: Cell<u64>,
 }
@@ -119,6 +122,7 @@ impl Shard {
             coordinator: crate::group::Coordinator::new(Rc::new(crate::clock::SystemClock)),
             quorum: std::cell::OnceCell::new(),
             broker_epoch: Cell::new(None),
+            serving: Cell::new(false),
             broadcast_applied: Cell::new(0),
         }
     }

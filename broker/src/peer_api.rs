@@ -1,0 +1,105 @@
+//! What a broker answers its peers, on shard 0: raft messages for its
+//! metadata quorum member, and, when it is the active controller, the
+//! other brokers' registrations and heartbeats (KIP-631's
+//! BrokerRegistration and BrokerHeartbeat). They arrive on the broker's own
+//! port, like every request (one port per broker to open and route), on any
+//! shard, which hands them here.
+//!
+//! Topic changes that a broker forwards to the active controller arrive as
+//! ordinary CreateTopics, DeleteTopics, AlterConfigs and ElectLeaders
+//! requests, marked by the client id every peer call carries
+//! ([`PEER_CLIENT_ID`]), so that they are decided where they land and never
+//! forwarded again.
+
+use std::rc::Rc;
+
+use borges_net::protocol::{ErrorCode, RaftMessagesResponse, Request, Response};
+
+use crate::shard::calls::Admin;
+use crate::shard::Shard;
+
+/// The client id of every request a broker sends a peer.
+pub const PEER_CLIENT_ID: &str = "borges-peer";
+
+/// Whether a request is for [`answer`] (shard 0) rather than the ordinary
+/// handlers: the peer-only apis, and topic changes a peer forwarded.
+pub fn is_for_peers(client_id: &str, req: &Request) -> bool {
+    req.api_key().is_controller_only()
+        || (client_id == PEER_CLIENT_ID
+            && matches!(
+                req,
+                Request::CreateTopics(_)
+                    | Request::DeleteTopics(_)
+                    | Request::AlterConfigs(_)
+                    | Request::ElectLeaders(_)
+            ))
+}
+
+pub async fn answer(shard: &Rc<Shard>, req: Request) -> Result<Response, (ErrorCode, String)> {
+    let Some(host) = shard.quorum.get().cloned() else {
+        return Err((
+            ErrorCode::NotController,
+            "the metadata quorum has not started".into(),
+        ));
+    };
+    Ok(match req {
+        Request::RaftMessages(r) => {
+            let voter = shard.config.controllers.iter().any(|v| v.node == r.from);
+            if !voter || r.from == shard.config.node_id {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!("node {} is not a peer of this quorum", r.from),
+                ));
+            }
+            let mut refused = 0;
+            for m in &r.messages {
+                if let Err(e) = host.step(&m.bytes) {
+                    refused += 1;
+                    tracing::warn!(from = r.from, error = %e, "a raft message was refused");
+                }
+            }
+            Response::RaftMessages(RaftMessagesResponse {
+                error: ErrorCode::None,
+                refused,
+            })
+        }
+        Request::BrokerRegistration(r) => {
+            if !host.is_active() {
+                return Ok(Response::BrokerRegistration(
+                    borges_net::protocol::BrokerRegistrationResponse {
+                        error: ErrorCode::NotController,
+                        message: Some("this node is not the active controller".into()),
+                        epoch: borges_net::types::BrokerEpoch(-1),
+                        controller: host.leader().0,
+                    },
+                ));
+            }
+            Response::BrokerRegistration(crate::membership::registration(&host, &r).await)
+        }
+        Request::BrokerHeartbeat(r) => {
+            if !host.is_active() {
+                return Ok(Response::BrokerHeartbeat(
+                    borges_net::protocol::BrokerHeartbeatResponse {
+                        error: ErrorCode::NotController,
+                        message: Some("this node is not the active controller".into()),
+                        controller: host.leader().0,
+                        ..Default::default()
+                    },
+                ));
+            }
+            Response::BrokerHeartbeat(crate::membership::heartbeat_here(&host, &r).await)
+        }
+        // Topic changes forwarded by a broker that is not the controller:
+        // decided here, never forwarded on.
+        Request::CreateTopics(r) => shard.admin_here(Admin::Create(r)).await,
+        Request::DeleteTopics(r) => shard.admin_here(Admin::Delete(r)).await,
+        Request::AlterConfigs(r) => shard.admin_here(Admin::Alter(r)).await,
+        Request::ElectLeaders(r) => shard.admin_here(Admin::Elect(r)).await,
+        other => {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("{} is not a request between brokers", other.api_key()),
+            ))
+        }
+    })
+}
