@@ -37,6 +37,12 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the quorum node is ticked.
 const TICK: Duration = Duration::from_millis(50);
+/// How long the active controller of a cluster waits for every voter
+/// before it creates `__consumer_offsets` on the brokers it has.
+const OFFSETS_TOPIC_GRACE: Duration = Duration::from_secs(30);
+/// How long a registered broker heartbeats often to be unfenced before it
+/// goes on starting anyway (fenced, it leads nothing).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a registration that failed waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -134,6 +140,7 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
     adopt_topics(shard, &host).await?;
     let s = shard.clone();
     let interval = config.broker_heartbeat_interval;
+    let started = std::time::Instant::now();
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(interval).await;
@@ -150,8 +157,19 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
                 }
             }
             // The active controller makes the internal topic of consumer
-            // groups once there are brokers to place it on.
-            if host.is_active() && host.image().topic_by_name(crate::group::OFFSETS_TOPIC).is_none() {
+            // groups once every voter is alive to take a share of it, or
+            // after a grace period with the brokers there are.
+            let every_voter = {
+                let image = host.image();
+                s.config
+                    .controllers
+                    .iter()
+                    .all(|v| image.is_eligible(NodeId(v.node)))
+            };
+            if host.is_active()
+                && (every_voter || started.elapsed() > OFFSETS_TOPIC_GRACE)
+                && host.image().topic_by_name(crate::group::OFFSETS_TOPIC).is_none()
+            {
                 if let Err(e) = create_offsets_topic(&s, &host).await {
                     tracing::warn!(error = %e, "creating the offsets topic failed");
                 }
@@ -295,7 +313,9 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
         Topics::retire_file(home).map_err(|e| format!("{}: {e}", Topics::path(home).display()))?;
     }
     let has_offsets = host.image().topic_by_name(crate::group::OFFSETS_TOPIC).is_some();
-    if !has_offsets && host.is_active() {
+    // A cluster of one makes it at once; a larger one once its brokers are
+    // there (the heartbeat task).
+    if !has_offsets && host.is_active() && shard.config.controllers.len() <= 1 {
         create_offsets_topic(shard, host).await?;
     }
     Ok(())
@@ -344,14 +364,24 @@ async fn register(
         controller = resp.controller,
         "broker registered"
     );
-    // Unfenced by the first heartbeat once this broker has applied the
-    // metadata log as far as its registration.
-    heartbeat(shard, host, false).await
+    // Unfenced by the first heartbeat that shows this broker has applied
+    // the metadata log as far as its registration, which a broker that is
+    // not the controller learns of a moment later: heartbeat often until
+    // then, so that a broker is alive when it says it listens.
+    let began = std::time::Instant::now();
+    loop {
+        let fenced = heartbeat(shard, host, false).await?;
+        if !fenced || began.elapsed() > CATCH_UP_TIMEOUT {
+            return Ok(());
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-async fn heartbeat(shard: &Shard, host: &QuorumHost, want_fence: bool) -> Result<(), DecideError> {
+/// A heartbeat; whether the broker is still fenced.
+async fn heartbeat(shard: &Shard, host: &QuorumHost, want_fence: bool) -> Result<bool, DecideError> {
     let Some(epoch) = shard.broker_epoch.get() else {
-        return Ok(());
+        return Ok(true);
     };
     send_heartbeat(shard, host, epoch, want_fence).await
 }
@@ -361,7 +391,7 @@ async fn send_heartbeat(
     host: &QuorumHost,
     epoch: BrokerEpoch,
     want_fence: bool,
-) -> Result<(), DecideError> {
+) -> Result<bool, DecideError> {
     let hb = BrokerHeartbeatRequest {
         node: shard.config.node_id,
         epoch,
@@ -380,7 +410,7 @@ async fn send_heartbeat(
     };
     remote(resp.error, resp.message.clone())?;
     tracing::debug!(?resp, "broker heartbeat");
-    Ok(())
+    Ok(resp.fenced)
 }
 
 /// The last heartbeat of a broker that stops: it asks to be fenced, so that

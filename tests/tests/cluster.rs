@@ -266,19 +266,31 @@ fn three_brokers_elect_a_controller_spread_partitions_and_survive_losing_it() {
         "controller {controller} SIGKILLed: controller {new_controller} active after {failover:?}, broker {controller} fenced after {:?} (session timeout 3 s)",
         killed.elapsed().min(fenced)
     );
-    let m = metadata(live[0].client, "spread").unwrap();
-    for p in &m.topics[0].partitions {
-        let was = leaders[p.partition as usize];
-        if was == controller {
-            assert_eq!(
-                p.leader, -1,
-                "partition {} had its only replica on the dead broker",
-                p.partition
-            );
-        } else {
-            assert_eq!(p.leader, was, "partition {} keeps its leader", p.partition);
-        }
-    }
+    // Every broker follows: partitions whose only replica died are
+    // offline, the others keep their leaders.
+    let want: Vec<i32> = leaders
+        .iter()
+        .map(|l| if *l == controller { -1 } else { *l })
+        .collect();
+    until(
+        Duration::from_secs(5),
+        "the survivors' metadata shows the fencing",
+        || {
+            live.iter()
+                .all(|n| {
+                    metadata(n.client, "spread").is_some_and(|m| {
+                        m.topics[0]
+                            .partitions
+                            .iter()
+                            .map(|p| p.leader)
+                            .collect::<Vec<_>>()
+                            == want
+                    })
+                })
+                .then_some(())
+        },
+    );
+    println!("leaders now {want:?}: the dead broker's partitions are offline, the others keep their leaders");
     let (code, _, message) = create(live[1].client, "after", 2);
     assert_eq!(
         code,
@@ -398,5 +410,63 @@ fn malformed_peer_messages_are_refused_and_a_duplicate_node_cannot_join() {
     println!("the cluster is unchanged ({took:?}) and takes topic changes through node 1");
     for b in &mut brokers {
         assert!(b.terminate().success());
+    }
+}
+
+#[test]
+fn five_voters_survive_losing_two_and_refuse_changes_without_a_majority() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 5);
+    let mut brokers = start_all(&nodes);
+    let all_alive: Vec<(i32, BrokerState)> = (0..5).map(|i| (i, BrokerState::Alive)).collect();
+    let (controller, _) = until(Duration::from_secs(20), "five alive brokers", || {
+        let d = describe(nodes[0].client)?;
+        (d.controller_id >= 0 && states(&d) == all_alive).then_some(d.controller_id)
+    });
+    println!("5 voters, controller {controller}");
+
+    // Lose the controller and one more: three of five are a majority.
+    let second = (controller as usize + 1) % 5;
+    let killed = Instant::now();
+    brokers[controller as usize].kill();
+    brokers[second].kill();
+    let live: Vec<usize> = (0..5)
+        .filter(|i| *i != controller as usize && *i != second)
+        .collect();
+    let (new_controller, failover) = until(Duration::from_secs(15), "a controller among three", || {
+        let d = describe(nodes[live[0]].client)?;
+        (d.controller_id >= 0 && live.contains(&(d.controller_id as usize))).then_some(d.controller_id)
+    });
+    let (code, _, message) = create(nodes[live[1]].client, "three-of-five", 3);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    let after = killed.elapsed();
+    println!(
+        "brokers {controller} and {second} SIGKILLed: controller {new_controller} after {failover:?}; first topic created {after:?} after the kill"
+    );
+
+    // Lose a third: two of five cannot commit; the answer is a typed
+    // error, in bounded time.
+    let third = live[2];
+    brokers[third].kill();
+    let asked = Instant::now();
+    let (code, _, message) = create(nodes[live[0]].client, "two-of-five", 1);
+    assert!(
+        matches!(code, ErrorCode::NotController | ErrorCode::RequestTimedOut),
+        "no majority: {code:?} {message:?}"
+    );
+    println!(
+        "two of five left: CreateTopics answered {code:?} after {:?}",
+        asked.elapsed()
+    );
+
+    // One back: a majority again, and changes commit.
+    brokers[third].restart();
+    let (_, again) = until(Duration::from_secs(20), "a majority again", || {
+        let (code, _, _) = create(nodes[live[1]].client, "three-again", 1);
+        (code == ErrorCode::None || code == ErrorCode::TopicAlreadyExists).then_some(())
+    });
+    println!("broker {third} restarted: topic changes commit again after {again:?}");
+    for i in live {
+        assert!(brokers[i].terminate().success());
     }
 }
