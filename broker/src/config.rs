@@ -266,6 +266,17 @@ pub struct BrokerConfig {
         default_value = "2000"
     )]
     pub broker_heartbeat_interval: Duration,
+    /// How long a stopping broker waits for the controller to move its
+    /// leaderships away before it stops anyway
+    /// (`controlled.shutdown.timeout.ms`).
+    #[arg(
+        id = "controlled_shutdown_timeout_ms",
+        long = "controlled-shutdown-timeout-ms",
+        env = "BORGES_CONTROLLED_SHUTDOWN_TIMEOUT_MS",
+        value_parser = millis,
+        default_value = "30000"
+    )]
+    pub controlled_shutdown_timeout: Duration,
 }
 
 /// One voter of the metadata quorum: its node id and address.

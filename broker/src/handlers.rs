@@ -407,10 +407,12 @@ fn describe_cluster(shard: &Rc<Shard>) -> DescribeClusterResponse {
                 node_id: b.reg.node.0,
                 address: b.reg.address.clone(),
                 rack: b.reg.rack.clone(),
-                state: if b.shutting_down {
-                    BrokerState::ShuttingDown
-                } else if b.fenced {
+                // A broker that finished its controlled shutdown and
+                // stopped is fenced: that says more than "shutting down".
+                state: if b.fenced {
                     BrokerState::Fenced
+                } else if b.shutting_down {
+                    BrokerState::ShuttingDown
                 } else {
                     BrokerState::Alive
                 },

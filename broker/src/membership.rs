@@ -40,6 +40,9 @@ const TICK: Duration = Duration::from_millis(50);
 /// How long the active controller of a cluster waits for every voter
 /// before it creates `__consumer_offsets` on the brokers it has.
 const OFFSETS_TOPIC_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopping broker asks for a controlled shutdown with no
+/// controller answering before it stops anyway.
+const NO_CONTROLLER_GIVE_UP: Duration = Duration::from_secs(3);
 /// How long a registered broker heartbeats often to be unfenced before it
 /// goes on starting anyway (fenced, it leads nothing).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -392,12 +395,22 @@ async fn send_heartbeat(
     epoch: BrokerEpoch,
     want_fence: bool,
 ) -> Result<bool, DecideError> {
+    Ok(ask_heartbeat(shard, host, epoch, want_fence, false).await?.fenced)
+}
+
+async fn ask_heartbeat(
+    shard: &Shard,
+    host: &QuorumHost,
+    epoch: BrokerEpoch,
+    want_fence: bool,
+    want_shutdown: bool,
+) -> Result<BrokerHeartbeatResponse, DecideError> {
     let hb = BrokerHeartbeatRequest {
         node: shard.config.node_id,
         epoch,
         metadata_offset: host.applied(),
         want_fence,
-        want_shutdown: false,
+        want_shutdown,
     };
     let resp = match to_controller(shard, host, Request::BrokerHeartbeat(hb)).await? {
         Response::BrokerHeartbeat(r) => r,
@@ -410,20 +423,49 @@ async fn send_heartbeat(
     };
     remote(resp.error, resp.message.clone())?;
     tracing::debug!(?resp, "broker heartbeat");
-    Ok(resp.fenced)
+    Ok(resp)
 }
 
-/// The last heartbeat of a broker that stops: it asks to be fenced, so that
-/// the controller need not wait for its session to expire.
+/// A broker that stops: a controlled shutdown first (the controller moves
+/// the leaderships that can move, and says when nothing more can), then a
+/// last heartbeat that asks to be fenced, so that the controller need not
+/// wait for its session to expire. Gives up on the shutdown after
+/// `controlled.shutdown.timeout.ms`, or sooner when no controller has
+/// answered for [`NO_CONTROLLER_GIVE_UP`] (the last voters of a cluster:
+/// nothing can move without a quorum).
 pub async fn stop(shard: &Rc<Shard>) {
     let Some(host) = shard.quorum.get() else {
         return;
     };
     // The periodic heartbeat stops here (it finds no epoch): one sent after
-    // this would unfence the broker again.
+    // this would end the shutdown or unfence the broker again.
     let Some(epoch) = shard.broker_epoch.take() else {
         return;
     };
+    let began = std::time::Instant::now();
+    let mut answered = began;
+    loop {
+        match ask_heartbeat(shard, host, epoch, false, true).await {
+            Ok(r) if r.should_shut_down => {
+                tracing::info!(
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "controlled shutdown complete"
+                );
+                break;
+            }
+            Ok(_) => answered = std::time::Instant::now(),
+            Err(e) => tracing::debug!(error = %e, "controlled shutdown: the controller did not answer"),
+        }
+        if began.elapsed() >= shard.config.controlled_shutdown_timeout {
+            tracing::warn!("controlled shutdown timed out; stopping anyway");
+            break;
+        }
+        if answered.elapsed() >= NO_CONTROLLER_GIVE_UP {
+            tracing::warn!("no controller answers; stopping without a controlled shutdown");
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
     if let Err(e) = send_heartbeat(shard, host, epoch, true).await {
         tracing::warn!(error = %e, "the stopping broker's last heartbeat failed");
     }
