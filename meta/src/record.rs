@@ -159,6 +159,10 @@ pub enum DecodeError {
     Invalid(&'static str),
     #[error("metadata checksum mismatch: stored {stored:08x}, computed {computed:08x}")]
     Checksum { stored: u32, computed: u32 },
+    /// A raft message type that exists but must not come from a peer
+    /// (leadership transfer, timeout-now, read index).
+    #[error("raft message type {0} is not accepted from a peer")]
+    RefusedRaftMessage(u8),
 }
 
 const VERSION: u8 = 0;

@@ -3,8 +3,10 @@
 //! reaches a protobuf parser. The controller's messages travel inside the
 //! broker protocol as these bytes.
 //!
-//! Only the message types that cross the network decode; local ones (Hup,
-//! Beat, Propose, Unreachable, SnapStatus, CheckQuorum) are refused, as are
+//! Only the message types Borges sends between voters decode; local ones
+//! (Hup, Beat, Propose, Unreachable, SnapStatus, CheckQuorum) are refused,
+//! and so are leadership transfer, timeout-now and read index (typed
+//! [`DecodeError::RefusedRaftMessage`]: nothing here sends them), as are
 //! entries of any type but normal (the voters are fixed by configuration:
 //! no membership changes travel).
 
@@ -22,6 +24,14 @@ pub const MAX_MEMBERS: usize = 64;
 
 const VERSION: u8 = 0;
 
+/// Raft message types that cross the network in raft-rs but that Borges
+/// never sends, refused from peers: MsgTransferLeader (13) would move
+/// leadership and, while pending, drop every proposal; MsgTimeoutNow (14)
+/// makes a voter campaign at once, skipping pre-vote, so any voter could
+/// depose a healthy leader; MsgReadIndex and MsgReadIndexResp (15, 16)
+/// serve reads this quorum does not offer.
+const REFUSED_TYPES: [u8; 4] = [13, 14, 15, 16];
+
 fn network_type(t: i32) -> Option<MessageType> {
     use MessageType::*;
     let ty = match t {
@@ -32,10 +42,6 @@ fn network_type(t: i32) -> Option<MessageType> {
         7 => MsgSnapshot,
         8 => MsgHeartbeat,
         9 => MsgHeartbeatResponse,
-        13 => MsgTransferLeader,
-        14 => MsgTimeoutNow,
-        15 => MsgReadIndex,
-        16 => MsgReadIndexResp,
         17 => MsgRequestPreVote,
         18 => MsgRequestPreVoteResponse,
         _ => return None,
@@ -120,6 +126,9 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::UnsupportedVersion { kind: 0, version });
     }
     let t = r.u8()?;
+    if REFUSED_TYPES.contains(&t) {
+        return Err(DecodeError::RefusedRaftMessage(t));
+    }
     let msg_type = network_type(t as i32).ok_or(DecodeError::Invalid("not a network raft message type"))?;
     let mut m = Message {
         msg_type,
@@ -287,5 +296,31 @@ mod tests {
         let mut long = buf;
         long.push(0);
         assert_eq!(decode_message(&long), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn a_peer_cannot_send_leadership_transfers_or_read_index() {
+        // A peer that could send these would make a voter campaign at once
+        // (skipping pre-vote), move leadership, or stall proposals while a
+        // transfer is pending; Borges uses none of them.
+        for ty in [
+            MessageType::MsgTransferLeader,
+            MessageType::MsgTimeoutNow,
+            MessageType::MsgReadIndex,
+            MessageType::MsgReadIndexResp,
+        ] {
+            let m = Message {
+                msg_type: ty,
+                to: 2,
+                from: 1,
+                term: 3,
+                ..Message::default()
+            };
+            assert_eq!(
+                decode_message(&encode_message(&m)),
+                Err(DecodeError::RefusedRaftMessage(ty as i32 as u8)),
+                "{ty:?}"
+            );
+        }
     }
 }
