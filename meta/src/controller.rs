@@ -139,6 +139,10 @@ pub enum ControllerError {
     IneligibleReplica(NodeId),
     #[error("invalid ISR: {0}")]
     InvalidIsr(&'static str),
+    /// A counter the decision needs is at its largest value (it can only
+    /// get there through a damaged or hostile log).
+    #[error("no more {0} are left")]
+    Exhausted(&'static str),
 }
 
 impl ControllerError {
@@ -165,6 +169,7 @@ impl ControllerError {
             ControllerError::InvalidUpdateVersion { .. } => ErrorCode::InvalidUpdateVersion,
             ControllerError::IneligibleReplica(_) => ErrorCode::IneligibleReplica,
             ControllerError::InvalidIsr(_) => ErrorCode::InvalidRequest,
+            ControllerError::Exhausted(_) => ErrorCode::UnknownServerError,
         }
     }
 }
@@ -379,11 +384,19 @@ impl Controller {
                     address: existing.reg.address.clone(),
                 });
             }
+            // Checked before fencing touches the view: a refusal changes
+            // nothing.
+            if self.view.next_broker_epoch().0 == i64::MAX {
+                return Err(ControllerError::Exhausted("broker epochs"));
+            }
             if !existing.fenced {
                 self.fence(req.node, old_epoch, &mut out);
             }
         }
         let epoch = self.view.next_broker_epoch();
+        if epoch.0 == i64::MAX {
+            return Err(ControllerError::Exhausted("broker epochs"));
+        }
         let rec = RegisterBroker {
             node: req.node,
             incarnation: req.incarnation,
@@ -607,6 +620,11 @@ impl Controller {
         if p.leader == leader && p.isr == isr {
             return;
         }
+        if p.partition_epoch.0 == i32::MAX || (p.leader != leader && p.leader_epoch.0 == i32::MAX) {
+            // Only a damaged or hostile log puts an epoch there; the
+            // partition keeps its state rather than the image overflow.
+            return;
+        }
         let rec = PartitionChange {
             topic,
             partition,
@@ -723,6 +741,9 @@ impl Controller {
                     return Err(ControllerError::TopicExists(t.name.clone()));
                 }
                 let id = self.view.next_topic_id();
+                if id.0 == u64::MAX {
+                    return Err(ControllerError::Exhausted("topic ids"));
+                }
                 if !validate_only {
                     self.emit_topic(t, id, partitions, replicas, &mut out);
                 }
@@ -838,6 +859,9 @@ impl Controller {
     ) -> Result<RecordBatch> {
         self.check_active()?;
         for t in topics {
+            if t.id.0 == u64::MAX {
+                return Err(ControllerError::Exhausted("topic ids"));
+            }
             if !valid_topic_name(&t.name) {
                 return Err(ControllerError::InvalidTopic(t.name.clone()));
             }
@@ -974,6 +998,9 @@ impl Controller {
         }
         if req.isr.len() > MAX_REPLICAS {
             return Err(ControllerError::InvalidIsr("too many members"));
+        }
+        if p.partition_epoch.0 == i32::MAX {
+            return Err(ControllerError::Exhausted("partition epochs"));
         }
         check_partition(&p.replicas, &req.isr, req.node).map_err(ControllerError::InvalidIsr)?;
         // A member may be added only if it is eligible (KIP-903's rule).

@@ -118,6 +118,9 @@ pub enum ApplyError {
     },
     #[error("invalid topic name {0:?}")]
     InvalidTopicName(String),
+    /// A counter the record would move past its largest value.
+    #[error("{0} out of range")]
+    Overflow(&'static str),
 }
 
 /// Why a snapshot did not load.
@@ -291,7 +294,12 @@ impl MetadataImage {
     pub fn apply(&mut self, index: u64, rec: &MetadataRecord) -> Result<(), ApplyError> {
         match rec {
             MetadataRecord::RegisterBroker(r) => {
-                self.next_broker_epoch = self.next_broker_epoch.max(r.epoch.0 + 1);
+                let next = r
+                    .epoch
+                    .0
+                    .checked_add(1)
+                    .ok_or(ApplyError::Overflow("broker epoch"))?;
+                self.next_broker_epoch = self.next_broker_epoch.max(next);
                 self.brokers.insert(
                     r.node,
                     BrokerInfo {
@@ -321,7 +329,8 @@ impl MetadataImage {
                 if self.names.contains_key(name) {
                     return Err(ApplyError::DuplicateTopicName(name.clone()));
                 }
-                self.next_topic_id = self.next_topic_id.max(id.0 + 1);
+                let next = id.0.checked_add(1).ok_or(ApplyError::Overflow("topic id"))?;
+                self.next_topic_id = self.next_topic_id.max(next);
                 self.names.insert(name.clone(), *id);
                 self.topics.insert(
                     *id,
@@ -424,10 +433,21 @@ impl MetadataImage {
             partition: c.partition,
             why,
         })?;
-        if leader != p.leader {
-            p.leader_epoch = LeaderEpoch(p.leader_epoch.0 + 1);
-        }
-        p.partition_epoch = PartitionEpoch(p.partition_epoch.0 + 1);
+        let leader_epoch = if leader != p.leader {
+            p.leader_epoch
+                .0
+                .checked_add(1)
+                .ok_or(ApplyError::Overflow("leader epoch"))?
+        } else {
+            p.leader_epoch.0
+        };
+        let partition_epoch = p
+            .partition_epoch
+            .0
+            .checked_add(1)
+            .ok_or(ApplyError::Overflow("partition epoch"))?;
+        p.leader_epoch = LeaderEpoch(leader_epoch);
+        p.partition_epoch = PartitionEpoch(partition_epoch);
         p.leader = leader;
         if let Some(r) = &c.replicas {
             p.replicas = r.clone();
@@ -692,6 +712,61 @@ mod tests {
                 "flip at {i} loaded"
             );
         }
+    }
+
+    #[test]
+    fn epochs_and_ids_at_their_limit_are_typed_errors_not_overflows() {
+        // Records come from the log, that is from peers: a counter already
+        // at its largest value must be refused, not wrapped or panicked on.
+        let mut img = sample();
+        let before = img.clone();
+        assert_eq!(
+            img.apply(4, &reg(3, i64::MAX)),
+            Err(ApplyError::Overflow("broker epoch"))
+        );
+        let topic = MetadataRecord::Topic {
+            id: TopicId(u64::MAX),
+            name: "max".into(),
+        };
+        assert_eq!(img.apply(4, &topic), Err(ApplyError::Overflow("topic id")));
+        assert_eq!(img, before, "refused records change nothing");
+
+        let mut at_max = PartitionRecord {
+            topic: TopicId(5),
+            partition: 2,
+            replicas: vec![NodeId(1), NodeId(2)],
+            isr: vec![NodeId(1), NodeId(2)],
+            leader: NodeId(1),
+            leader_epoch: i32::MAX,
+            partition_epoch: 0,
+        };
+        img.apply(4, &MetadataRecord::Partition(at_max.clone())).unwrap();
+        let to_two = MetadataRecord::PartitionChange(PartitionChange {
+            topic: TopicId(5),
+            partition: 2,
+            leader: LeaderChange::To(NodeId(2)),
+            isr: None,
+            replicas: None,
+        });
+        let before = img.clone();
+        assert_eq!(img.apply(5, &to_two), Err(ApplyError::Overflow("leader epoch")));
+        at_max.leader_epoch = 0;
+        at_max.partition_epoch = i32::MAX;
+        img.apply(5, &MetadataRecord::Partition(at_max)).unwrap();
+        let before_isr = img.clone();
+        let shrink = MetadataRecord::PartitionChange(PartitionChange {
+            topic: TopicId(5),
+            partition: 2,
+            leader: LeaderChange::Unchanged,
+            isr: Some(vec![NodeId(1)]),
+            replicas: None,
+        });
+        assert_eq!(
+            img.apply(6, &shrink),
+            Err(ApplyError::Overflow("partition epoch"))
+        );
+        assert_eq!(img, before_isr);
+        assert_ne!(img, before);
     }
 
     #[test]

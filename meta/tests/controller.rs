@@ -703,3 +703,61 @@ fn an_imported_data_directory_keeps_its_ids() {
         ErrorCode::TopicAlreadyExists
     );
 }
+
+#[test]
+fn counters_at_their_limit_are_refused_not_overflowed() {
+    // The log (that is, peers) can hold counters at their largest value:
+    // the controller refuses what would need the next one, with a typed
+    // error, and records nothing.
+    let mut h = Harness::new(ControllerConfig::default());
+    h.start(1);
+    let batch = h.c.import_topics(&[], TopicId(u64::MAX), NodeId(1)).unwrap();
+    h.propose(batch);
+    h.commit();
+    assert_eq!(h.c.view().next_topic_id(), TopicId(u64::MAX));
+    let err = h.create("late", 1, 1).unwrap_err();
+    assert_eq!(err, ControllerError::Exhausted("topic ids"));
+    let imported = ImportedTopic {
+        id: TopicId(u64::MAX),
+        name: "max".into(),
+        partitions: 1,
+        configs: vec![],
+    };
+    assert_eq!(
+        h.c.import_topics(&[imported], TopicId(1), NodeId(1)),
+        Err(ControllerError::Exhausted("topic ids"))
+    );
+
+    let mut image = MetadataImage::default();
+    let last = borges_meta::record::RegisterBroker {
+        node: NodeId(1),
+        incarnation: 1,
+        epoch: BrokerEpoch(i64::MAX - 1),
+        address: "127.0.0.1:9092".into(),
+        rack: None,
+        shards: 1,
+        log_dirs: vec![1],
+    };
+    assert_eq!(
+        image.apply_batch(1, &[MetadataRecord::RegisterBroker(last)]),
+        vec![]
+    );
+    let mut c = Controller::new(ControllerConfig::default(), image);
+    c.become_active(0);
+    let before = c.view().clone();
+    assert_eq!(
+        c.register(&registration(2, 2, "r"), 0),
+        Err(ControllerError::Exhausted("broker epochs"))
+    );
+    assert_eq!(c.view(), &before, "a refusal changes nothing");
+    // The same incarnation retrying still gets its epoch back.
+    let same = Registration {
+        node: NodeId(1),
+        incarnation: 1,
+        address: "127.0.0.1:9092".into(),
+        rack: None,
+        shards: 1,
+        log_dirs: vec![1],
+    };
+    assert_eq!(c.register(&same, 0).unwrap().0, BrokerEpoch(i64::MAX - 1));
+}

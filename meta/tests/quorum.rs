@@ -488,3 +488,69 @@ fn malformed_or_misdirected_messages_are_typed_errors() {
     c.create_topic();
     c.assert_converged();
 }
+
+#[test]
+fn indexes_and_terms_at_their_limit_are_typed_errors() {
+    // Raft does `index + 1` and `term + 1` throughout; a peer must not be
+    // able to hand it values where that overflows.
+    use raft::prelude::MessageType::*;
+    use raft::prelude::{Entry, Message, Snapshot};
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    let f = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let term = c.nodes[&f].term();
+    let encode = borges_meta::quorum::wire::encode_message;
+    let node = c.nodes.get_mut(&f).unwrap();
+
+    let mut append = Message {
+        msg_type: MsgAppend,
+        to: f,
+        from: leader,
+        term,
+        index: u64::MAX,
+        log_term: term,
+        ..Default::default()
+    };
+    append.entries.push(Entry {
+        index: 0,
+        term,
+        ..Default::default()
+    });
+    assert!(node.step(&encode(&append)).is_err(), "an index past u64::MAX");
+    append.index = u64::MAX - 1;
+    append.entries[0].index = u64::MAX;
+    assert!(node.step(&encode(&append)).is_err(), "the last index");
+
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = u64::MAX;
+    snap.mut_metadata().term = term;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    snap.data = borges_meta::image::MetadataImage::default()
+        .encode_snapshot()
+        .into();
+    let m = Message {
+        msg_type: MsgSnapshot,
+        to: f,
+        from: leader,
+        term,
+        snapshot: Some(snap).into(),
+        ..Default::default()
+    };
+    assert!(node.step(&encode(&m)).is_err(), "a snapshot at u64::MAX");
+
+    let vote = Message {
+        msg_type: MsgRequestPreVote,
+        to: f,
+        from: leader,
+        term: u64::MAX,
+        log_term: u64::MAX,
+        index: u64::MAX,
+        ..Default::default()
+    };
+    assert!(node.step(&encode(&vote)).is_err(), "a term at u64::MAX");
+    // The cluster goes on as before.
+    c.run(1_000);
+    assert_eq!(c.leaders(), vec![leader]);
+    c.create_topic();
+    c.assert_converged();
+}

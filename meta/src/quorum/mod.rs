@@ -320,7 +320,7 @@ impl MetadataNode {
             MessageType::MsgAppend => {
                 let mut prev = (m.index, m.log_term);
                 for e in m.entries.iter() {
-                    if e.index != prev.0 + 1 || e.term < prev.1 || e.term > m.term {
+                    if prev.0.checked_add(1) != Some(e.index) || e.term < prev.1 || e.term > m.term {
                         return Err(StepError::Invalid("append entries out of sequence"));
                     }
                     prev = (e.index, e.term);
@@ -486,7 +486,7 @@ impl MetadataNode {
     /// Takes a snapshot every `snapshot_every` applied entries.
     fn maybe_snapshot(&mut self) {
         let store = self.raw.store();
-        if self.applied < store.snapshot_index() + self.config.snapshot_every {
+        if self.applied < store.snapshot_index().saturating_add(self.config.snapshot_every) {
             return;
         }
         let Some(term) = store.term_at(self.applied) else {

@@ -21,6 +21,10 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 pub const MAX_ENTRIES: usize = 1 << 16;
 /// Most members a configuration may list.
 pub const MAX_MEMBERS: usize = 64;
+/// Largest log index or term a message may name. Raft adds one to these
+/// throughout; an honest log grows by one per entry or election and never
+/// comes near, so anything above is refused before Raft could overflow.
+pub const MAX_INDEX: u64 = 1 << 62;
 
 const VERSION: u8 = 0;
 
@@ -134,13 +138,13 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
         msg_type,
         to: r.u64()?,
         from: r.u64()?,
-        term: r.u64()?,
-        log_term: r.u64()?,
-        index: r.u64()?,
-        commit: r.u64()?,
-        commit_term: r.u64()?,
-        request_snapshot: r.u64()?,
-        reject_hint: r.u64()?,
+        term: index(&mut r)?,
+        log_term: index(&mut r)?,
+        index: index(&mut r)?,
+        commit: index(&mut r)?,
+        commit_term: index(&mut r)?,
+        request_snapshot: index(&mut r)?,
+        reject_hint: index(&mut r)?,
         ..Message::default()
     };
     m.reject = flag(&mut r)?;
@@ -162,6 +166,15 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
     }
     r.finish()?;
     Ok(m)
+}
+
+/// A log index or term: at most [`MAX_INDEX`].
+fn index(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
+    let v = r.u64()?;
+    if v > MAX_INDEX {
+        return Err(DecodeError::Invalid("raft index or term beyond 2^62"));
+    }
+    Ok(v)
 }
 
 pub(crate) fn flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
@@ -190,8 +203,8 @@ pub(crate) fn entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     }
     Ok(Entry {
         entry_type: EntryType::EntryNormal,
-        term: r.u64()?,
-        index: r.u64()?,
+        term: index(r)?,
+        index: index(r)?,
         data: bytes(r)?,
         context: bytes(r)?,
         ..Entry::default()
@@ -214,8 +227,8 @@ fn ids(r: &mut Reader<'_>) -> Result<Vec<u64>, DecodeError> {
 pub(crate) fn snapshot(r: &mut Reader<'_>) -> Result<Snapshot, DecodeError> {
     let mut s = Snapshot::default();
     let meta = s.mut_metadata();
-    meta.index = r.u64()?;
-    meta.term = r.u64()?;
+    meta.index = index(r)?;
+    meta.term = index(r)?;
     let cs = ConfState {
         voters: ids(r)?,
         learners: ids(r)?,
