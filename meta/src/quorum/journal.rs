@@ -8,6 +8,8 @@
 //! the caller truncates the file to that length before appending again. A
 //! bad frame *followed by* a good one is damage, not a torn tail, and is an
 //! error: a node must not quietly forget votes or entries it acknowledged.
+//! So is a frame whose checksum matches but whose body does not decode,
+//! even the last: a torn append cannot make one.
 //!
 //! To bound the file, the caller rewrites it as one frame holding the
 //! whole current state ([`encode_state`]), written to a new file and
@@ -24,6 +26,9 @@ const FRAME_HEADER: usize = 8;
 const VERSION: u8 = 0;
 /// Largest frame the journal holds (a snapshot of a very large cluster).
 pub const MAX_FRAME: usize = 256 << 20;
+/// The shortest body a write encodes to: version, snapshot kind, entry
+/// count and hard-state flag.
+const MIN_BODY: usize = 1 + 1 + 4 + 1;
 
 /// Why a journal did not replay.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -121,23 +126,41 @@ fn decode_body(body: &[u8]) -> Result<Write, DecodeError> {
     })
 }
 
-/// Reads one frame at `at`: `Ok(None)` when the bytes there are not a
-/// whole valid frame.
-fn frame_at(buf: &[u8], at: usize) -> Option<(Write, usize)> {
+/// What the bytes at one offset are.
+enum Frame {
+    /// A whole frame whose checksum matches and whose body decodes, and
+    /// its length with the header.
+    Whole(Write, usize),
+    /// Too short, too long or a checksum mismatch: what a torn append
+    /// leaves (or damage, if a whole frame follows).
+    Torn,
+    /// The checksum matches but the body does not decode: no torn append
+    /// makes that, so it is damage, wherever it is.
+    Undecodable(DecodeError),
+}
+
+/// Reads one frame at `at`.
+fn frame_at(buf: &[u8], at: usize) -> Frame {
     let rest = &buf[at..];
     if rest.len() < FRAME_HEADER {
-        return None;
+        return Frame::Torn;
     }
     let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"));
-    if len > MAX_FRAME || rest.len() - FRAME_HEADER < len {
-        return None;
+    // No write encodes to fewer than MIN_BODY bytes: a shorter "frame" is
+    // what a tail of zeros (a crash after the file grew, before its data
+    // landed) looks like, and the checksum of nothing is 0.
+    if !(MIN_BODY..=MAX_FRAME).contains(&len) || rest.len() - FRAME_HEADER < len {
+        return Frame::Torn;
     }
     let body = &rest[FRAME_HEADER..FRAME_HEADER + len];
     if crc32c::crc32c(body) != crc {
-        return None;
+        return Frame::Torn;
     }
-    decode_body(body).ok().map(|w| (w, FRAME_HEADER + len))
+    match decode_body(body) {
+        Ok(w) => Frame::Whole(w, FRAME_HEADER + len),
+        Err(e) => Frame::Undecodable(e),
+    }
 }
 
 /// Replays a journal file's bytes.
@@ -147,14 +170,20 @@ pub fn replay(buf: &[u8]) -> Result<Replayed, JournalError> {
     let mut frames = 0;
     while at < buf.len() {
         match frame_at(buf, at) {
-            Some((w, len)) => {
+            Frame::Whole(w, len) => {
                 stored.apply(&w);
                 at += len;
                 frames += 1;
             }
-            None => {
+            Frame::Undecodable(e) => {
+                return Err(JournalError::Damaged {
+                    at,
+                    why: format!("a frame with a good checksum does not decode: {e}"),
+                });
+            }
+            Frame::Torn => {
                 // A torn tail, unless a valid frame starts later.
-                if (at + 1..buf.len()).any(|later| frame_at(buf, later).is_some()) {
+                if (at + 1..buf.len()).any(|later| !matches!(frame_at(buf, later), Frame::Torn)) {
                     return Err(JournalError::Damaged {
                         at,
                         why: "a frame fails its length or checksum".into(),
@@ -268,6 +297,33 @@ mod tests {
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(replay(&bad).unwrap().frames, 3);
+    }
+
+    #[test]
+    fn a_checksummed_frame_that_does_not_decode_is_damage_not_a_torn_tail() {
+        // A torn append cannot produce a frame whose checksum matches: one
+        // that matches and does not decode was written wrong, or by another
+        // version, and holds state the node acknowledged. Replay must not
+        // cut it away, wherever it is.
+        let (buf, ends, _) = journal(&history());
+        let last = ends[ends.len() - 2];
+        let mut body = buf[last + FRAME_HEADER..].to_vec();
+        body[0] = 7; // an unknown version
+        let mut bad = buf[..last].to_vec();
+        bad.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bad.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bad.extend_from_slice(&body);
+        assert_eq!(bad.len(), buf.len());
+        assert!(
+            matches!(replay(&bad), Err(JournalError::Damaged { at, .. }) if at == last),
+            "{:?}",
+            replay(&bad).map(|r| r.frames)
+        );
+        // Alone in the file too.
+        assert!(matches!(
+            replay(&bad[last..]),
+            Err(JournalError::Damaged { at: 0, .. })
+        ));
     }
 
     #[test]
