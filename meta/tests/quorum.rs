@@ -554,3 +554,41 @@ fn indexes_and_terms_at_their_limit_are_typed_errors() {
     c.create_topic();
     c.assert_converged();
 }
+
+#[test]
+fn a_voter_that_caught_up_by_snapshot_can_campaign_and_win() {
+    // Snapshots after every entry: the leader keeps no log, so the
+    // returning voter gets a snapshot at the leader's last index and no
+    // entries after it. It must be able to lead from there.
+    let mut c = Cluster::with_snapshots(3, 1);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    let names: Vec<String> = (0..3).map(|_| c.create_topic()).collect();
+    c.start(lagging);
+    let mut waited = 0;
+    while c.snapshots_installed == 0 {
+        c.run(100);
+        waited += 100;
+        assert!(waited < 5_000, "no snapshot reached the lagging voter");
+    }
+    let last = c.nodes[&leader].applied();
+    assert_eq!(c.nodes[&lagging].applied(), last, "caught up by the snapshot");
+    c.kill(leader);
+    let mut waited = 0;
+    while !c.nodes[&lagging].is_active() {
+        c.nodes.get_mut(&lagging).unwrap().campaign();
+        c.run(100);
+        waited += 100;
+        assert!(waited < 10_000, "the voter that caught up by snapshot never led");
+    }
+    let name = c.create_topic();
+    c.start(leader);
+    c.run(2_000);
+    c.assert_converged();
+    for n in c.nodes.values() {
+        for t in names.iter().chain([&name]) {
+            assert!(n.image().topic_by_name(t).is_some(), "node {} lacks {t}", n.id());
+        }
+    }
+}

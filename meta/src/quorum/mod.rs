@@ -138,6 +138,11 @@ pub struct MetadataNode {
     out: Output,
     /// Committed entries that did not decode or apply (a bug or damage).
     apply_errors: u64,
+    /// `(ready, index)`: a snapshot from the leader, applied to the image,
+    /// whose write is not yet durable. Once it is, Raft must count it as
+    /// applied: Raft reads the entries after its applied index when it
+    /// campaigns, and a snapshot compacted them away.
+    snapshot_unpersisted: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for MetadataNode {
@@ -209,6 +214,7 @@ impl MetadataNode {
             now_ms: 0,
             out: Output::default(),
             apply_errors: 0,
+            snapshot_unpersisted: None,
         })
     }
 
@@ -355,6 +361,16 @@ impl MetadataNode {
     /// The caller made the write of Ready `ready` durable.
     pub fn persisted(&mut self, ready: u64) {
         self.raw.on_persist_ready(ready);
+        if let Some((number, index)) = self.snapshot_unpersisted {
+            if number <= ready {
+                self.snapshot_unpersisted = None;
+                // The image holds the snapshot (`install`); tell Raft, which
+                // allows it now that the snapshot is persisted.
+                if index > self.raw.raft.raft_log.applied {
+                    self.raw.advance_apply_to(index);
+                }
+            }
+        }
         self.process();
     }
 
@@ -423,6 +439,7 @@ impl MetadataNode {
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
                 self.install(&snap);
+                self.snapshot_unpersisted = Some((rd.number(), snap.get_metadata().index));
                 write.snapshot = Some(SnapshotWrite::Received(snap));
             }
             let committed = rd.take_committed_entries();
@@ -445,7 +462,7 @@ impl MetadataNode {
             self.out.writes.push((write, after));
             if let Some(last) = committed.last() {
                 // Raft gave these out, so it allows applying them (a
-                // snapshot's index counts once the snapshot is persisted).
+                // snapshot's index is reported in `persisted`).
                 self.raw.advance_apply_to(last.index);
             }
             self.maybe_snapshot();
