@@ -22,6 +22,10 @@ struct Cluster {
     queue: VecDeque<(u64, u64, Vec<u8>)>,
     /// Links that drop everything: (from, to).
     cut: BTreeSet<(u64, u64)>,
+    /// How many snapshot messages the network loses next.
+    lose_snapshots: usize,
+    /// The links snapshots were lost on: (from, to).
+    lost_snapshots: Vec<(u64, u64)>,
     now: u64,
     snapshot_every: u64,
     snapshots_installed: usize,
@@ -51,6 +55,8 @@ impl Cluster {
             journals: voters.iter().map(|&v| (v, Vec::new())).collect(),
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
+            lose_snapshots: 0,
+            lost_snapshots: Vec::new(),
             now: 0,
             snapshot_every,
             snapshots_installed: 0,
@@ -124,6 +130,14 @@ impl Cluster {
             while let Some((from, to, bytes)) = self.queue.pop_front() {
                 busy = true;
                 if self.cut.contains(&(from, to)) {
+                    continue;
+                }
+                if self.lose_snapshots > 0
+                    && borges_meta::quorum::wire::decode_message(&bytes)
+                        .is_ok_and(|m| m.msg_type == raft::prelude::MessageType::MsgSnapshot)
+                {
+                    self.lose_snapshots -= 1;
+                    self.lost_snapshots.push((from, to));
                     continue;
                 }
                 if let Some(n) = self.nodes.get_mut(&to) {
@@ -591,4 +605,66 @@ fn a_voter_that_caught_up_by_snapshot_can_campaign_and_win() {
             assert!(n.image().topic_by_name(t).is_some(), "node {} lacks {t}", n.id());
         }
     }
+}
+
+#[test]
+fn a_lost_snapshot_is_sent_again() {
+    // The leader waits in raft's snapshot state until the follower answers;
+    // if the snapshot (or the answer) is lost, it must try again rather
+    // than stall that follower for the rest of its term.
+    let mut c = Cluster::with_snapshots(3, 5);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    let names: Vec<String> = (0..10).map(|_| c.create_topic()).collect();
+    c.lose_snapshots = 1;
+    c.start(lagging);
+    let mut waited = 0;
+    while c.nodes[&lagging].applied() < c.nodes[&leader].applied() {
+        c.run(100);
+        waited += 100;
+        assert!(
+            waited < 15_000,
+            "the lagging voter stalled at {} (leader at {})",
+            c.nodes[&lagging].applied(),
+            c.nodes[&leader].applied()
+        );
+    }
+    assert_eq!(c.lose_snapshots, 0, "a snapshot was lost");
+    println!("caught up {waited} ms after a lost snapshot");
+    assert_eq!(c.leaders(), vec![leader]);
+    c.assert_converged();
+    assert!(c.nodes[&lagging]
+        .image()
+        .topic_by_name(names.last().unwrap())
+        .is_some());
+}
+
+#[test]
+fn a_snapshot_the_transport_failed_to_send_is_sent_again_at_once() {
+    let mut c = Cluster::with_snapshots(3, 5);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    for _ in 0..10 {
+        c.create_topic();
+    }
+    c.lose_snapshots = 1;
+    c.start(lagging);
+    let mut waited = 0;
+    while c.lost_snapshots.is_empty() {
+        c.run(100);
+        waited += 100;
+        assert!(waited < 5_000, "no snapshot was sent");
+    }
+    assert_eq!(c.lost_snapshots, vec![(leader, lagging)]);
+    // The transport knows the send failed and says so.
+    c.nodes.get_mut(&leader).unwrap().send_failed(lagging);
+    let mut waited = 0;
+    while c.nodes[&lagging].applied() < c.nodes[&leader].applied() {
+        c.run(100);
+        waited += 100;
+        assert!(waited <= 1_000, "not sent again at once");
+    }
+    c.assert_converged();
 }

@@ -17,6 +17,11 @@
 //! that earlier leaders committed); it becomes inactive the moment the node
 //! stops leading or the term moves on, dropping what was not committed.
 //!
+//! A leader sends a lagging voter a snapshot and then nothing more until
+//! the voter acknowledges it; a snapshot not acknowledged within
+//! `snapshot_ack_ticks` (lost, or refused) is sent again, and at once when
+//! the caller reports the send failed (`send_failed`).
+//!
 //! Every message from a peer is decoded by our codec and checked before it
 //! reaches Raft: the right recipient, a known sender, entries that follow
 //! each other and decode as metadata, a commit index this log can hold, a
@@ -26,8 +31,10 @@ pub mod journal;
 pub mod log;
 pub mod wire;
 
+use std::collections::BTreeMap;
+
 use raft::prelude::{Entry, Message, MessageType, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use thiserror::Error;
 
 use crate::controller::{Controller, ControllerConfig, ControllerError};
@@ -49,6 +56,9 @@ pub struct QuorumConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between snapshots.
     pub snapshot_every: u64,
+    /// Ticks a leader waits for a follower to acknowledge a snapshot before
+    /// it counts the snapshot as lost and sends it again.
+    pub snapshot_ack_ticks: u64,
     /// Seeds the election timeouts (mixed with the node id); 0 draws them
     /// at random. A simulation sets it to replay elections.
     pub seed: u64,
@@ -64,6 +74,7 @@ impl QuorumConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_every: 1000,
+            snapshot_ack_ticks: 40,
             seed: 0,
         }
     }
@@ -143,6 +154,11 @@ pub struct MetadataNode {
     /// applied: Raft reads the entries after its applied index when it
     /// campaigns, and a snapshot compacted them away.
     snapshot_unpersisted: Option<(u64, u64)>,
+    /// Raft ticks since start.
+    ticks: u64,
+    /// Leading: followers Raft holds waiting for a snapshot, with the
+    /// snapshot's index and the tick it was first seen waiting.
+    snapshot_waits: BTreeMap<u64, (u64, u64)>,
 }
 
 impl std::fmt::Debug for MetadataNode {
@@ -215,6 +231,8 @@ impl MetadataNode {
             out: Output::default(),
             apply_errors: 0,
             snapshot_unpersisted: None,
+            ticks: 0,
+            snapshot_waits: BTreeMap::new(),
         })
     }
 
@@ -276,7 +294,9 @@ impl MetadataNode {
         }
         for _ in 0..ticks {
             self.raw.tick();
+            self.ticks += 1;
         }
+        self.check_snapshot_waits();
         self.process();
         if self.is_active() {
             let batch = self.controller.tick(self.now_ms);
@@ -285,6 +305,58 @@ impl MetadataNode {
                 // next active term redoes what is still needed.
                 let _ = self.propose(batch);
             }
+        }
+        self.process();
+    }
+
+    /// A follower Raft holds in its snapshot state is sent nothing until it
+    /// acknowledges the snapshot. Raft resumes it when an append response
+    /// shows it caught up; a snapshot that was lost (or refused, or its
+    /// answer lost) would hold it forever, so one not acknowledged within
+    /// `snapshot_ack_ticks` is reported failed and Raft sends it again.
+    fn check_snapshot_waits(&mut self) {
+        if !self.is_leader() {
+            self.snapshot_waits.clear();
+            return;
+        }
+        let mut waiting = BTreeMap::new();
+        for (&id, pr) in self.raw.raft.prs().iter() {
+            if pr.state != ProgressState::Snapshot {
+                continue;
+            }
+            let since = match self.snapshot_waits.get(&id) {
+                Some(&(index, since)) if index == pr.pending_snapshot => since,
+                _ => self.ticks,
+            };
+            waiting.insert(id, (pr.pending_snapshot, since));
+        }
+        for (&id, &(_, since)) in &waiting {
+            if self.ticks - since >= self.config.snapshot_ack_ticks {
+                self.raw.report_snapshot(id, SnapshotStatus::Failure);
+            }
+        }
+        waiting.retain(|_, &mut (_, since)| self.ticks - since < self.config.snapshot_ack_ticks);
+        self.snapshot_waits = waiting;
+    }
+
+    /// Reports that a message to `to` could not be sent (the transport
+    /// knows): Raft stops streaming to it until it answers again, and a
+    /// snapshot it was waiting for is sent again.
+    pub fn send_failed(&mut self, to: u64) {
+        if !self.is_leader() {
+            return;
+        }
+        let in_snapshot = self
+            .raw
+            .raft
+            .prs()
+            .get(to)
+            .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+        if in_snapshot {
+            self.raw.report_snapshot(to, SnapshotStatus::Failure);
+            self.snapshot_waits.remove(&to);
+        } else {
+            self.raw.report_unreachable(to);
         }
         self.process();
     }
