@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use borges_meta::controller::{ControllerConfig, Heartbeat, NewTopic, Registration};
+use borges_meta::controller::{ControllerConfig, ControllerError, Heartbeat, NewTopic, Registration};
 use borges_meta::quorum::journal;
 use borges_meta::quorum::log::{SnapshotWrite, Stored};
 use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StepError};
@@ -28,6 +28,8 @@ struct Cluster {
     lost_snapshots: Vec<(u64, u64)>,
     now: u64,
     snapshot_every: u64,
+    /// Overrides the nodes' bound on uncommitted proposal bytes.
+    uncommitted_bytes_max: Option<u64>,
     snapshots_installed: usize,
     rng: SplitMix64,
     names: u32,
@@ -59,6 +61,7 @@ impl Cluster {
             lost_snapshots: Vec::new(),
             now: 0,
             snapshot_every,
+            uncommitted_bytes_max: None,
             snapshots_installed: 0,
             rng: SplitMix64::new(5),
             names: 0,
@@ -72,6 +75,9 @@ impl Cluster {
     fn start(&mut self, id: u64) {
         let mut q = QuorumConfig::new(id, self.voters.clone());
         q.snapshot_every = self.snapshot_every;
+        if let Some(max) = self.uncommitted_bytes_max {
+            q.uncommitted_bytes_max = max;
+        }
         q.seed = Cluster::seed();
         let replayed = journal::replay(&self.journals[&id]).unwrap();
         assert_eq!(
@@ -666,5 +672,62 @@ fn a_snapshot_the_transport_failed_to_send_is_sent_again_at_once() {
         waited += 100;
         assert!(waited <= 1_000, "not sent again at once");
     }
+    c.assert_converged();
+}
+
+#[test]
+fn a_dropped_proposal_keeps_the_controller_inactive_until_the_log_is_applied() {
+    // Raft drops a proposal past the bound on uncommitted bytes. The
+    // controller then forgets its uncommitted view; it must not decide
+    // again in the same term before what is already in its log (its own
+    // earlier proposals) is applied, or it decides from a view that lacks
+    // them.
+    let mut c = Cluster::new(3);
+    c.uncommitted_bytes_max = Some(1 << 20);
+    for id in 1..=3 {
+        c.kill(id);
+        c.start(id);
+    }
+    c.register(1);
+    let (leader, _) = c.await_leader(5_000);
+    for &v in &c.voters.clone() {
+        if v != leader {
+            c.cut.insert((leader, v));
+        }
+    }
+    let big = |name: &str| NewTopic {
+        name: name.into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: (0..20).map(|i| (format!("k{i}"), "v".repeat(30_000))).collect(),
+    };
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    let (r, first) = node.decide(|c| c.create_topics(&[big("a")], false, rng)).unwrap();
+    assert!(r[0].is_ok());
+    let first = first.expect("proposed");
+    let dropped = node.decide(|c| c.create_topics(&[big("b")], false, rng));
+    assert_eq!(dropped.unwrap_err(), ControllerError::NotActive, "over the bound");
+    c.settle();
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    assert!(node.is_leader());
+    assert!(!node.is_active(), "topic a is in the log, not yet applied");
+    assert_eq!(
+        node.decide(|c| c.create_topics(&[big("a")], false, rng))
+            .unwrap_err(),
+        ControllerError::NotActive,
+        "no decision from a view that lacks topic a"
+    );
+    c.cut.clear();
+    c.settle();
+    c.run(200);
+    let node = c.nodes.get_mut(&leader).unwrap();
+    assert!(node.is_active(), "active again once the log is applied");
+    assert_eq!(node.outcome(first), Outcome::Committed);
+    let rng = &mut c.rng;
+    let (r, _) = node.decide(|c| c.create_topics(&[big("a")], false, rng)).unwrap();
+    assert_eq!(r[0], Err(ControllerError::TopicExists("a".into())));
+    c.run(500);
     c.assert_converged();
 }

@@ -16,6 +16,9 @@
 //! applied every entry up to the first of its term (so its image holds all
 //! that earlier leaders committed); it becomes inactive the moment the node
 //! stops leading or the term moves on, dropping what was not committed.
+//! A proposal Raft drops (past `uncommitted_bytes_max`) also makes it
+//! inactive, until every entry up to the log's end then is applied: its
+//! earlier proposals of the term are still in the log.
 //!
 //! A leader sends a lagging voter a snapshot and then nothing more until
 //! the voter acknowledges it; a snapshot not acknowledged within
@@ -56,6 +59,10 @@ pub struct QuorumConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between snapshots.
     pub snapshot_every: u64,
+    /// Most bytes of proposals the leader holds uncommitted; a proposal
+    /// past it is dropped (back-pressure: the caller gets `NotActive` and
+    /// retries once the log has caught up). At least 1 MiB.
+    pub uncommitted_bytes_max: u64,
     /// Ticks a leader waits for a follower to acknowledge a snapshot before
     /// it counts the snapshot as lost and sends it again.
     pub snapshot_ack_ticks: u64,
@@ -75,6 +82,7 @@ impl QuorumConfig {
             heartbeat_ticks: 2,
             snapshot_every: 1000,
             snapshot_ack_ticks: 40,
+            uncommitted_bytes_max: 256 << 20,
             seed: 0,
         }
     }
@@ -200,6 +208,7 @@ impl MetadataNode {
             pre_vote: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: config.uncommitted_bytes_max,
             election_seed: if config.seed == 0 {
                 0
             } else {
@@ -468,6 +477,13 @@ impl MetadataNode {
         if let Err(e) = self.raw.propose(Vec::new(), encode_batch(&batch)) {
             debug_assert!(matches!(e, raft::Error::ProposalDropped), "propose: {e}");
             self.deactivate();
+            // The view is gone, but this term's earlier proposals are still
+            // in the log: the controller may decide again in this term only
+            // once everything up to the log's end is applied, so that the
+            // committed image it starts from holds them.
+            if self.is_leader() {
+                self.term_start = Some((self.raw.raft.term, self.raw.raft.raft_log.last_index()));
+            }
             return Err(ControllerError::NotActive);
         }
         Ok(Proposal {
