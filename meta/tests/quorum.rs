@@ -731,3 +731,71 @@ fn a_dropped_proposal_keeps_the_controller_inactive_until_the_log_is_applied() {
     c.run(500);
     c.assert_converged();
 }
+
+#[test]
+fn answers_without_records_wait_for_what_they_were_read_from() {
+    // An answer that proposes nothing is read from the controller's view,
+    // which holds its uncommitted proposals: it may be given only once
+    // those are applied, or a client learns of a change that may be lost.
+    let mut c = Cluster::new(3);
+    c.register(1);
+    let (leader, _) = c.await_leader(5_000);
+    for &v in &c.voters.clone() {
+        if v != leader {
+            c.cut.insert((leader, v));
+        }
+    }
+    let topic = NewTopic {
+        name: "a".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: vec![],
+    };
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    let (_, created) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&topic), false, rng))
+        .unwrap();
+    let created = created.expect("proposed");
+    // Asked again: "exists", from the view, while the creation is pending.
+    let (r, wait) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&topic), false, rng))
+        .unwrap();
+    assert_eq!(r[0], Err(ControllerError::TopicExists("a".into())));
+    let wait = wait.expect("the answer waits for the log it was read from");
+    assert!(wait.index >= created.index);
+    assert_eq!(node.outcome(wait), Outcome::Pending);
+    // Nothing pending: the answer is given at once.
+    c.cut.clear();
+    c.settle();
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    assert_eq!(node.outcome(wait), Outcome::Committed);
+    let (r, wait) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&topic), false, rng))
+        .unwrap();
+    assert_eq!(r[0], Err(ControllerError::TopicExists("a".into())));
+    assert_eq!(wait, None);
+
+    // A creation the leader loses: the answer read from it is not given.
+    let (leader, _) = c.await_leader(5_000);
+    for &v in &c.voters.clone() {
+        if v != leader {
+            c.cut.insert((leader, v));
+        }
+    }
+    let b = NewTopic {
+        name: "b".into(),
+        ..topic.clone()
+    };
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    node.decide(|c| c.create_topics(std::slice::from_ref(&b), false, rng))
+        .unwrap();
+    let (_, wait) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&b), false, rng))
+        .unwrap();
+    let wait = wait.expect("waits");
+    c.run(5_000);
+    assert_eq!(c.nodes[&leader].outcome(wait), Outcome::Unknown);
+}

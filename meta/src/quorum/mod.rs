@@ -134,7 +134,8 @@ pub enum Outcome {
     Unknown,
 }
 
-/// A proposal in flight: the index and term it was appended at.
+/// A proposal in flight: the index and term it was appended at (or, for a
+/// decision that proposed nothing, the log's end it must see applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proposal {
     pub index: u64,
@@ -456,7 +457,13 @@ impl MetadataNode {
     }
 
     /// Runs a controller decision; its records, if any, are proposed. The
-    /// caller answers once `outcome` says committed.
+    /// caller answers once `outcome` says committed, or at once when there
+    /// is no proposal to wait for.
+    ///
+    /// A decision that records nothing was still read from the view, which
+    /// holds this controller's uncommitted proposals: its answer waits for
+    /// the log's end as it is now (a read barrier), unless all of it is
+    /// applied already.
     pub fn decide<T>(
         &mut self,
         f: impl FnOnce(&mut Controller) -> Result<(T, RecordBatch), ControllerError>,
@@ -466,7 +473,15 @@ impl MetadataNode {
         }
         let (value, batch) = f(&mut self.controller)?;
         if batch.is_empty() {
-            return Ok((value, None));
+            let last = self.raw.raft.raft_log.last_index();
+            if self.applied >= last {
+                return Ok((value, None));
+            }
+            let barrier = Proposal {
+                index: last,
+                term: self.raw.raft.term,
+            };
+            return Ok((value, Some(barrier)));
         }
         let proposal = self.propose(batch)?;
         self.process();
