@@ -134,6 +134,13 @@ pub enum SnapshotError {
     Apply(#[from] ApplyError),
 }
 
+/// Most records a snapshot may hold. Not [`crate::record::MAX_BATCH_RECORDS`]:
+/// the image is the sum of every decision, and a node must be able to load
+/// any snapshot it took. What bounds a snapshot's size is the controller's
+/// cluster-wide limits and the bytes a snapshot may take on the wire and
+/// in the journal.
+pub const MAX_SNAPSHOT_RECORDS: usize = 1 << 26;
+
 const SNAPSHOT_MAGIC: &[u8; 4] = b"BGMI";
 const SNAPSHOT_VERSION: u8 = 0;
 
@@ -540,7 +547,7 @@ impl MetadataImage {
         let applied = r.u64()?;
         let next_topic_id = r.u64()?;
         let next_broker_epoch = r.i64()?;
-        let records = r.batch()?;
+        let records = r.records("snapshot", MAX_SNAPSHOT_RECORDS)?;
         r.finish()?;
         let mut image = MetadataImage::default();
         for rec in &records {
@@ -696,6 +703,40 @@ mod tests {
         let full = sample();
         let back = MetadataImage::decode_snapshot(&full.encode_snapshot()).unwrap();
         assert_eq!(back, full);
+    }
+
+    #[test]
+    fn a_snapshot_of_more_records_than_one_batch_holds_loads() {
+        // A snapshot is not a batch: an image of more records than one
+        // controller decision may carry must still load, or a node that
+        // took the snapshot cannot restart from it.
+        let mut img = MetadataImage::default();
+        let mut batch = vec![
+            reg(1, 1),
+            MetadataRecord::Topic {
+                id: TopicId(1),
+                name: "wide".into(),
+            },
+        ];
+        batch.extend((0..crate::record::MAX_BATCH_RECORDS as u32 + 10).map(|i| {
+            MetadataRecord::Partition(PartitionRecord {
+                topic: TopicId(1),
+                partition: i,
+                replicas: vec![NodeId(1)],
+                isr: vec![NodeId(1)],
+                leader: NodeId(1),
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+        }));
+        assert_eq!(img.apply_batch(2, &batch), vec![]);
+        drop(batch);
+        let snap = img.encode_snapshot();
+        let back = MetadataImage::decode_snapshot(&snap).expect("the snapshot loads");
+        assert_eq!(
+            back.topic(TopicId(1)).unwrap().partitions.len(),
+            crate::record::MAX_BATCH_RECORDS + 10
+        );
     }
 
     #[test]
