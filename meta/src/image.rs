@@ -18,8 +18,8 @@ use borges_net::types::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, TopicI
 use thiserror::Error;
 
 use crate::record::{
-    encode_batch, DecodeError, LeaderChange, MetadataRecord, PartitionChange, PartitionRecord, Reader,
-    RegisterBroker, MAX_REPLICAS,
+    encode_batch, encode_record, DecodeError, LeaderChange, MetadataRecord, PartitionChange, PartitionRecord,
+    Reader, RegisterBroker, MAX_REPLICAS,
 };
 
 /// A broker as the image knows it.
@@ -468,30 +468,49 @@ impl MetadataImage {
     /// The records that rebuild this image from an empty one.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
+        self.for_each_record(|r| out.push(r));
+        out
+    }
+
+    /// The bytes [`MetadataImage::encode_snapshot`] would write, without
+    /// writing them.
+    pub fn snapshot_len(&self) -> usize {
+        let mut scratch = Vec::new();
+        let mut len = SNAPSHOT_MAGIC.len() + 1 + 24 + 4 + 4;
+        self.for_each_record(|r| {
+            scratch.clear();
+            encode_record(&r, &mut scratch);
+            len += 4 + scratch.len();
+        });
+        len
+    }
+
+    /// Calls `f` with each record of [`MetadataImage::to_records`], in order.
+    fn for_each_record(&self, mut f: impl FnMut(MetadataRecord)) {
         for b in self.brokers.values() {
-            out.push(MetadataRecord::RegisterBroker(b.reg.clone()));
+            f(MetadataRecord::RegisterBroker(b.reg.clone()));
             let (node, epoch) = (b.reg.node, b.reg.epoch);
             if !b.fenced {
-                out.push(MetadataRecord::UnfenceBroker { node, epoch });
+                f(MetadataRecord::UnfenceBroker { node, epoch });
             }
             if b.shutting_down {
-                out.push(MetadataRecord::BrokerShuttingDown { node, epoch });
+                f(MetadataRecord::BrokerShuttingDown { node, epoch });
             }
         }
         for t in self.topics.values() {
-            out.push(MetadataRecord::Topic {
+            f(MetadataRecord::Topic {
                 id: t.id,
                 name: t.name.clone(),
             });
             for (key, value) in &t.configs {
-                out.push(MetadataRecord::Config {
+                f(MetadataRecord::Config {
                     topic: t.id,
                     key: key.clone(),
                     value: Some(value.clone()),
                 });
             }
             for (i, p) in t.partitions.iter().enumerate() {
-                out.push(MetadataRecord::Partition(PartitionRecord {
+                f(MetadataRecord::Partition(PartitionRecord {
                     topic: t.id,
                     partition: i as u32,
                     replicas: p.replicas.clone(),
@@ -502,7 +521,6 @@ impl MetadataImage {
                 }));
             }
         }
-        out
     }
 
     /// The snapshot: magic, version, the applied index and counters, the
