@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use borges_meta::controller::{ControllerConfig, ControllerError, Heartbeat, NewTopic, Registration};
 use borges_meta::quorum::journal;
 use borges_meta::quorum::log::{SnapshotWrite, Stored};
+use borges_meta::quorum::wire::MAX_PAYLOAD;
 use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StepError};
+use borges_meta::record::{MetadataRecord, MAX_BATCH_RECORDS, MAX_STRING};
 use borges_meta::seams::SplitMix64;
-use borges_meta::NodeId;
+use borges_meta::{NodeId, TopicId};
 
 struct Cluster {
     voters: Vec<u64>,
@@ -798,4 +800,32 @@ fn answers_without_records_wait_for_what_they_were_read_from() {
     let wait = wait.expect("waits");
     c.run(5_000);
     assert_eq!(c.nodes[&leader].outcome(wait), Outcome::Unknown);
+}
+
+#[test]
+fn an_entry_peers_could_not_decode_is_never_proposed() {
+    // The controller bounds its decisions; the node refuses, as a last
+    // line, a batch that would not decode or not travel, rather than put
+    // into the log an entry every follower must refuse.
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    let too_many: Vec<MetadataRecord> = (0..=MAX_BATCH_RECORDS as u64)
+        .map(|i| MetadataRecord::ReserveTopicIds { next: TopicId(i) })
+        .collect();
+    let node = c.nodes.get_mut(&leader).unwrap();
+    let err = node.decide(|_| Ok(((), too_many))).unwrap_err();
+    assert!(matches!(err, ControllerError::DecisionTooLarge(_)), "{err:?}");
+    assert!(node.is_active(), "nothing else was pending: active again");
+    let name = "x".repeat(MAX_STRING);
+    let too_big: Vec<MetadataRecord> = (0..(MAX_PAYLOAD / MAX_STRING) as u64 + 1)
+        .map(|i| MetadataRecord::Topic {
+            id: TopicId(i + 1),
+            name: name.clone(),
+        })
+        .collect();
+    let err = node.decide(|_| Ok(((), too_big))).unwrap_err();
+    assert!(matches!(err, ControllerError::DecisionTooLarge(_)), "{err:?}");
+    c.settle();
+    c.create_topic();
+    c.assert_converged();
 }

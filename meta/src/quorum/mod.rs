@@ -42,7 +42,7 @@ use thiserror::Error;
 
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::image::MetadataImage;
-use crate::record::{decode_batch, encode_batch, DecodeError, RecordBatch};
+use crate::record::{decode_batch, encode_batch, DecodeError, RecordBatch, MAX_BATCH_RECORDS};
 use log::{RaftLog, SnapshotWrite, Stored, Write};
 
 /// The quorum's settings.
@@ -489,16 +489,22 @@ impl MetadataNode {
     }
 
     fn propose(&mut self, batch: RecordBatch) -> Result<Proposal, ControllerError> {
-        if let Err(e) = self.raw.propose(Vec::new(), encode_batch(&batch)) {
+        // The controller bounds its decisions well below these; this is the
+        // last line: an entry no peer could decode (or receive) stays out of
+        // the log. The view already holds the batch, so it goes too.
+        let data = encode_batch(&batch);
+        if batch.len() > MAX_BATCH_RECORDS || data.len() > wire::MAX_PAYLOAD {
+            self.drop_view();
+            return Err(ControllerError::DecisionTooLarge(format!(
+                "{} records, {} bytes in one entry (at most {MAX_BATCH_RECORDS} records, {} bytes)",
+                batch.len(),
+                data.len(),
+                wire::MAX_PAYLOAD
+            )));
+        }
+        if let Err(e) = self.raw.propose(Vec::new(), data) {
             debug_assert!(matches!(e, raft::Error::ProposalDropped), "propose: {e}");
-            self.deactivate();
-            // The view is gone, but this term's earlier proposals are still
-            // in the log: the controller may decide again in this term only
-            // once everything up to the log's end is applied, so that the
-            // committed image it starts from holds them.
-            if self.is_leader() {
-                self.term_start = Some((self.raw.raft.term, self.raw.raft.raft_log.last_index()));
-            }
+            self.drop_view();
             return Err(ControllerError::NotActive);
         }
         Ok(Proposal {
@@ -517,6 +523,20 @@ impl MetadataNode {
         } else {
             Outcome::Pending
         }
+    }
+
+    /// A proposal did not make it into the log, but the view holds it:
+    /// the controller goes inactive, dropping the view. This term's earlier
+    /// proposals are still in the log, so it may decide again in this term
+    /// only once everything up to the log's end is applied, so that the
+    /// committed image it starts from holds them.
+    fn drop_view(&mut self) {
+        self.deactivate();
+        if self.is_leader() {
+            self.term_start = Some((self.raw.raft.term, self.raw.raft.raft_log.last_index()));
+        }
+        // Active again at once if nothing was pending.
+        self.update_role();
     }
 
     fn deactivate(&mut self) {
