@@ -829,3 +829,16 @@ fn an_entry_peers_could_not_decode_is_never_proposed() {
     c.create_topic();
     c.assert_converged();
 }
+
+#[test]
+fn settings_that_would_resend_snapshots_every_tick_are_refused() {
+    let mut q = QuorumConfig::new(1, vec![1, 2, 3]);
+    q.snapshot_ack_ticks = 0;
+    assert!(MetadataNode::start(q, ControllerConfig::default(), &Stored::default()).is_err());
+    let mut q = QuorumConfig::new(1, vec![1, 2, 3]);
+    q.uncommitted_bytes_max = 1000;
+    assert!(
+        MetadataNode::start(q, ControllerConfig::default(), &Stored::default()).is_err(),
+        "below one message's size"
+    );
+}

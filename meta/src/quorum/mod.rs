@@ -193,6 +193,9 @@ impl MetadataNode {
                 "voters must be listed, with ids above 0".into(),
             ));
         }
+        if config.snapshot_ack_ticks == 0 {
+            return Err(StartError::Config("snapshot_ack_ticks must be at least 1".into()));
+        }
         let image = if stored.snapshot.get_metadata().index > 0 {
             MetadataImage::decode_snapshot(&stored.snapshot.data)
                 .map_err(|e| StartError::Snapshot(e.to_string()))?
