@@ -16,13 +16,14 @@
 //! Raft ids are node ids plus one: raft reserves 0 for "none", and the
 //! broker's default node id is 0.
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use borges_meta::controller::{Controller, ControllerConfig, ControllerError};
 use borges_meta::image::MetadataImage;
+use borges_meta::quorum::log::Write;
 use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StartError, StepError};
 use borges_meta::record::RecordBatch;
 use borges_meta::NodeId;
@@ -32,7 +33,9 @@ use crate::clock::Clock;
 use crate::notify::{changed_any, Notify};
 use crate::raft_journal::{RaftJournal, RaftJournalError};
 
-/// Compact the journal once it is larger than this.
+/// Compact the journal once it is larger than this, or than twice what it
+/// held after the last compaction if that is more: a state past this size
+/// alone is not rewritten on every write.
 const JOURNAL_COMPACT_BYTES: u64 = 64 << 20;
 
 /// The raft id of a node.
@@ -121,6 +124,11 @@ pub struct QuorumHost {
     changed: Notify,
     failed: RefCell<Option<String>>,
     voters: Vec<NodeId>,
+    /// The journal is compacted by this host, not by its own threshold:
+    /// once it is longer than `compact_at`, which is `compact_bytes` or
+    /// twice its length after the last compaction, whichever is more.
+    compact_bytes: u64,
+    compact_at: Cell<u64>,
 }
 
 impl QuorumHost {
@@ -135,12 +143,33 @@ impl QuorumHost {
         transport: Box<dyn Transport>,
         clock: Rc<dyn Clock>,
     ) -> Result<QuorumHost, QuorumHostError> {
+        Self::open_with(
+            meta_home,
+            node,
+            voters,
+            controller,
+            transport,
+            clock,
+            JOURNAL_COMPACT_BYTES,
+        )
+    }
+
+    /// [`QuorumHost::open`], compacting the journal from `compact_bytes`.
+    fn open_with(
+        meta_home: &Path,
+        node: NodeId,
+        voters: &[NodeId],
+        controller: ControllerConfig,
+        transport: Box<dyn Transport>,
+        clock: Rc<dyn Clock>,
+        compact_bytes: u64,
+    ) -> Result<QuorumHost, QuorumHostError> {
         let voters: Vec<u64> = if voters.is_empty() {
             vec![raft_id(node)]
         } else {
             voters.iter().map(|v| raft_id(*v)).collect()
         };
-        let (journal, dropped) = RaftJournal::open(meta_home, JOURNAL_COMPACT_BYTES)?;
+        let (journal, dropped) = RaftJournal::open(meta_home, u64::MAX)?;
         if dropped > 0 {
             tracing::warn!(bytes = dropped, "cut a torn tail off the raft journal");
         }
@@ -148,6 +177,7 @@ impl QuorumHost {
         let config = QuorumConfig::new(raft_id(node), voters);
         let solo = config.voters == [config.node];
         let node = MetadataNode::start(config, controller, journal.stored())?;
+        let compact_at = compact_bytes.max(journal.len().saturating_mul(2));
         let host = QuorumHost {
             node: RefCell::new(node),
             journal: RefCell::new(journal),
@@ -157,6 +187,8 @@ impl QuorumHost {
             changed: Notify::default(),
             failed: RefCell::new(None),
             voters: config_voters,
+            compact_bytes,
+            compact_at: Cell::new(compact_at),
         };
         if solo {
             // Nobody to wait for: lead at once.
@@ -210,7 +242,7 @@ impl QuorumHost {
                 self.transport.send(node_of(to), bytes);
             }
             for (write, after) in out.writes {
-                if let Err(e) = self.journal.borrow_mut().append(&write) {
+                if let Err(e) = self.append(&write) {
                     tracing::error!(error = %e, "metadata journal write failed; this node stops taking part in the quorum");
                     *self.failed.borrow_mut() = Some(e.to_string());
                     self.changed.notify();
@@ -226,6 +258,19 @@ impl QuorumHost {
         }
         // Waiters re-check their own conditions; a spurious wake is cheap.
         self.changed.notify();
+    }
+
+    /// Appends `w` to the journal, and compacts it when it has grown past
+    /// `compact_at`.
+    fn append(&self, w: &Write) -> Result<(), RaftJournalError> {
+        let mut journal = self.journal.borrow_mut();
+        journal.append(w)?;
+        if journal.len() > self.compact_at.get() {
+            journal.compact()?;
+            self.compact_at
+                .set(self.compact_bytes.max(journal.len().saturating_mul(2)));
+        }
+        Ok(())
     }
 
     /// Whether this node is the active controller.
@@ -497,6 +542,57 @@ mod tests {
                 .expect_err("an unregistered broker's heartbeat is refused");
             assert_eq!(err.code(), ErrorCode::BrokerIdNotRegistered);
             assert_eq!(host.applied(), applied, "a refusal writes nothing");
+        });
+    }
+
+    #[test]
+    fn a_state_larger_than_the_compaction_threshold_is_not_rewritten_on_every_write() {
+        // Compacting rewrites the whole state; once the state alone is past
+        // the threshold, a fixed threshold would rewrite it on every write.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let host = QuorumHost::open_with(
+                &path,
+                NodeId(0),
+                &[],
+                ControllerConfig::default(),
+                Box::new(NoPeers),
+                Rc::new(crate::clock::SystemClock),
+                4096,
+            )
+            .expect("open the quorum");
+            assert!(host.wait_active(Duration::from_secs(5)).await);
+            let mut lens = Vec::new();
+            for i in 0..16u64 {
+                let topic = borges_meta::controller::ImportedTopic {
+                    id: borges_meta::TopicId(i + 1),
+                    name: format!("t{i}"),
+                    partitions: 1,
+                    configs: vec![("retention.ms".into(), "1".repeat(1000))],
+                };
+                host.decide(Duration::from_secs(5), |c, _| {
+                    Ok(((), c.import_topics(&[topic], borges_meta::TopicId(1), NodeId(0))?))
+                })
+                .await
+                .expect("import");
+                let j = host.journal.borrow();
+                let state = borges_meta::quorum::journal::encode_state(j.stored()).len() as u64;
+                lens.push((j.len(), state));
+            }
+            let (_, state) = *lens.last().unwrap();
+            assert!(state > 3 * 4096, "the state outgrew the threshold: {state} bytes");
+            let rewritten = lens
+                .iter()
+                .filter(|&&(len, state)| state > 4096 && len == state)
+                .count();
+            assert!(rewritten <= 3, "rewritten on {rewritten} writes: {lens:?}");
+            // Still bounded: at most twice the state after a compaction,
+            // and the writes since.
+            assert!(
+                lens.iter().all(|&(len, state)| len <= 2 * state + 4096),
+                "{lens:?}"
+            );
         });
     }
 

@@ -32,6 +32,11 @@
 //! - A broker in controlled shutdown gives up leadership wherever another
 //!   eligible ISR member exists; `should_shut_down` turns true once the
 //!   committed image shows nothing more to move.
+//! - A client request's decision (create or import topics, alter settings)
+//!   fits one Raft entry ([`MAX_DECISION_RECORDS`], [`MAX_DECISION_BYTES`]),
+//!   keeps the cluster within [`MAX_CLUSTER_PARTITIONS`] and the image's
+//!   snapshot within [`MAX_IMAGE_BYTES`]; what would not is refused with a
+//!   typed error, per topic where a request names several.
 
 use std::collections::BTreeMap;
 
@@ -42,13 +47,30 @@ use thiserror::Error;
 use crate::image::{check_partition, valid_topic_name, ApplyError, MetadataImage, PartitionState};
 use crate::placement::{self, Candidate, PlacementError};
 use crate::record::{
-    LeaderChange, MetadataRecord, PartitionChange, PartitionRecord, RecordBatch, RegisterBroker,
-    MAX_REPLICAS, MAX_STRING,
+    encode_record, LeaderChange, MetadataRecord, PartitionChange, PartitionRecord, RecordBatch,
+    RegisterBroker, MAX_REPLICAS, MAX_STRING,
 };
 use crate::seams::Random;
 
 /// The topic setting that allows electing a replica outside the ISR.
 pub const UNCLEAN_ELECTION_KEY: &str = "unclean.leader.election.enable";
+
+/// Most records one client request's decision (create or import topics,
+/// alter settings) may make: well under one batch's limit
+/// ([`crate::record::MAX_BATCH_RECORDS`]).
+pub const MAX_DECISION_RECORDS: usize = 50_000;
+/// Most encoded bytes such a decision may make: well under what one Raft
+/// message carries ([`crate::quorum::wire::MAX_PAYLOAD`]).
+pub const MAX_DECISION_BYTES: usize = 16 << 20;
+/// Most partitions the cluster may hold. It bounds the decisions that touch
+/// every partition (fencing the broker that leads them all, a rebalance):
+/// one change each, at most ~290 bytes (64 replicas), so 100 000 of them
+/// are under 30 MiB and well under a batch's record limit.
+pub const MAX_CLUSTER_PARTITIONS: usize = 100_000;
+/// Most bytes the image's snapshot may take: it travels to a lagging voter
+/// in one Raft message ([`crate::quorum::wire::MAX_PAYLOAD`], 64 MiB) and
+/// lands in one journal frame. Registrations are not counted against it.
+pub const MAX_IMAGE_BYTES: usize = 48 << 20;
 
 /// The controller's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +161,17 @@ pub enum ControllerError {
     IneligibleReplica(NodeId),
     #[error("invalid ISR: {0}")]
     InvalidIsr(&'static str),
+    /// A counter the decision needs is at its largest value (it can only
+    /// get there through a damaged or hostile log).
+    #[error("no more {0} are left")]
+    Exhausted(&'static str),
+    /// More records or bytes than one decision may carry (one Raft entry).
+    #[error("too large for one metadata change: {0}")]
+    DecisionTooLarge(String),
+    #[error("the cluster would have more than {limit} partitions")]
+    ClusterPartitionLimit { limit: usize },
+    #[error("the metadata image would outgrow {limit} bytes")]
+    ImageTooLarge { limit: usize },
 }
 
 impl ControllerError {
@@ -165,6 +198,11 @@ impl ControllerError {
             ControllerError::InvalidUpdateVersion { .. } => ErrorCode::InvalidUpdateVersion,
             ControllerError::IneligibleReplica(_) => ErrorCode::IneligibleReplica,
             ControllerError::InvalidIsr(_) => ErrorCode::InvalidRequest,
+            ControllerError::Exhausted(_) => ErrorCode::UnknownServerError,
+            ControllerError::DecisionTooLarge(_) | ControllerError::ImageTooLarge { .. } => {
+                ErrorCode::PolicyViolation
+            }
+            ControllerError::ClusterPartitionLimit { .. } => ErrorCode::InvalidPartitions,
         }
     }
 }
@@ -263,6 +301,67 @@ pub struct Controller {
 
 type Result<T> = std::result::Result<T, ControllerError>;
 
+/// What a client request's decision still may add: its own records and
+/// bytes (one Raft entry), the cluster's partitions, the image's bytes.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    records: usize,
+    bytes: usize,
+    partitions: usize,
+    image_bytes: usize,
+}
+
+/// Records, encoded bytes and partitions some records add.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    records: usize,
+    bytes: usize,
+    partitions: usize,
+}
+
+impl Cost {
+    fn add(&mut self, rec: &MetadataRecord, times: usize) {
+        let mut buf = Vec::new();
+        encode_record(rec, &mut buf);
+        self.records += times;
+        // Each record of a batch has a 4-byte length before it.
+        self.bytes += (4 + buf.len()) * times;
+    }
+}
+
+impl Budget {
+    fn check(&self, c: Cost) -> Result<()> {
+        if self.records + c.records > MAX_DECISION_RECORDS || self.bytes + c.bytes > MAX_DECISION_BYTES {
+            return Err(ControllerError::DecisionTooLarge(format!(
+                "{} records, {} bytes: too many partitions or settings in one request \
+                 (one change holds at most {MAX_DECISION_RECORDS} records and {MAX_DECISION_BYTES} bytes)",
+                self.records + c.records,
+                self.bytes + c.bytes
+            )));
+        }
+        if self.partitions + c.partitions > MAX_CLUSTER_PARTITIONS {
+            return Err(ControllerError::ClusterPartitionLimit {
+                limit: MAX_CLUSTER_PARTITIONS,
+            });
+        }
+        if self.image_bytes + c.bytes > MAX_IMAGE_BYTES {
+            return Err(ControllerError::ImageTooLarge {
+                limit: MAX_IMAGE_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, c: Cost) -> Result<()> {
+        self.check(c)?;
+        self.records += c.records;
+        self.bytes += c.bytes;
+        self.partitions += c.partitions;
+        self.image_bytes += c.bytes;
+        Ok(())
+    }
+}
+
 impl Controller {
     /// A controller over `committed` (empty, or loaded from a snapshot and
     /// the log after it), not yet active.
@@ -335,6 +434,16 @@ impl Controller {
         self.sessions.clear();
     }
 
+    /// The budget of a decision starting now, against the view.
+    fn budget(&self) -> Budget {
+        Budget {
+            records: 0,
+            bytes: 0,
+            partitions: self.view.partitions().count(),
+            image_bytes: self.view.snapshot_len(),
+        }
+    }
+
     fn check_active(&self) -> Result<()> {
         if self.active {
             Ok(())
@@ -379,11 +488,19 @@ impl Controller {
                     address: existing.reg.address.clone(),
                 });
             }
+            // Checked before fencing touches the view: a refusal changes
+            // nothing.
+            if self.view.next_broker_epoch().0 == i64::MAX {
+                return Err(ControllerError::Exhausted("broker epochs"));
+            }
             if !existing.fenced {
                 self.fence(req.node, old_epoch, &mut out);
             }
         }
         let epoch = self.view.next_broker_epoch();
+        if epoch.0 == i64::MAX {
+            return Err(ControllerError::Exhausted("broker epochs"));
+        }
         let rec = RegisterBroker {
             node: req.node,
             incarnation: req.incarnation,
@@ -607,6 +724,11 @@ impl Controller {
         if p.leader == leader && p.isr == isr {
             return;
         }
+        if p.partition_epoch.0 == i32::MAX || (p.leader != leader && p.leader_epoch.0 == i32::MAX) {
+            // Only a damaged or hostile log puts an epoch there; the
+            // partition keeps its state rather than the image overflow.
+            return;
+        }
         let rec = PartitionChange {
             topic,
             partition,
@@ -717,24 +839,36 @@ impl Controller {
         let mut out = Vec::new();
         let mut results = Vec::with_capacity(topics.len());
         let mut seen = std::collections::BTreeSet::new();
+        let mut budget = self.budget();
         for t in topics {
-            let r = self.plan_topic(t, rng).and_then(|(partitions, replicas)| {
-                if !seen.insert(t.name.as_str()) {
-                    return Err(ControllerError::TopicExists(t.name.clone()));
-                }
-                let id = self.view.next_topic_id();
-                if !validate_only {
-                    self.emit_topic(t, id, partitions, replicas, &mut out);
-                }
-                Ok(id)
-            });
+            let r = self
+                .plan_topic(t, &budget, rng)
+                .and_then(|(partitions, replicas, cost)| {
+                    if !seen.insert(t.name.as_str()) {
+                        return Err(ControllerError::TopicExists(t.name.clone()));
+                    }
+                    let id = self.view.next_topic_id();
+                    if id.0 == u64::MAX {
+                        return Err(ControllerError::Exhausted("topic ids"));
+                    }
+                    budget.take(cost)?;
+                    if !validate_only {
+                        self.emit_topic(t, id, partitions, replicas, &mut out);
+                    }
+                    Ok(id)
+                });
             results.push(r);
         }
         Ok((results, out))
     }
 
-    /// Checks a new topic and places its replicas.
-    fn plan_topic(&self, t: &NewTopic, rng: &mut dyn Random) -> Result<(u32, Vec<Vec<NodeId>>)> {
+    /// Checks a new topic, that it fits `budget`, and places its replicas.
+    fn plan_topic(
+        &self,
+        t: &NewTopic,
+        budget: &Budget,
+        rng: &mut dyn Random,
+    ) -> Result<(u32, Vec<Vec<NodeId>>, Cost)> {
         if !valid_topic_name(&t.name) {
             return Err(ControllerError::InvalidTopic(t.name.clone()));
         }
@@ -773,6 +907,9 @@ impl Controller {
                 )));
             }
         }
+        // Before placement, which is as long as the partitions are many.
+        let cost = topic_cost(&t.name, &t.configs, partitions, rf.min(MAX_REPLICAS));
+        budget.check(cost)?;
         let candidates: Vec<Candidate> = self
             .view
             .eligible_brokers()
@@ -786,7 +923,7 @@ impl Controller {
                 ControllerError::InvalidReplicationFactor(e.to_string())
             }
         })?;
-        Ok((partitions, replicas))
+        Ok((partitions, replicas, cost))
     }
 
     fn emit_topic(
@@ -838,6 +975,9 @@ impl Controller {
     ) -> Result<RecordBatch> {
         self.check_active()?;
         for t in topics {
+            if t.id.0 == u64::MAX {
+                return Err(ControllerError::Exhausted("topic ids"));
+            }
             if !valid_topic_name(&t.name) {
                 return Err(ControllerError::InvalidTopic(t.name.clone()));
             }
@@ -850,6 +990,10 @@ impl Controller {
                     t.name, t.partitions
                 )));
             }
+        }
+        let mut budget = self.budget();
+        for t in topics {
+            budget.take(topic_cost(&t.name, &t.configs, t.partitions, 1))?;
         }
         let mut out = Vec::new();
         for t in topics {
@@ -908,6 +1052,16 @@ impl Controller {
                 )));
             }
         }
+        let mut cost = Cost::default();
+        for (key, value) in changes {
+            let rec = MetadataRecord::Config {
+                topic: id,
+                key: key.clone(),
+                value: value.clone(),
+            };
+            cost.add(&rec, 1);
+        }
+        self.budget().check(cost)?;
         let mut out = Vec::new();
         if validate_only {
             return Ok(out);
@@ -975,6 +1129,9 @@ impl Controller {
         if req.isr.len() > MAX_REPLICAS {
             return Err(ControllerError::InvalidIsr("too many members"));
         }
+        if p.partition_epoch.0 == i32::MAX {
+            return Err(ControllerError::Exhausted("partition epochs"));
+        }
         check_partition(&p.replicas, &req.isr, req.node).map_err(ControllerError::InvalidIsr)?;
         // A member may be added only if it is eligible (KIP-903's rule).
         if let Some(&n) = req
@@ -1021,6 +1178,41 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// The records a new topic makes: itself, its settings, and `partitions`
+/// partitions of `rf` replicas (all the same size).
+fn topic_cost(name: &str, configs: &[(String, String)], partitions: u32, rf: usize) -> Cost {
+    let mut cost = Cost::default();
+    let id = TopicId(0);
+    cost.add(
+        &MetadataRecord::Topic {
+            id,
+            name: name.to_string(),
+        },
+        1,
+    );
+    for (key, value) in configs {
+        let rec = MetadataRecord::Config {
+            topic: id,
+            key: key.clone(),
+            value: Some(value.clone()),
+        };
+        cost.add(&rec, 1);
+    }
+    let replicas = vec![NodeId(0); rf];
+    let p = PartitionRecord {
+        topic: id,
+        partition: 0,
+        isr: replicas.clone(),
+        replicas,
+        leader: NodeId(0),
+        leader_epoch: 0,
+        partition_epoch: 0,
+    };
+    cost.add(&MetadataRecord::Partition(p), partitions as usize);
+    cost.partitions = partitions as usize;
+    cost
 }
 
 fn validate_registration(req: &Registration) -> Result<()> {

@@ -18,8 +18,8 @@ use borges_net::types::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, TopicI
 use thiserror::Error;
 
 use crate::record::{
-    encode_batch, DecodeError, LeaderChange, MetadataRecord, PartitionChange, PartitionRecord, Reader,
-    RegisterBroker, MAX_REPLICAS,
+    encode_batch, encode_record, DecodeError, LeaderChange, MetadataRecord, PartitionChange, PartitionRecord,
+    Reader, RegisterBroker, MAX_REPLICAS,
 };
 
 /// A broker as the image knows it.
@@ -118,6 +118,9 @@ pub enum ApplyError {
     },
     #[error("invalid topic name {0:?}")]
     InvalidTopicName(String),
+    /// A counter the record would move past its largest value.
+    #[error("{0} out of range")]
+    Overflow(&'static str),
 }
 
 /// Why a snapshot did not load.
@@ -130,6 +133,13 @@ pub enum SnapshotError {
     #[error("snapshot record does not apply: {0}")]
     Apply(#[from] ApplyError),
 }
+
+/// Most records a snapshot may hold. Not [`crate::record::MAX_BATCH_RECORDS`]:
+/// the image is the sum of every decision, and a node must be able to load
+/// any snapshot it took. What bounds a snapshot's size is the controller's
+/// cluster-wide limits and the bytes a snapshot may take on the wire and
+/// in the journal.
+pub const MAX_SNAPSHOT_RECORDS: usize = 1 << 26;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"BGMI";
 const SNAPSHOT_VERSION: u8 = 0;
@@ -291,7 +301,12 @@ impl MetadataImage {
     pub fn apply(&mut self, index: u64, rec: &MetadataRecord) -> Result<(), ApplyError> {
         match rec {
             MetadataRecord::RegisterBroker(r) => {
-                self.next_broker_epoch = self.next_broker_epoch.max(r.epoch.0 + 1);
+                let next = r
+                    .epoch
+                    .0
+                    .checked_add(1)
+                    .ok_or(ApplyError::Overflow("broker epoch"))?;
+                self.next_broker_epoch = self.next_broker_epoch.max(next);
                 self.brokers.insert(
                     r.node,
                     BrokerInfo {
@@ -321,7 +336,8 @@ impl MetadataImage {
                 if self.names.contains_key(name) {
                     return Err(ApplyError::DuplicateTopicName(name.clone()));
                 }
-                self.next_topic_id = self.next_topic_id.max(id.0 + 1);
+                let next = id.0.checked_add(1).ok_or(ApplyError::Overflow("topic id"))?;
+                self.next_topic_id = self.next_topic_id.max(next);
                 self.names.insert(name.clone(), *id);
                 self.topics.insert(
                     *id,
@@ -424,10 +440,21 @@ impl MetadataImage {
             partition: c.partition,
             why,
         })?;
-        if leader != p.leader {
-            p.leader_epoch = LeaderEpoch(p.leader_epoch.0 + 1);
-        }
-        p.partition_epoch = PartitionEpoch(p.partition_epoch.0 + 1);
+        let leader_epoch = if leader != p.leader {
+            p.leader_epoch
+                .0
+                .checked_add(1)
+                .ok_or(ApplyError::Overflow("leader epoch"))?
+        } else {
+            p.leader_epoch.0
+        };
+        let partition_epoch = p
+            .partition_epoch
+            .0
+            .checked_add(1)
+            .ok_or(ApplyError::Overflow("partition epoch"))?;
+        p.leader_epoch = LeaderEpoch(leader_epoch);
+        p.partition_epoch = PartitionEpoch(partition_epoch);
         p.leader = leader;
         if let Some(r) = &c.replicas {
             p.replicas = r.clone();
@@ -441,30 +468,49 @@ impl MetadataImage {
     /// The records that rebuild this image from an empty one.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
+        self.for_each_record(|r| out.push(r));
+        out
+    }
+
+    /// The bytes [`MetadataImage::encode_snapshot`] would write, without
+    /// writing them.
+    pub fn snapshot_len(&self) -> usize {
+        let mut scratch = Vec::new();
+        let mut len = SNAPSHOT_MAGIC.len() + 1 + 24 + 4 + 4;
+        self.for_each_record(|r| {
+            scratch.clear();
+            encode_record(&r, &mut scratch);
+            len += 4 + scratch.len();
+        });
+        len
+    }
+
+    /// Calls `f` with each record of [`MetadataImage::to_records`], in order.
+    fn for_each_record(&self, mut f: impl FnMut(MetadataRecord)) {
         for b in self.brokers.values() {
-            out.push(MetadataRecord::RegisterBroker(b.reg.clone()));
+            f(MetadataRecord::RegisterBroker(b.reg.clone()));
             let (node, epoch) = (b.reg.node, b.reg.epoch);
             if !b.fenced {
-                out.push(MetadataRecord::UnfenceBroker { node, epoch });
+                f(MetadataRecord::UnfenceBroker { node, epoch });
             }
             if b.shutting_down {
-                out.push(MetadataRecord::BrokerShuttingDown { node, epoch });
+                f(MetadataRecord::BrokerShuttingDown { node, epoch });
             }
         }
         for t in self.topics.values() {
-            out.push(MetadataRecord::Topic {
+            f(MetadataRecord::Topic {
                 id: t.id,
                 name: t.name.clone(),
             });
             for (key, value) in &t.configs {
-                out.push(MetadataRecord::Config {
+                f(MetadataRecord::Config {
                     topic: t.id,
                     key: key.clone(),
                     value: Some(value.clone()),
                 });
             }
             for (i, p) in t.partitions.iter().enumerate() {
-                out.push(MetadataRecord::Partition(PartitionRecord {
+                f(MetadataRecord::Partition(PartitionRecord {
                     topic: t.id,
                     partition: i as u32,
                     replicas: p.replicas.clone(),
@@ -475,7 +521,6 @@ impl MetadataImage {
                 }));
             }
         }
-        out
     }
 
     /// The snapshot: magic, version, the applied index and counters, the
@@ -520,7 +565,7 @@ impl MetadataImage {
         let applied = r.u64()?;
         let next_topic_id = r.u64()?;
         let next_broker_epoch = r.i64()?;
-        let records = r.batch()?;
+        let records = r.records("snapshot", MAX_SNAPSHOT_RECORDS)?;
         r.finish()?;
         let mut image = MetadataImage::default();
         for rec in &records {
@@ -679,6 +724,40 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_of_more_records_than_one_batch_holds_loads() {
+        // A snapshot is not a batch: an image of more records than one
+        // controller decision may carry must still load, or a node that
+        // took the snapshot cannot restart from it.
+        let mut img = MetadataImage::default();
+        let mut batch = vec![
+            reg(1, 1),
+            MetadataRecord::Topic {
+                id: TopicId(1),
+                name: "wide".into(),
+            },
+        ];
+        batch.extend((0..crate::record::MAX_BATCH_RECORDS as u32 + 10).map(|i| {
+            MetadataRecord::Partition(PartitionRecord {
+                topic: TopicId(1),
+                partition: i,
+                replicas: vec![NodeId(1)],
+                isr: vec![NodeId(1)],
+                leader: NodeId(1),
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+        }));
+        assert_eq!(img.apply_batch(2, &batch), vec![]);
+        drop(batch);
+        let snap = img.encode_snapshot();
+        let back = MetadataImage::decode_snapshot(&snap).expect("the snapshot loads");
+        assert_eq!(
+            back.topic(TopicId(1)).unwrap().partitions.len(),
+            crate::record::MAX_BATCH_RECORDS + 10
+        );
+    }
+
+    #[test]
     fn damaged_snapshots_are_typed_errors() {
         let snap = sample().encode_snapshot();
         for cut in 0..snap.len() {
@@ -692,6 +771,61 @@ mod tests {
                 "flip at {i} loaded"
             );
         }
+    }
+
+    #[test]
+    fn epochs_and_ids_at_their_limit_are_typed_errors_not_overflows() {
+        // Records come from the log, that is from peers: a counter already
+        // at its largest value must be refused, not wrapped or panicked on.
+        let mut img = sample();
+        let before = img.clone();
+        assert_eq!(
+            img.apply(4, &reg(3, i64::MAX)),
+            Err(ApplyError::Overflow("broker epoch"))
+        );
+        let topic = MetadataRecord::Topic {
+            id: TopicId(u64::MAX),
+            name: "max".into(),
+        };
+        assert_eq!(img.apply(4, &topic), Err(ApplyError::Overflow("topic id")));
+        assert_eq!(img, before, "refused records change nothing");
+
+        let mut at_max = PartitionRecord {
+            topic: TopicId(5),
+            partition: 2,
+            replicas: vec![NodeId(1), NodeId(2)],
+            isr: vec![NodeId(1), NodeId(2)],
+            leader: NodeId(1),
+            leader_epoch: i32::MAX,
+            partition_epoch: 0,
+        };
+        img.apply(4, &MetadataRecord::Partition(at_max.clone())).unwrap();
+        let to_two = MetadataRecord::PartitionChange(PartitionChange {
+            topic: TopicId(5),
+            partition: 2,
+            leader: LeaderChange::To(NodeId(2)),
+            isr: None,
+            replicas: None,
+        });
+        let before = img.clone();
+        assert_eq!(img.apply(5, &to_two), Err(ApplyError::Overflow("leader epoch")));
+        at_max.leader_epoch = 0;
+        at_max.partition_epoch = i32::MAX;
+        img.apply(5, &MetadataRecord::Partition(at_max)).unwrap();
+        let before_isr = img.clone();
+        let shrink = MetadataRecord::PartitionChange(PartitionChange {
+            topic: TopicId(5),
+            partition: 2,
+            leader: LeaderChange::Unchanged,
+            isr: Some(vec![NodeId(1)]),
+            replicas: None,
+        });
+        assert_eq!(
+            img.apply(6, &shrink),
+            Err(ApplyError::Overflow("partition epoch"))
+        );
+        assert_eq!(img, before_isr);
+        assert_ne!(img, before);
     }
 
     #[test]

@@ -159,6 +159,10 @@ pub enum DecodeError {
     Invalid(&'static str),
     #[error("metadata checksum mismatch: stored {stored:08x}, computed {computed:08x}")]
     Checksum { stored: u32, computed: u32 },
+    /// A raft message type that exists but must not come from a peer
+    /// (leadership transfer, timeout-now, read index).
+    #[error("raft message type {0} is not accepted from a peer")]
+    RefusedRaftMessage(u8),
 }
 
 const VERSION: u8 = 0;
@@ -496,12 +500,18 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn batch(&mut self) -> Result<RecordBatch, DecodeError> {
+        self.records("record batch", MAX_BATCH_RECORDS)
+    }
+
+    /// A record count, at most `max`, then the records (a batch's layout,
+    /// which a snapshot shares with its own limit).
+    pub(crate) fn records(&mut self, what: &'static str, max: usize) -> Result<RecordBatch, DecodeError> {
         let count = self.u32()? as usize;
-        if count > MAX_BATCH_RECORDS {
+        if count > max {
             return Err(DecodeError::TooLong {
-                what: "record batch",
+                what,
                 len: count,
-                max: MAX_BATCH_RECORDS,
+                max,
             });
         }
         // Each record takes at least its 4-byte length and 2-byte header,
@@ -513,7 +523,9 @@ impl<'a> Reader<'a> {
                 needed: count * 6 - left,
             });
         }
-        let mut out = Vec::with_capacity(count);
+        // Grown as records decode: a large count is only as good as the
+        // records that follow it.
+        let mut out = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
             let len = self.u32()? as usize;
             let bytes = self.take(len)?;

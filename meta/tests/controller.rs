@@ -703,3 +703,191 @@ fn an_imported_data_directory_keeps_its_ids() {
         ErrorCode::TopicAlreadyExists
     );
 }
+
+#[test]
+fn counters_at_their_limit_are_refused_not_overflowed() {
+    // The log (that is, peers) can hold counters at their largest value:
+    // the controller refuses what would need the next one, with a typed
+    // error, and records nothing.
+    let mut h = Harness::new(ControllerConfig::default());
+    h.start(1);
+    let batch = h.c.import_topics(&[], TopicId(u64::MAX), NodeId(1)).unwrap();
+    h.propose(batch);
+    h.commit();
+    assert_eq!(h.c.view().next_topic_id(), TopicId(u64::MAX));
+    let err = h.create("late", 1, 1).unwrap_err();
+    assert_eq!(err, ControllerError::Exhausted("topic ids"));
+    let imported = ImportedTopic {
+        id: TopicId(u64::MAX),
+        name: "max".into(),
+        partitions: 1,
+        configs: vec![],
+    };
+    assert_eq!(
+        h.c.import_topics(&[imported], TopicId(1), NodeId(1)),
+        Err(ControllerError::Exhausted("topic ids"))
+    );
+
+    let mut image = MetadataImage::default();
+    let last = borges_meta::record::RegisterBroker {
+        node: NodeId(1),
+        incarnation: 1,
+        epoch: BrokerEpoch(i64::MAX - 1),
+        address: "127.0.0.1:9092".into(),
+        rack: None,
+        shards: 1,
+        log_dirs: vec![1],
+    };
+    assert_eq!(
+        image.apply_batch(1, &[MetadataRecord::RegisterBroker(last)]),
+        vec![]
+    );
+    let mut c = Controller::new(ControllerConfig::default(), image);
+    c.become_active(0);
+    let before = c.view().clone();
+    assert_eq!(
+        c.register(&registration(2, 2, "r"), 0),
+        Err(ControllerError::Exhausted("broker epochs"))
+    );
+    assert_eq!(c.view(), &before, "a refusal changes nothing");
+    // The same incarnation retrying still gets its epoch back.
+    let same = Registration {
+        node: NodeId(1),
+        incarnation: 1,
+        address: "127.0.0.1:9092".into(),
+        rack: None,
+        shards: 1,
+        log_dirs: vec![1],
+    };
+    assert_eq!(c.register(&same, 0).unwrap().0, BrokerEpoch(i64::MAX - 1));
+}
+
+#[test]
+fn a_decision_stays_within_what_one_entry_can_carry() {
+    use borges_meta::quorum::wire::MAX_PAYLOAD;
+    use borges_meta::record::decode_batch;
+    let config = ControllerConfig {
+        max_partitions: 2_000_000,
+        ..ControllerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.start(1);
+    let topic = |name: &str, partitions: i32| NewTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: 1,
+        configs: vec![],
+    };
+    // More partitions than one batch may hold: refused, nothing recorded.
+    let (results, batch) =
+        h.c.create_topics(&[topic("wide", 1_100_000)], false, &mut h.rng)
+            .unwrap();
+    assert!(
+        matches!(results[0], Err(ControllerError::DecisionTooLarge(_))),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(
+        results[0].as_ref().unwrap_err().code(),
+        ErrorCode::PolicyViolation
+    );
+    assert!(batch.is_empty());
+    // Several topics: those that fit are created, the rest refused.
+    let n = (MAX_DECISION_RECORDS / 20_000) as i32 + 1;
+    let requests: Vec<NewTopic> = (0..n).map(|i| topic(&format!("t{i}"), 19_999)).collect();
+    let (results, batch) = h.c.create_topics(&requests, false, &mut h.rng).unwrap();
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, MAX_DECISION_RECORDS / 20_000);
+    assert!(matches!(
+        results.last().unwrap(),
+        Err(ControllerError::DecisionTooLarge(_))
+    ));
+    assert!(batch.len() <= MAX_DECISION_RECORDS);
+    let bytes = borges_meta::record::encode_batch(&batch);
+    assert!(bytes.len() <= MAX_DECISION_BYTES && MAX_DECISION_BYTES < MAX_PAYLOAD);
+    assert_eq!(decode_batch(&bytes).unwrap().len(), batch.len());
+    h.propose(batch);
+    h.commit();
+}
+
+#[test]
+fn the_cluster_holds_at_most_its_partition_limit() {
+    let config = ControllerConfig {
+        max_partitions: 1_000_000,
+        ..ControllerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.start(1);
+    let each = (MAX_DECISION_RECORDS - 10) as i32;
+    let mut made = 0;
+    let err = loop {
+        match h.create(&format!("t{made}"), each, 1) {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+        assert!(made * (each as usize) <= MAX_CLUSTER_PARTITIONS);
+    };
+    assert!(
+        matches!(err, ControllerError::ClusterPartitionLimit { .. }),
+        "{err:?}"
+    );
+    assert_eq!(made, MAX_CLUSTER_PARTITIONS / each as usize);
+    let total = h.c.committed().partitions().count();
+    assert!(total + each as usize > MAX_CLUSTER_PARTITIONS);
+    // What still fits is created.
+    let room = (MAX_CLUSTER_PARTITIONS - total) as i32;
+    h.create("last", room, 1).unwrap();
+    assert_eq!(h.c.committed().partitions().count(), MAX_CLUSTER_PARTITIONS);
+    assert!(matches!(
+        h.create("over", 1, 1),
+        Err(ControllerError::ClusterPartitionLimit { .. })
+    ));
+}
+
+#[test]
+fn settings_are_bounded_by_what_one_decision_and_the_image_can_carry() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.start(1);
+    h.create("t", 1, 1).unwrap();
+    let huge: Vec<(String, Option<String>)> = (0..1_000)
+        .map(|i| (format!("k{i}"), Some("v".repeat(30_000))))
+        .collect();
+    let err = match h.c.alter_configs("t", &huge, false) {
+        Ok(batch) => panic!("{} records accepted", batch.len()),
+        Err(e) => e,
+    };
+    assert!(matches!(err, ControllerError::DecisionTooLarge(_)), "{err:?}");
+    let t = NewTopic {
+        name: "u".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: huge
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().unwrap()))
+            .collect(),
+    };
+    let (results, batch) = h.c.create_topics(&[t], false, &mut h.rng).unwrap();
+    assert!(matches!(results[0], Err(ControllerError::DecisionTooLarge(_))));
+    assert!(batch.is_empty());
+    // Many decisions that each fit still cannot grow the image past what
+    // a snapshot may hold.
+    let some: Vec<(String, Option<String>)> = huge[..400].to_vec();
+    let mut topics = 0;
+    let err = loop {
+        let name = format!("c{topics}");
+        h.create(&name, 1, 1).unwrap();
+        match h.c.alter_configs(&name, &some, false) {
+            Ok(batch) => {
+                h.propose(batch);
+                h.commit();
+                topics += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(topics < 100, "the image grew without bound");
+    };
+    assert!(matches!(err, ControllerError::ImageTooLarge { .. }), "{err:?}");
+    let snap = h.c.committed().encode_snapshot();
+    assert!(snap.len() <= MAX_IMAGE_BYTES + 64, "{} bytes", snap.len());
+    MetadataImage::decode_snapshot(&snap).unwrap();
+}

@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use borges_meta::controller::{ControllerConfig, Heartbeat, NewTopic, Registration};
+use borges_meta::controller::{ControllerConfig, ControllerError, Heartbeat, NewTopic, Registration};
 use borges_meta::quorum::journal;
 use borges_meta::quorum::log::{SnapshotWrite, Stored};
+use borges_meta::quorum::wire::MAX_PAYLOAD;
 use borges_meta::quorum::{MetadataNode, Outcome, QuorumConfig, StepError};
+use borges_meta::record::{MetadataRecord, MAX_BATCH_RECORDS, MAX_STRING};
 use borges_meta::seams::SplitMix64;
-use borges_meta::NodeId;
+use borges_meta::{NodeId, TopicId};
 
 struct Cluster {
     voters: Vec<u64>,
@@ -22,8 +24,14 @@ struct Cluster {
     queue: VecDeque<(u64, u64, Vec<u8>)>,
     /// Links that drop everything: (from, to).
     cut: BTreeSet<(u64, u64)>,
+    /// How many snapshot messages the network loses next.
+    lose_snapshots: usize,
+    /// The links snapshots were lost on: (from, to).
+    lost_snapshots: Vec<(u64, u64)>,
     now: u64,
     snapshot_every: u64,
+    /// Overrides the nodes' bound on uncommitted proposal bytes.
+    uncommitted_bytes_max: Option<u64>,
     snapshots_installed: usize,
     rng: SplitMix64,
     names: u32,
@@ -51,8 +59,11 @@ impl Cluster {
             journals: voters.iter().map(|&v| (v, Vec::new())).collect(),
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
+            lose_snapshots: 0,
+            lost_snapshots: Vec::new(),
             now: 0,
             snapshot_every,
+            uncommitted_bytes_max: None,
             snapshots_installed: 0,
             rng: SplitMix64::new(5),
             names: 0,
@@ -66,6 +77,9 @@ impl Cluster {
     fn start(&mut self, id: u64) {
         let mut q = QuorumConfig::new(id, self.voters.clone());
         q.snapshot_every = self.snapshot_every;
+        if let Some(max) = self.uncommitted_bytes_max {
+            q.uncommitted_bytes_max = max;
+        }
         q.seed = Cluster::seed();
         let replayed = journal::replay(&self.journals[&id]).unwrap();
         assert_eq!(
@@ -124,6 +138,14 @@ impl Cluster {
             while let Some((from, to, bytes)) = self.queue.pop_front() {
                 busy = true;
                 if self.cut.contains(&(from, to)) {
+                    continue;
+                }
+                if self.lose_snapshots > 0
+                    && borges_meta::quorum::wire::decode_message(&bytes)
+                        .is_ok_and(|m| m.msg_type == raft::prelude::MessageType::MsgSnapshot)
+                {
+                    self.lose_snapshots -= 1;
+                    self.lost_snapshots.push((from, to));
                     continue;
                 }
                 if let Some(n) = self.nodes.get_mut(&to) {
@@ -487,4 +509,336 @@ fn malformed_or_misdirected_messages_are_typed_errors() {
     assert_eq!(c.leaders(), vec![leader]);
     c.create_topic();
     c.assert_converged();
+}
+
+#[test]
+fn indexes_and_terms_at_their_limit_are_typed_errors() {
+    // Raft does `index + 1` and `term + 1` throughout; a peer must not be
+    // able to hand it values where that overflows.
+    use raft::prelude::MessageType::*;
+    use raft::prelude::{Entry, Message, Snapshot};
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    let f = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let term = c.nodes[&f].term();
+    let encode = borges_meta::quorum::wire::encode_message;
+    let node = c.nodes.get_mut(&f).unwrap();
+
+    let mut append = Message {
+        msg_type: MsgAppend,
+        to: f,
+        from: leader,
+        term,
+        index: u64::MAX,
+        log_term: term,
+        ..Default::default()
+    };
+    append.entries.push(Entry {
+        index: 0,
+        term,
+        ..Default::default()
+    });
+    assert!(node.step(&encode(&append)).is_err(), "an index past u64::MAX");
+    append.index = u64::MAX - 1;
+    append.entries[0].index = u64::MAX;
+    assert!(node.step(&encode(&append)).is_err(), "the last index");
+
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = u64::MAX;
+    snap.mut_metadata().term = term;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    snap.data = borges_meta::image::MetadataImage::default()
+        .encode_snapshot()
+        .into();
+    let m = Message {
+        msg_type: MsgSnapshot,
+        to: f,
+        from: leader,
+        term,
+        snapshot: Some(snap).into(),
+        ..Default::default()
+    };
+    assert!(node.step(&encode(&m)).is_err(), "a snapshot at u64::MAX");
+
+    let vote = Message {
+        msg_type: MsgRequestPreVote,
+        to: f,
+        from: leader,
+        term: u64::MAX,
+        log_term: u64::MAX,
+        index: u64::MAX,
+        ..Default::default()
+    };
+    assert!(node.step(&encode(&vote)).is_err(), "a term at u64::MAX");
+    // The cluster goes on as before.
+    c.run(1_000);
+    assert_eq!(c.leaders(), vec![leader]);
+    c.create_topic();
+    c.assert_converged();
+}
+
+#[test]
+fn a_voter_that_caught_up_by_snapshot_can_campaign_and_win() {
+    // Snapshots after every entry: the leader keeps no log, so the
+    // returning voter gets a snapshot at the leader's last index and no
+    // entries after it. It must be able to lead from there.
+    let mut c = Cluster::with_snapshots(3, 1);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    let names: Vec<String> = (0..3).map(|_| c.create_topic()).collect();
+    c.start(lagging);
+    let mut waited = 0;
+    while c.snapshots_installed == 0 {
+        c.run(100);
+        waited += 100;
+        assert!(waited < 5_000, "no snapshot reached the lagging voter");
+    }
+    let last = c.nodes[&leader].applied();
+    assert_eq!(c.nodes[&lagging].applied(), last, "caught up by the snapshot");
+    c.kill(leader);
+    let mut waited = 0;
+    while !c.nodes[&lagging].is_active() {
+        c.nodes.get_mut(&lagging).unwrap().campaign();
+        c.run(100);
+        waited += 100;
+        assert!(waited < 10_000, "the voter that caught up by snapshot never led");
+    }
+    let name = c.create_topic();
+    c.start(leader);
+    c.run(2_000);
+    c.assert_converged();
+    for n in c.nodes.values() {
+        for t in names.iter().chain([&name]) {
+            assert!(n.image().topic_by_name(t).is_some(), "node {} lacks {t}", n.id());
+        }
+    }
+}
+
+#[test]
+fn a_lost_snapshot_is_sent_again() {
+    // The leader waits in raft's snapshot state until the follower answers;
+    // if the snapshot (or the answer) is lost, it must try again rather
+    // than stall that follower for the rest of its term.
+    let mut c = Cluster::with_snapshots(3, 5);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    let names: Vec<String> = (0..10).map(|_| c.create_topic()).collect();
+    c.lose_snapshots = 1;
+    c.start(lagging);
+    let mut waited = 0;
+    while c.nodes[&lagging].applied() < c.nodes[&leader].applied() {
+        c.run(100);
+        waited += 100;
+        assert!(
+            waited < 15_000,
+            "the lagging voter stalled at {} (leader at {})",
+            c.nodes[&lagging].applied(),
+            c.nodes[&leader].applied()
+        );
+    }
+    assert_eq!(c.lose_snapshots, 0, "a snapshot was lost");
+    println!("caught up {waited} ms after a lost snapshot");
+    assert_eq!(c.leaders(), vec![leader]);
+    c.assert_converged();
+    assert!(c.nodes[&lagging]
+        .image()
+        .topic_by_name(names.last().unwrap())
+        .is_some());
+}
+
+#[test]
+fn a_snapshot_the_transport_failed_to_send_is_sent_again_at_once() {
+    let mut c = Cluster::with_snapshots(3, 5);
+    let (leader, _) = c.await_leader(5_000);
+    let lagging = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(lagging);
+    for _ in 0..10 {
+        c.create_topic();
+    }
+    c.lose_snapshots = 1;
+    c.start(lagging);
+    let mut waited = 0;
+    while c.lost_snapshots.is_empty() {
+        c.run(100);
+        waited += 100;
+        assert!(waited < 5_000, "no snapshot was sent");
+    }
+    assert_eq!(c.lost_snapshots, vec![(leader, lagging)]);
+    // The transport knows the send failed and says so.
+    c.nodes.get_mut(&leader).unwrap().send_failed(lagging);
+    let mut waited = 0;
+    while c.nodes[&lagging].applied() < c.nodes[&leader].applied() {
+        c.run(100);
+        waited += 100;
+        assert!(waited <= 1_000, "not sent again at once");
+    }
+    c.assert_converged();
+}
+
+#[test]
+fn a_dropped_proposal_keeps_the_controller_inactive_until_the_log_is_applied() {
+    // Raft drops a proposal past the bound on uncommitted bytes. The
+    // controller then forgets its uncommitted view; it must not decide
+    // again in the same term before what is already in its log (its own
+    // earlier proposals) is applied, or it decides from a view that lacks
+    // them.
+    let mut c = Cluster::new(3);
+    c.uncommitted_bytes_max = Some(1 << 20);
+    for id in 1..=3 {
+        c.kill(id);
+        c.start(id);
+    }
+    c.register(1);
+    let (leader, _) = c.await_leader(5_000);
+    for &v in &c.voters.clone() {
+        if v != leader {
+            c.cut.insert((leader, v));
+        }
+    }
+    let big = |name: &str| NewTopic {
+        name: name.into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: (0..20).map(|i| (format!("k{i}"), "v".repeat(30_000))).collect(),
+    };
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    let (r, first) = node.decide(|c| c.create_topics(&[big("a")], false, rng)).unwrap();
+    assert!(r[0].is_ok());
+    let first = first.expect("proposed");
+    let dropped = node.decide(|c| c.create_topics(&[big("b")], false, rng));
+    assert_eq!(dropped.unwrap_err(), ControllerError::NotActive, "over the bound");
+    c.settle();
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    assert!(node.is_leader());
+    assert!(!node.is_active(), "topic a is in the log, not yet applied");
+    assert_eq!(
+        node.decide(|c| c.create_topics(&[big("a")], false, rng))
+            .unwrap_err(),
+        ControllerError::NotActive,
+        "no decision from a view that lacks topic a"
+    );
+    c.cut.clear();
+    c.settle();
+    c.run(200);
+    let node = c.nodes.get_mut(&leader).unwrap();
+    assert!(node.is_active(), "active again once the log is applied");
+    assert_eq!(node.outcome(first), Outcome::Committed);
+    let rng = &mut c.rng;
+    let (r, _) = node.decide(|c| c.create_topics(&[big("a")], false, rng)).unwrap();
+    assert_eq!(r[0], Err(ControllerError::TopicExists("a".into())));
+    c.run(500);
+    c.assert_converged();
+}
+
+#[test]
+fn answers_without_records_wait_for_what_they_were_read_from() {
+    // An answer that proposes nothing is read from the controller's view,
+    // which holds its uncommitted proposals: it may be given only once
+    // those are applied, or a client learns of a change that may be lost.
+    let mut c = Cluster::new(3);
+    c.register(1);
+    let (leader, _) = c.await_leader(5_000);
+    for &v in &c.voters.clone() {
+        if v != leader {
+            c.cut.insert((leader, v));
+        }
+    }
+    let topic = NewTopic {
+        name: "a".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: vec![],
+    };
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    let (_, created) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&topic), false, rng))
+        .unwrap();
+    let created = created.expect("proposed");
+    // Asked again: "exists", from the view, while the creation is pending.
+    let (r, wait) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&topic), false, rng))
+        .unwrap();
+    assert_eq!(r[0], Err(ControllerError::TopicExists("a".into())));
+    let wait = wait.expect("the answer waits for the log it was read from");
+    assert!(wait.index >= created.index);
+    assert_eq!(node.outcome(wait), Outcome::Pending);
+    // Nothing pending: the answer is given at once.
+    c.cut.clear();
+    c.settle();
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    assert_eq!(node.outcome(wait), Outcome::Committed);
+    let (r, wait) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&topic), false, rng))
+        .unwrap();
+    assert_eq!(r[0], Err(ControllerError::TopicExists("a".into())));
+    assert_eq!(wait, None);
+
+    // A creation the leader loses: the answer read from it is not given.
+    let (leader, _) = c.await_leader(5_000);
+    for &v in &c.voters.clone() {
+        if v != leader {
+            c.cut.insert((leader, v));
+        }
+    }
+    let b = NewTopic {
+        name: "b".into(),
+        ..topic.clone()
+    };
+    let rng = &mut c.rng;
+    let node = c.nodes.get_mut(&leader).unwrap();
+    node.decide(|c| c.create_topics(std::slice::from_ref(&b), false, rng))
+        .unwrap();
+    let (_, wait) = node
+        .decide(|c| c.create_topics(std::slice::from_ref(&b), false, rng))
+        .unwrap();
+    let wait = wait.expect("waits");
+    c.run(5_000);
+    assert_eq!(c.nodes[&leader].outcome(wait), Outcome::Unknown);
+}
+
+#[test]
+fn an_entry_peers_could_not_decode_is_never_proposed() {
+    // The controller bounds its decisions; the node refuses, as a last
+    // line, a batch that would not decode or not travel, rather than put
+    // into the log an entry every follower must refuse.
+    let mut c = Cluster::new(3);
+    let (leader, _) = c.await_leader(5_000);
+    let too_many: Vec<MetadataRecord> = (0..=MAX_BATCH_RECORDS as u64)
+        .map(|i| MetadataRecord::ReserveTopicIds { next: TopicId(i) })
+        .collect();
+    let node = c.nodes.get_mut(&leader).unwrap();
+    let err = node.decide(|_| Ok(((), too_many))).unwrap_err();
+    assert!(matches!(err, ControllerError::DecisionTooLarge(_)), "{err:?}");
+    assert!(node.is_active(), "nothing else was pending: active again");
+    let name = "x".repeat(MAX_STRING);
+    let too_big: Vec<MetadataRecord> = (0..(MAX_PAYLOAD / MAX_STRING) as u64 + 1)
+        .map(|i| MetadataRecord::Topic {
+            id: TopicId(i + 1),
+            name: name.clone(),
+        })
+        .collect();
+    let err = node.decide(|_| Ok(((), too_big))).unwrap_err();
+    assert!(matches!(err, ControllerError::DecisionTooLarge(_)), "{err:?}");
+    c.settle();
+    c.create_topic();
+    c.assert_converged();
+}
+
+#[test]
+fn settings_that_would_resend_snapshots_every_tick_are_refused() {
+    let mut q = QuorumConfig::new(1, vec![1, 2, 3]);
+    q.snapshot_ack_ticks = 0;
+    assert!(MetadataNode::start(q, ControllerConfig::default(), &Stored::default()).is_err());
+    let mut q = QuorumConfig::new(1, vec![1, 2, 3]);
+    q.uncommitted_bytes_max = 1000;
+    assert!(
+        MetadataNode::start(q, ControllerConfig::default(), &Stored::default()).is_err(),
+        "below one message's size"
+    );
 }

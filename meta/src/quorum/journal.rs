@@ -8,12 +8,20 @@
 //! the caller truncates the file to that length before appending again. A
 //! bad frame *followed by* a good one is damage, not a torn tail, and is an
 //! error: a node must not quietly forget votes or entries it acknowledged.
+//! So is a frame whose checksum matches but whose body does not decode,
+//! even the last: a torn append cannot make one.
 //!
-//! To bound the file, the caller rewrites it as one frame holding the
+//! A write larger than a frame may be ([`MAX_FRAME`]) takes several
+//! frames, each but the last marked as followed by more of the same write;
+//! replay applies it only once all are there, so a crash part-way through
+//! leaves a torn tail, never half a write (and never a frame replay would
+//! take for a torn one).
+//!
+//! To bound the file, the caller rewrites it as one write holding the
 //! whole current state ([`encode_state`]), written to a new file and
 //! renamed over the old (then the directory is fsynced).
 
-use raft::prelude::HardState;
+use raft::prelude::{Entry, HardState};
 use thiserror::Error;
 
 use super::log::{SnapshotWrite, Stored, Write};
@@ -21,9 +29,15 @@ use super::wire::{entry, flag, put_entry, put_snapshot, snapshot};
 use crate::record::{DecodeError, Reader};
 
 const FRAME_HEADER: usize = 8;
+/// The first byte of a frame's body: the version, for a write's only or
+/// last frame; [`MORE`] for a frame that more of the same write follows.
 const VERSION: u8 = 0;
+const MORE: u8 = 1;
 /// Largest frame the journal holds (a snapshot of a very large cluster).
 pub const MAX_FRAME: usize = 256 << 20;
+/// The shortest body a write encodes to: version, snapshot kind, entry
+/// count and hard-state flag.
+const MIN_BODY: usize = 1 + 1 + 4 + 1;
 
 /// Why a journal did not replay.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -41,10 +55,60 @@ pub struct Replayed {
     pub frames: usize,
 }
 
-/// One write as a journal frame.
+/// One write as journal frames: one, or several when it is larger than a
+/// frame may be ([`MAX_FRAME`]); every frame but the last says more of the
+/// write follows, and replay applies the write only once it has them all.
 pub fn encode_write(w: &Write) -> Vec<u8> {
-    let mut body = vec![VERSION];
-    match &w.snapshot {
+    let mut out = Vec::new();
+    let mut rest: &[Entry] = &w.entries;
+    let mut snapshot = w.snapshot.as_ref();
+    loop {
+        // As many entries as fit, and at least one: an entry or snapshot
+        // larger than a frame is refused before it gets here (the wire and
+        // the node bound both well below MAX_FRAME).
+        let mut size = MIN_BODY + 8 * 4 + snapshot.map_or(0, snapshot_write_len);
+        let mut n = 0;
+        while n < rest.len() && (n == 0 || size + entry_len(&rest[n]) <= MAX_FRAME) {
+            size += entry_len(&rest[n]);
+            n += 1;
+        }
+        let (part, later) = rest.split_at(n);
+        let more = !later.is_empty();
+        let hard_state = if more { None } else { w.hard_state.as_ref() };
+        put_frame(&mut out, more, snapshot, part, hard_state);
+        debug_assert!(
+            size <= MAX_FRAME,
+            "a single entry or snapshot larger than a journal frame"
+        );
+        snapshot = None;
+        rest = later;
+        if !more {
+            return out;
+        }
+    }
+}
+
+fn entry_len(e: &Entry) -> usize {
+    1 + 8 + 8 + 4 + e.data.len() + 4 + e.context.len()
+}
+
+fn snapshot_write_len(s: &SnapshotWrite) -> usize {
+    let (SnapshotWrite::Received(s) | SnapshotWrite::Compacted(s)) = s;
+    let cs = s.get_metadata().get_conf_state();
+    let ids = cs.voters.len() + cs.learners.len() + cs.voters_outgoing.len() + cs.learners_next.len();
+    16 + 4 * 2 + 8 * ids + 1 + 4 + s.data.len()
+}
+
+/// Appends one frame: its header, then the body.
+fn put_frame(
+    out: &mut Vec<u8>,
+    more: bool,
+    snapshot: Option<&SnapshotWrite>,
+    entries: &[Entry],
+    hard_state: Option<&HardState>,
+) {
+    let mut body = vec![if more { MORE } else { VERSION }];
+    match snapshot {
         None => body.push(0),
         Some(SnapshotWrite::Received(s)) => {
             body.push(1);
@@ -55,11 +119,11 @@ pub fn encode_write(w: &Write) -> Vec<u8> {
             put_snapshot(&mut body, s);
         }
     }
-    body.extend_from_slice(&(w.entries.len() as u32).to_be_bytes());
-    for e in &w.entries {
+    body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for e in entries {
         put_entry(&mut body, e);
     }
-    match &w.hard_state {
+    match hard_state {
         None => body.push(0),
         Some(hs) => {
             body.push(1);
@@ -68,14 +132,14 @@ pub fn encode_write(w: &Write) -> Vec<u8> {
             }
         }
     }
-    let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    frame.extend_from_slice(&body);
-    frame
+    out.reserve(FRAME_HEADER + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
 }
 
-/// The whole state as one frame: replayed alone, it gives `stored` back.
+/// The whole state as one write (one frame, or several for a large
+/// state): replayed alone, it gives `stored` back.
 pub fn encode_state(stored: &Stored) -> Vec<u8> {
     encode_write(&Write {
         ready: None,
@@ -85,12 +149,15 @@ pub fn encode_state(stored: &Stored) -> Vec<u8> {
     })
 }
 
-fn decode_body(body: &[u8]) -> Result<Write, DecodeError> {
+/// A frame's body: part of a write, and whether more of it follows.
+fn decode_body(body: &[u8]) -> Result<(Write, bool), DecodeError> {
     let mut r = Reader::new(body);
     let version = r.u8()?;
-    if version != VERSION {
-        return Err(DecodeError::UnsupportedVersion { kind: 0, version });
-    }
+    let more = match version {
+        VERSION => false,
+        MORE => true,
+        _ => return Err(DecodeError::UnsupportedVersion { kind: 0, version }),
+    };
     let snap = match r.u8()? {
         0 => None,
         1 => Some(SnapshotWrite::Received(snapshot(&mut r)?)),
@@ -113,31 +180,50 @@ fn decode_body(body: &[u8]) -> Result<Write, DecodeError> {
         None
     };
     r.finish()?;
-    Ok(Write {
+    let w = Write {
         ready: None,
         snapshot: snap,
         entries,
         hard_state,
-    })
+    };
+    Ok((w, more))
 }
 
-/// Reads one frame at `at`: `Ok(None)` when the bytes there are not a
-/// whole valid frame.
-fn frame_at(buf: &[u8], at: usize) -> Option<(Write, usize)> {
+/// What the bytes at one offset are.
+enum Frame {
+    /// A whole frame whose checksum matches and whose body decodes, whether
+    /// more of its write follows, and its length with the header.
+    Whole(Write, bool, usize),
+    /// Too short, too long or a checksum mismatch: what a torn append
+    /// leaves (or damage, if a whole frame follows).
+    Torn,
+    /// The checksum matches but the body does not decode: no torn append
+    /// makes that, so it is damage, wherever it is.
+    Undecodable(DecodeError),
+}
+
+/// Reads one frame at `at`.
+fn frame_at(buf: &[u8], at: usize) -> Frame {
     let rest = &buf[at..];
     if rest.len() < FRAME_HEADER {
-        return None;
+        return Frame::Torn;
     }
     let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"));
-    if len > MAX_FRAME || rest.len() - FRAME_HEADER < len {
-        return None;
+    // No write encodes to fewer than MIN_BODY bytes: a shorter "frame" is
+    // what a tail of zeros (a crash after the file grew, before its data
+    // landed) looks like, and the checksum of nothing is 0.
+    if !(MIN_BODY..=MAX_FRAME).contains(&len) || rest.len() - FRAME_HEADER < len {
+        return Frame::Torn;
     }
     let body = &rest[FRAME_HEADER..FRAME_HEADER + len];
     if crc32c::crc32c(body) != crc {
-        return None;
+        return Frame::Torn;
     }
-    decode_body(body).ok().map(|w| (w, FRAME_HEADER + len))
+    match decode_body(body) {
+        Ok((w, more)) => Frame::Whole(w, more, FRAME_HEADER + len),
+        Err(e) => Frame::Undecodable(e),
+    }
 }
 
 /// Replays a journal file's bytes.
@@ -145,16 +231,32 @@ pub fn replay(buf: &[u8]) -> Result<Replayed, JournalError> {
     let mut stored = Stored::default();
     let mut at = 0;
     let mut frames = 0;
+    // The frames of a write not yet whole, and where the last whole write
+    // ends: a write cut short is a torn tail, dropped from its start.
+    let mut parts: Vec<Write> = Vec::new();
+    let mut valid_len = 0;
     while at < buf.len() {
         match frame_at(buf, at) {
-            Some((w, len)) => {
-                stored.apply(&w);
+            Frame::Whole(w, more, len) => {
+                parts.push(w);
                 at += len;
-                frames += 1;
+                if !more {
+                    for w in parts.drain(..) {
+                        stored.apply(&w);
+                        frames += 1;
+                    }
+                    valid_len = at;
+                }
             }
-            None => {
+            Frame::Undecodable(e) => {
+                return Err(JournalError::Damaged {
+                    at,
+                    why: format!("a frame with a good checksum does not decode: {e}"),
+                });
+            }
+            Frame::Torn => {
                 // A torn tail, unless a valid frame starts later.
-                if (at + 1..buf.len()).any(|later| frame_at(buf, later).is_some()) {
+                if (at + 1..buf.len()).any(|later| !matches!(frame_at(buf, later), Frame::Torn)) {
                     return Err(JournalError::Damaged {
                         at,
                         why: "a frame fails its length or checksum".into(),
@@ -166,7 +268,7 @@ pub fn replay(buf: &[u8]) -> Result<Replayed, JournalError> {
     }
     Ok(Replayed {
         stored,
-        valid_len: at,
+        valid_len,
         frames,
     })
 }
@@ -174,7 +276,7 @@ pub fn replay(buf: &[u8]) -> Result<Replayed, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft::prelude::{Entry, Snapshot};
+    use raft::prelude::Snapshot;
 
     fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
         (from..=to)
@@ -268,6 +370,97 @@ mod tests {
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(replay(&bad).unwrap().frames, 3);
+    }
+
+    #[test]
+    fn a_checksummed_frame_that_does_not_decode_is_damage_not_a_torn_tail() {
+        // A torn append cannot produce a frame whose checksum matches: one
+        // that matches and does not decode was written wrong, or by another
+        // version, and holds state the node acknowledged. Replay must not
+        // cut it away, wherever it is.
+        let (buf, ends, _) = journal(&history());
+        let last = ends[ends.len() - 2];
+        let mut body = buf[last + FRAME_HEADER..].to_vec();
+        body[0] = 7; // an unknown version
+        let mut bad = buf[..last].to_vec();
+        bad.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bad.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bad.extend_from_slice(&body);
+        assert_eq!(bad.len(), buf.len());
+        assert!(
+            matches!(replay(&bad), Err(JournalError::Damaged { at, .. }) if at == last),
+            "{:?}",
+            replay(&bad).map(|r| r.frames)
+        );
+        // Alone in the file too.
+        assert!(matches!(
+            replay(&bad[last..]),
+            Err(JournalError::Damaged { at: 0, .. })
+        ));
+        // A tail of zeros (the file grew, its data never landed) is still
+        // a torn tail: the checksum of an empty body is 0, but no write is
+        // empty.
+        let mut zeros = buf.clone();
+        zeros.extend_from_slice(&[0; 64]);
+        let r = replay(&zeros).unwrap();
+        assert_eq!((r.valid_len, r.frames), (buf.len(), 4));
+    }
+
+    #[test]
+    fn a_write_larger_than_a_frame_replays_whole_or_not_at_all() {
+        // More than MAX_FRAME of entries (the journal's rewrite holds every
+        // entry since the snapshot): written as several frames that replay
+        // as one write; a crash part-way leaves the state before it.
+        let big = |index| Entry {
+            index,
+            term: 2,
+            data: vec![0; 60 << 20].into(),
+            ..Entry::default()
+        };
+        let first = Write {
+            entries: entries(1, 2, 1),
+            hard_state: Some(HardState {
+                term: 1,
+                vote: 1,
+                commit: 2,
+                ..HardState::default()
+            }),
+            ..Write::default()
+        };
+        let huge = Write {
+            entries: (3..8).map(big).collect(),
+            hard_state: Some(HardState {
+                term: 2,
+                vote: 2,
+                commit: 7,
+                ..HardState::default()
+            }),
+            ..Write::default()
+        };
+        let (buf, ends, stored) = journal(&[first.clone(), huge]);
+        assert!(ends[1] - ends[0] > MAX_FRAME);
+        let r = replay(&buf).unwrap();
+        assert_eq!(r.valid_len, buf.len());
+        assert!(r.stored == stored, "the large write replays");
+        let (_, _, before) = journal(&[first]);
+        // Cut inside the first frame of the write, just after it (its later
+        // frames lost), and inside the next. (Cuts that leave a long torn
+        // tail are slow to scan in a debug build; these are short.)
+        let frame_one = ends[0]
+            + FRAME_HEADER
+            + u32::from_be_bytes(buf[ends[0]..ends[0] + 4].try_into().unwrap()) as usize;
+        assert!(frame_one < buf.len(), "the write takes more than one frame");
+        for cut in [ends[0] + 1_000, frame_one, frame_one + 100] {
+            let r = replay(&buf[..cut]).unwrap();
+            assert_eq!(r.valid_len, ends[0], "cut at {cut}");
+            assert!(r.stored == before, "cut at {cut}: the state before the write");
+        }
+        // The rewrite of a large state replays to it as well.
+        // (Without a snapshot: an empty one comes back with an empty
+        // configuration where there was none, which is the same to Raft.)
+        let again = replay(&encode_state(&stored)).unwrap().stored;
+        assert_eq!(again.snapshot.get_metadata().index, 0);
+        assert!(again.entries == stored.entries && again.hard_state == stored.hard_state);
     }
 
     #[test]

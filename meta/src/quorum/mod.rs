@@ -16,6 +16,14 @@
 //! applied every entry up to the first of its term (so its image holds all
 //! that earlier leaders committed); it becomes inactive the moment the node
 //! stops leading or the term moves on, dropping what was not committed.
+//! A proposal Raft drops (past `uncommitted_bytes_max`) also makes it
+//! inactive, until every entry up to the log's end then is applied: its
+//! earlier proposals of the term are still in the log.
+//!
+//! A leader sends a lagging voter a snapshot and then nothing more until
+//! the voter acknowledges it; a snapshot not acknowledged within
+//! `snapshot_ack_ticks` (lost, or refused) is sent again, and at once when
+//! the caller reports the send failed (`send_failed`).
 //!
 //! Every message from a peer is decoded by our codec and checked before it
 //! reaches Raft: the right recipient, a known sender, entries that follow
@@ -26,13 +34,15 @@ pub mod journal;
 pub mod log;
 pub mod wire;
 
+use std::collections::BTreeMap;
+
 use raft::prelude::{Entry, Message, MessageType, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use thiserror::Error;
 
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::image::MetadataImage;
-use crate::record::{decode_batch, encode_batch, DecodeError, RecordBatch};
+use crate::record::{decode_batch, encode_batch, DecodeError, RecordBatch, MAX_BATCH_RECORDS};
 use log::{RaftLog, SnapshotWrite, Stored, Write};
 
 /// The quorum's settings.
@@ -49,6 +59,13 @@ pub struct QuorumConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between snapshots.
     pub snapshot_every: u64,
+    /// Most bytes of proposals the leader holds uncommitted; a proposal
+    /// past it is dropped (back-pressure: the caller gets `NotActive` and
+    /// retries once the log has caught up). At least 1 MiB.
+    pub uncommitted_bytes_max: u64,
+    /// Ticks a leader waits for a follower to acknowledge a snapshot before
+    /// it counts the snapshot as lost and sends it again.
+    pub snapshot_ack_ticks: u64,
     /// Seeds the election timeouts (mixed with the node id); 0 draws them
     /// at random. A simulation sets it to replay elections.
     pub seed: u64,
@@ -64,6 +81,8 @@ impl QuorumConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_every: 1000,
+            snapshot_ack_ticks: 40,
+            uncommitted_bytes_max: 256 << 20,
             seed: 0,
         }
     }
@@ -115,7 +134,8 @@ pub enum Outcome {
     Unknown,
 }
 
-/// A proposal in flight: the index and term it was appended at.
+/// A proposal in flight: the index and term it was appended at (or, for a
+/// decision that proposed nothing, the log's end it must see applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proposal {
     pub index: u64,
@@ -138,6 +158,16 @@ pub struct MetadataNode {
     out: Output,
     /// Committed entries that did not decode or apply (a bug or damage).
     apply_errors: u64,
+    /// `(ready, index)`: a snapshot from the leader, applied to the image,
+    /// whose write is not yet durable. Once it is, Raft must count it as
+    /// applied: Raft reads the entries after its applied index when it
+    /// campaigns, and a snapshot compacted them away.
+    snapshot_unpersisted: Option<(u64, u64)>,
+    /// Raft ticks since start.
+    ticks: u64,
+    /// Leading: followers Raft holds waiting for a snapshot, with the
+    /// snapshot's index and the tick it was first seen waiting.
+    snapshot_waits: BTreeMap<u64, (u64, u64)>,
 }
 
 impl std::fmt::Debug for MetadataNode {
@@ -163,6 +193,9 @@ impl MetadataNode {
                 "voters must be listed, with ids above 0".into(),
             ));
         }
+        if config.snapshot_ack_ticks == 0 {
+            return Err(StartError::Config("snapshot_ack_ticks must be at least 1".into()));
+        }
         let image = if stored.snapshot.get_metadata().index > 0 {
             MetadataImage::decode_snapshot(&stored.snapshot.data)
                 .map_err(|e| StartError::Snapshot(e.to_string()))?
@@ -179,6 +212,7 @@ impl MetadataNode {
             pre_vote: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: config.uncommitted_bytes_max,
             election_seed: if config.seed == 0 {
                 0
             } else {
@@ -209,6 +243,9 @@ impl MetadataNode {
             now_ms: 0,
             out: Output::default(),
             apply_errors: 0,
+            snapshot_unpersisted: None,
+            ticks: 0,
+            snapshot_waits: BTreeMap::new(),
         })
     }
 
@@ -270,7 +307,9 @@ impl MetadataNode {
         }
         for _ in 0..ticks {
             self.raw.tick();
+            self.ticks += 1;
         }
+        self.check_snapshot_waits();
         self.process();
         if self.is_active() {
             let batch = self.controller.tick(self.now_ms);
@@ -279,6 +318,58 @@ impl MetadataNode {
                 // next active term redoes what is still needed.
                 let _ = self.propose(batch);
             }
+        }
+        self.process();
+    }
+
+    /// A follower Raft holds in its snapshot state is sent nothing until it
+    /// acknowledges the snapshot. Raft resumes it when an append response
+    /// shows it caught up; a snapshot that was lost (or refused, or its
+    /// answer lost) would hold it forever, so one not acknowledged within
+    /// `snapshot_ack_ticks` is reported failed and Raft sends it again.
+    fn check_snapshot_waits(&mut self) {
+        if !self.is_leader() {
+            self.snapshot_waits.clear();
+            return;
+        }
+        let mut waiting = BTreeMap::new();
+        for (&id, pr) in self.raw.raft.prs().iter() {
+            if pr.state != ProgressState::Snapshot {
+                continue;
+            }
+            let since = match self.snapshot_waits.get(&id) {
+                Some(&(index, since)) if index == pr.pending_snapshot => since,
+                _ => self.ticks,
+            };
+            waiting.insert(id, (pr.pending_snapshot, since));
+        }
+        for (&id, &(_, since)) in &waiting {
+            if self.ticks - since >= self.config.snapshot_ack_ticks {
+                self.raw.report_snapshot(id, SnapshotStatus::Failure);
+            }
+        }
+        waiting.retain(|_, &mut (_, since)| self.ticks - since < self.config.snapshot_ack_ticks);
+        self.snapshot_waits = waiting;
+    }
+
+    /// Reports that a message to `to` could not be sent (the transport
+    /// knows): Raft stops streaming to it until it answers again, and a
+    /// snapshot it was waiting for is sent again.
+    pub fn send_failed(&mut self, to: u64) {
+        if !self.is_leader() {
+            return;
+        }
+        let in_snapshot = self
+            .raw
+            .raft
+            .prs()
+            .get(to)
+            .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+        if in_snapshot {
+            self.raw.report_snapshot(to, SnapshotStatus::Failure);
+            self.snapshot_waits.remove(&to);
+        } else {
+            self.raw.report_unreachable(to);
         }
         self.process();
     }
@@ -320,7 +411,7 @@ impl MetadataNode {
             MessageType::MsgAppend => {
                 let mut prev = (m.index, m.log_term);
                 for e in m.entries.iter() {
-                    if e.index != prev.0 + 1 || e.term < prev.1 || e.term > m.term {
+                    if prev.0.checked_add(1) != Some(e.index) || e.term < prev.1 || e.term > m.term {
                         return Err(StepError::Invalid("append entries out of sequence"));
                     }
                     prev = (e.index, e.term);
@@ -355,11 +446,27 @@ impl MetadataNode {
     /// The caller made the write of Ready `ready` durable.
     pub fn persisted(&mut self, ready: u64) {
         self.raw.on_persist_ready(ready);
+        if let Some((number, index)) = self.snapshot_unpersisted {
+            if number <= ready {
+                self.snapshot_unpersisted = None;
+                // The image holds the snapshot (`install`); tell Raft, which
+                // allows it now that the snapshot is persisted.
+                if index > self.raw.raft.raft_log.applied {
+                    self.raw.advance_apply_to(index);
+                }
+            }
+        }
         self.process();
     }
 
     /// Runs a controller decision; its records, if any, are proposed. The
-    /// caller answers once `outcome` says committed.
+    /// caller answers once `outcome` says committed, or at once when there
+    /// is no proposal to wait for.
+    ///
+    /// A decision that records nothing was still read from the view, which
+    /// holds this controller's uncommitted proposals: its answer waits for
+    /// the log's end as it is now (a read barrier), unless all of it is
+    /// applied already.
     pub fn decide<T>(
         &mut self,
         f: impl FnOnce(&mut Controller) -> Result<(T, RecordBatch), ControllerError>,
@@ -369,7 +476,15 @@ impl MetadataNode {
         }
         let (value, batch) = f(&mut self.controller)?;
         if batch.is_empty() {
-            return Ok((value, None));
+            let last = self.raw.raft.raft_log.last_index();
+            if self.applied >= last {
+                return Ok((value, None));
+            }
+            let barrier = Proposal {
+                index: last,
+                term: self.raw.raft.term,
+            };
+            return Ok((value, Some(barrier)));
         }
         let proposal = self.propose(batch)?;
         self.process();
@@ -377,9 +492,22 @@ impl MetadataNode {
     }
 
     fn propose(&mut self, batch: RecordBatch) -> Result<Proposal, ControllerError> {
-        if let Err(e) = self.raw.propose(Vec::new(), encode_batch(&batch)) {
+        // The controller bounds its decisions well below these; this is the
+        // last line: an entry no peer could decode (or receive) stays out of
+        // the log. The view already holds the batch, so it goes too.
+        let data = encode_batch(&batch);
+        if batch.len() > MAX_BATCH_RECORDS || data.len() > wire::MAX_PAYLOAD {
+            self.drop_view();
+            return Err(ControllerError::DecisionTooLarge(format!(
+                "{} records, {} bytes in one entry (at most {MAX_BATCH_RECORDS} records, {} bytes)",
+                batch.len(),
+                data.len(),
+                wire::MAX_PAYLOAD
+            )));
+        }
+        if let Err(e) = self.raw.propose(Vec::new(), data) {
             debug_assert!(matches!(e, raft::Error::ProposalDropped), "propose: {e}");
-            self.deactivate();
+            self.drop_view();
             return Err(ControllerError::NotActive);
         }
         Ok(Proposal {
@@ -398,6 +526,20 @@ impl MetadataNode {
         } else {
             Outcome::Pending
         }
+    }
+
+    /// A proposal did not make it into the log, but the view holds it:
+    /// the controller goes inactive, dropping the view. This term's earlier
+    /// proposals are still in the log, so it may decide again in this term
+    /// only once everything up to the log's end is applied, so that the
+    /// committed image it starts from holds them.
+    fn drop_view(&mut self) {
+        self.deactivate();
+        if self.is_leader() {
+            self.term_start = Some((self.raw.raft.term, self.raw.raft.raft_log.last_index()));
+        }
+        // Active again at once if nothing was pending.
+        self.update_role();
     }
 
     fn deactivate(&mut self) {
@@ -423,6 +565,7 @@ impl MetadataNode {
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
                 self.install(&snap);
+                self.snapshot_unpersisted = Some((rd.number(), snap.get_metadata().index));
                 write.snapshot = Some(SnapshotWrite::Received(snap));
             }
             let committed = rd.take_committed_entries();
@@ -445,7 +588,7 @@ impl MetadataNode {
             self.out.writes.push((write, after));
             if let Some(last) = committed.last() {
                 // Raft gave these out, so it allows applying them (a
-                // snapshot's index counts once the snapshot is persisted).
+                // snapshot's index is reported in `persisted`).
                 self.raw.advance_apply_to(last.index);
             }
             self.maybe_snapshot();
@@ -486,7 +629,7 @@ impl MetadataNode {
     /// Takes a snapshot every `snapshot_every` applied entries.
     fn maybe_snapshot(&mut self) {
         let store = self.raw.store();
-        if self.applied < store.snapshot_index() + self.config.snapshot_every {
+        if self.applied < store.snapshot_index().saturating_add(self.config.snapshot_every) {
             return;
         }
         let Some(term) = store.term_at(self.applied) else {

@@ -3,8 +3,10 @@
 //! reaches a protobuf parser. The controller's messages travel inside the
 //! broker protocol as these bytes.
 //!
-//! Only the message types that cross the network decode; local ones (Hup,
-//! Beat, Propose, Unreachable, SnapStatus, CheckQuorum) are refused, as are
+//! Only the message types Borges sends between voters decode; local ones
+//! (Hup, Beat, Propose, Unreachable, SnapStatus, CheckQuorum) are refused,
+//! and so are leadership transfer, timeout-now and read index (typed
+//! [`DecodeError::RefusedRaftMessage`]: nothing here sends them), as are
 //! entries of any type but normal (the voters are fixed by configuration:
 //! no membership changes travel).
 
@@ -19,8 +21,20 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 pub const MAX_ENTRIES: usize = 1 << 16;
 /// Most members a configuration may list.
 pub const MAX_MEMBERS: usize = 64;
+/// Largest log index or term a message may name. Raft adds one to these
+/// throughout; an honest log grows by one per entry or election and never
+/// comes near, so anything above is refused before Raft could overflow.
+pub const MAX_INDEX: u64 = 1 << 62;
 
 const VERSION: u8 = 0;
+
+/// Raft message types that cross the network in raft-rs but that Borges
+/// never sends, refused from peers: MsgTransferLeader (13) would move
+/// leadership and, while pending, drop every proposal; MsgTimeoutNow (14)
+/// makes a voter campaign at once, skipping pre-vote, so any voter could
+/// depose a healthy leader; MsgReadIndex and MsgReadIndexResp (15, 16)
+/// serve reads this quorum does not offer.
+const REFUSED_TYPES: [u8; 4] = [13, 14, 15, 16];
 
 fn network_type(t: i32) -> Option<MessageType> {
     use MessageType::*;
@@ -32,10 +46,6 @@ fn network_type(t: i32) -> Option<MessageType> {
         7 => MsgSnapshot,
         8 => MsgHeartbeat,
         9 => MsgHeartbeatResponse,
-        13 => MsgTransferLeader,
-        14 => MsgTimeoutNow,
-        15 => MsgReadIndex,
-        16 => MsgReadIndexResp,
         17 => MsgRequestPreVote,
         18 => MsgRequestPreVoteResponse,
         _ => return None,
@@ -120,18 +130,21 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::UnsupportedVersion { kind: 0, version });
     }
     let t = r.u8()?;
+    if REFUSED_TYPES.contains(&t) {
+        return Err(DecodeError::RefusedRaftMessage(t));
+    }
     let msg_type = network_type(t as i32).ok_or(DecodeError::Invalid("not a network raft message type"))?;
     let mut m = Message {
         msg_type,
         to: r.u64()?,
         from: r.u64()?,
-        term: r.u64()?,
-        log_term: r.u64()?,
-        index: r.u64()?,
-        commit: r.u64()?,
-        commit_term: r.u64()?,
-        request_snapshot: r.u64()?,
-        reject_hint: r.u64()?,
+        term: index(&mut r)?,
+        log_term: index(&mut r)?,
+        index: index(&mut r)?,
+        commit: index(&mut r)?,
+        commit_term: index(&mut r)?,
+        request_snapshot: index(&mut r)?,
+        reject_hint: index(&mut r)?,
         ..Message::default()
     };
     m.reject = flag(&mut r)?;
@@ -153,6 +166,15 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
     }
     r.finish()?;
     Ok(m)
+}
+
+/// A log index or term: at most [`MAX_INDEX`].
+fn index(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
+    let v = r.u64()?;
+    if v > MAX_INDEX {
+        return Err(DecodeError::Invalid("raft index or term beyond 2^62"));
+    }
+    Ok(v)
 }
 
 pub(crate) fn flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
@@ -181,8 +203,8 @@ pub(crate) fn entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     }
     Ok(Entry {
         entry_type: EntryType::EntryNormal,
-        term: r.u64()?,
-        index: r.u64()?,
+        term: index(r)?,
+        index: index(r)?,
         data: bytes(r)?,
         context: bytes(r)?,
         ..Entry::default()
@@ -205,8 +227,8 @@ fn ids(r: &mut Reader<'_>) -> Result<Vec<u64>, DecodeError> {
 pub(crate) fn snapshot(r: &mut Reader<'_>) -> Result<Snapshot, DecodeError> {
     let mut s = Snapshot::default();
     let meta = s.mut_metadata();
-    meta.index = r.u64()?;
-    meta.term = r.u64()?;
+    meta.index = index(r)?;
+    meta.term = index(r)?;
     let cs = ConfState {
         voters: ids(r)?,
         learners: ids(r)?,
@@ -287,5 +309,31 @@ mod tests {
         let mut long = buf;
         long.push(0);
         assert_eq!(decode_message(&long), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn a_peer_cannot_send_leadership_transfers_or_read_index() {
+        // A peer that could send these would make a voter campaign at once
+        // (skipping pre-vote), move leadership, or stall proposals while a
+        // transfer is pending; Borges uses none of them.
+        for ty in [
+            MessageType::MsgTransferLeader,
+            MessageType::MsgTimeoutNow,
+            MessageType::MsgReadIndex,
+            MessageType::MsgReadIndexResp,
+        ] {
+            let m = Message {
+                msg_type: ty,
+                to: 2,
+                from: 1,
+                term: 3,
+                ..Message::default()
+            };
+            assert_eq!(
+                decode_message(&encode_message(&m)),
+                Err(DecodeError::RefusedRaftMessage(ty as i32 as u8)),
+                "{ty:?}"
+            );
+        }
     }
 }
