@@ -237,8 +237,8 @@ pub struct BrokerConfig {
     pub shard_stall_timeout: Duration,
     /// The metadata quorum's voters, `id@host:port` each (their client
     /// address: brokers talk to each other on the port clients use),
-    /// comma-separated; this broker must be one of them [default: none, a
-    /// cluster of this broker alone].
+    /// comma-separated; a broker not among them follows the metadata log as
+    /// an observer [default: none, a cluster of this broker alone].
     #[arg(
         long,
         env = "BORGES_CONTROLLERS",
@@ -595,29 +595,23 @@ impl BrokerConfig {
                     "a node id is listed twice".into(),
                 ));
             }
-            let Some(me) = self.controllers.iter().find(|v| v.node == self.node_id) else {
-                return Err(ConfigError::Invalid(
-                    "controllers",
-                    format!(
-                        "node {} is not among them (every broker is a voter today)",
-                        self.node_id
-                    ),
-                ));
-            };
-            let mine = me.addr == self.advertised_addr()
-                || me.addr == self.listen
-                || (self.listen.ip().is_unspecified() && me.addr.port() == self.listen.port());
-            if !mine {
-                return Err(ConfigError::Invalid(
-                    "controllers",
-                    format!(
-                        "node {}'s entry {} is not this broker's address (listen {}, advertised {})",
-                        self.node_id,
-                        me.addr,
-                        self.listen,
-                        self.advertised_addr()
-                    ),
-                ));
+            // A broker not among them observes the metadata log.
+            if let Some(me) = self.controllers.iter().find(|v| v.node == self.node_id) {
+                let mine = me.addr == self.advertised_addr()
+                    || me.addr == self.listen
+                    || (self.listen.ip().is_unspecified() && me.addr.port() == self.listen.port());
+                if !mine {
+                    return Err(ConfigError::Invalid(
+                        "controllers",
+                        format!(
+                            "node {}'s entry {} is not this broker's address (listen {}, advertised {})",
+                            self.node_id,
+                            me.addr,
+                            self.listen,
+                            self.advertised_addr()
+                        ),
+                    ));
+                }
             }
         }
         if self.node_id < 0 {
@@ -687,7 +681,6 @@ mod tests {
         .unwrap();
         any.validate().unwrap();
         for (flags, what) in [
-            (&["--controllers=1@127.0.0.1:9092"][..], "not among them"),
             (
                 &["--node-id=1", "--controllers=1@127.0.0.1:9092,1@127.0.0.2:9092"][..],
                 "twice",

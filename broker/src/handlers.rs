@@ -169,7 +169,10 @@ pub async fn handle(
                 .collect(),
         }),
         Request::Metadata(r) => Response::Metadata(metadata(shard, r)),
-        r @ (Request::RaftMessages(_) | Request::BrokerRegistration(_) | Request::BrokerHeartbeat(_)) => {
+        r @ (Request::RaftMessages(_)
+        | Request::BrokerRegistration(_)
+        | Request::BrokerHeartbeat(_)
+        | Request::MetadataFetch(_)) => {
             return Some(peer(shard, corr, r).await);
         }
         Request::CreateTopics(r) => return Some(admin(shard, corr, Admin::Create(r)).await),

@@ -24,7 +24,7 @@ use borges_net::protocol::{
 };
 use borges_net::types::BrokerEpoch;
 
-use crate::peer::{call_once, PeerTransport, CALL_TIMEOUT};
+use crate::peer::{call_once, PeerConn, PeerTransport, CALL_TIMEOUT};
 use crate::quorum_host::{dir_id, random_u128, DecideError, NoPeers, QuorumHost, Transport};
 use crate::server::StopFlag;
 use crate::shard::Shard;
@@ -62,27 +62,35 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
         ..ControllerConfig::default()
     };
     let voters: Vec<NodeId> = config.controllers.iter().map(|v| NodeId(v.node)).collect();
-    let transport: Box<dyn Transport> = if voters.is_empty() {
-        Box::new(NoPeers)
-    } else {
-        Box::new(PeerTransport::start(
+    let voter = voters.is_empty() || voters.contains(&me);
+    let host = if voter {
+        let transport: Box<dyn Transport> = if voters.is_empty() {
+            Box::new(NoPeers)
+        } else {
+            Box::new(PeerTransport::start(
+                me,
+                &config.controllers,
+                config.max_frame_bytes,
+            ))
+        };
+        QuorumHost::open(
+            &config.data_dirs[0],
             me,
-            &config.controllers,
-            config.max_frame_bytes,
-        ))
+            &voters,
+            controller,
+            transport,
+            Rc::new(crate::clock::SystemClock),
+        )
+        .map_err(|e| e.to_string())?
+    } else {
+        QuorumHost::observer(&voters, Rc::new(crate::clock::SystemClock))
     };
-    let host = QuorumHost::open(
-        &config.data_dirs[0],
-        me,
-        &voters,
-        controller,
-        transport,
-        Rc::new(crate::clock::SystemClock),
-    )
-    .map_err(|e| e.to_string())?;
     let host = Rc::new(host);
     if shard.quorum.set(host.clone()).is_err() {
         return Err("the metadata quorum was started twice".into());
+    }
+    if !voter {
+        glommio::spawn_local(follow(shard.clone(), host.clone())).detach();
     }
     let ticker = host.clone();
     glommio::spawn_local(async move {
@@ -181,6 +189,71 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
     })
     .detach();
     Ok(())
+}
+
+/// How long an observer's MetadataFetch waits for a newer image.
+const FOLLOW_WAIT_MS: u32 = 500;
+
+/// An observer follows the committed metadata: it long-polls a voter for
+/// images newer than its own (MetadataFetch), staying with one voter while
+/// it answers and moving to the next when it does not.
+async fn follow(shard: Rc<Shard>, host: Rc<QuorumHost>) {
+    let voters = shard.config.controllers.clone();
+    let me = shard.config.node_id;
+    let mut at = 0usize;
+    let mut conn: Option<PeerConn> = None;
+    let mut failures = 0u64;
+    loop {
+        let voter = voters[at % voters.len()];
+        if conn.is_none() {
+            match PeerConn::connect(voter.addr, shard.config.max_frame_bytes).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 64 == 0 {
+                        tracing::info!(voter = %voter, error = %e, "observer: cannot reach a voter");
+                    }
+                    at += 1;
+                    glommio::timer::sleep(RETRY).await;
+                    continue;
+                }
+            }
+        }
+        let req = Request::MetadataFetch(borges_net::protocol::MetadataFetchRequest {
+            node: me,
+            applied: host.applied(),
+            max_wait_ms: FOLLOW_WAIT_MS,
+        });
+        let c = conn.as_mut().expect("connected above");
+        match c.call(&req, CALL_TIMEOUT).await {
+            Ok(Response::MetadataFetch(r)) if r.error == ErrorCode::None => {
+                failures = 0;
+                let image = match r
+                    .image
+                    .map(|b| borges_meta::image::MetadataImage::decode_snapshot(&b))
+                {
+                    None => None,
+                    Some(Ok(image)) => Some((image, r.applied)),
+                    Some(Err(e)) => {
+                        tracing::warn!(voter = %voter, error = %e, "observer: a voter sent an image that does not load");
+                        conn = None;
+                        at += 1;
+                        continue;
+                    }
+                };
+                host.observe(image, NodeId(r.controller));
+            }
+            other => {
+                failures += 1;
+                if failures == 1 || failures % 64 == 0 {
+                    tracing::info!(voter = %voter, answer = ?other.as_ref().map(|r| r.api_key()), "observer: a voter did not hand out metadata");
+                }
+                conn = None;
+                at += 1;
+                glommio::timer::sleep(RETRY).await;
+            }
+        }
+    }
 }
 
 /// Asks the active controller, here or on its broker.

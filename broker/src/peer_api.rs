@@ -18,6 +18,9 @@ use borges_net::protocol::{ErrorCode, RaftMessagesResponse, Request, Response};
 use crate::shard::calls::Admin;
 use crate::shard::Shard;
 
+/// The longest a MetadataFetch waits for a newer image.
+const MAX_FETCH_WAIT_MS: u32 = 1000;
+
 /// The client id of every request a broker sends a peer.
 pub const PEER_CLIENT_ID: &str = "borges-peer";
 
@@ -61,6 +64,24 @@ pub async fn answer(shard: &Rc<Shard>, req: Request) -> Result<Response, (ErrorC
             Response::RaftMessages(RaftMessagesResponse {
                 error: ErrorCode::None,
                 refused,
+            })
+        }
+        Request::MetadataFetch(r) => {
+            if !host.is_voter() {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "this broker is not a voter: it has no metadata log to hand out".into(),
+                ));
+            }
+            let wait = std::time::Duration::from_millis(u64::from(r.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
+            host.wait_applied_beyond(r.applied, wait).await;
+            let applied = host.applied();
+            let image = (applied > r.applied).then(|| bytes::Bytes::from(host.image().encode_snapshot()));
+            Response::MetadataFetch(borges_net::protocol::MetadataFetchResponse {
+                error: ErrorCode::None,
+                controller: host.leader().0,
+                applied,
+                image,
             })
         }
         Request::BrokerRegistration(r) => {

@@ -115,20 +115,36 @@ impl DecideError {
 
 /// The metadata quorum node of this broker, on shard 0.
 pub struct QuorumHost {
-    node: RefCell<MetadataNode>,
-    journal: RefCell<RaftJournal>,
-    transport: Box<dyn Transport>,
+    /// The quorum member of a voter; `None` on an observer, which follows
+    /// the committed image a voter hands it (`observed`).
+    member: Option<Member>,
+    observed: RefCell<Observed>,
     clock: Rc<dyn Clock>,
     origin: Instant,
     /// Bumped whenever the applied index or the role may have changed.
     changed: Notify,
     failed: RefCell<Option<String>>,
     voters: Vec<NodeId>,
+}
+
+/// A voter's part: its raft node, journal and transport.
+struct Member {
+    node: RefCell<MetadataNode>,
+    journal: RefCell<RaftJournal>,
+    transport: Box<dyn Transport>,
     /// The journal is compacted by this host, not by its own threshold:
     /// once it is longer than `compact_at`, which is `compact_bytes` or
     /// twice its length after the last compaction, whichever is more.
     compact_bytes: u64,
     compact_at: Cell<u64>,
+}
+
+/// What an observer knows: the last committed image a voter sent it.
+#[derive(Default)]
+struct Observed {
+    image: MetadataImage,
+    applied: u64,
+    leader: NodeId,
 }
 
 impl QuorumHost {
@@ -179,23 +195,69 @@ impl QuorumHost {
         let node = MetadataNode::start(config, controller, journal.stored())?;
         let compact_at = compact_bytes.max(journal.len().saturating_mul(2));
         let host = QuorumHost {
-            node: RefCell::new(node),
-            journal: RefCell::new(journal),
-            transport,
+            member: Some(Member {
+                node: RefCell::new(node),
+                journal: RefCell::new(journal),
+                transport,
+                compact_bytes,
+                compact_at: Cell::new(compact_at),
+            }),
+            observed: RefCell::new(Observed::default()),
             origin: clock.now(),
             clock,
             changed: Notify::default(),
             failed: RefCell::new(None),
             voters: config_voters,
-            compact_bytes,
-            compact_at: Cell::new(compact_at),
         };
         if solo {
             // Nobody to wait for: lead at once.
-            host.node.borrow_mut().campaign();
+            host.member().expect("a voter").node.borrow_mut().campaign();
         }
         host.pump();
         Ok(host)
+    }
+
+    /// A host for a broker that is not a voter (KRaft's observer): it holds
+    /// no raft node and no journal, only the committed image that a voter
+    /// last sent it ([`QuorumHost::observe`]); it never decides.
+    pub fn observer(voters: &[NodeId], clock: Rc<dyn Clock>) -> QuorumHost {
+        QuorumHost {
+            member: None,
+            observed: RefCell::new(Observed {
+                leader: NodeId::NONE,
+                ..Observed::default()
+            }),
+            origin: clock.now(),
+            clock,
+            changed: Notify::default(),
+            failed: RefCell::new(None),
+            voters: voters.to_vec(),
+        }
+    }
+
+    /// An observer takes the committed image at `applied` from a voter
+    /// (never an older one than it has).
+    pub fn observe(&self, image: Option<(MetadataImage, u64)>, leader: NodeId) {
+        debug_assert!(self.member.is_none(), "only an observer is handed images");
+        let mut o = self.observed.borrow_mut();
+        if let Some((image, applied)) = image {
+            if applied >= o.applied {
+                o.applied = applied;
+                o.image = image;
+            }
+        }
+        o.leader = leader;
+        drop(o);
+        self.changed.notify();
+    }
+
+    /// Whether this broker is a voter of the quorum.
+    pub fn is_voter(&self) -> bool {
+        self.member.is_some()
+    }
+
+    fn member(&self) -> Option<&Member> {
+        self.member.as_ref()
     }
 
     fn now_ms(&self) -> u64 {
@@ -215,8 +277,11 @@ impl QuorumHost {
         if self.failed().is_some() {
             return;
         }
+        let Some(m) = self.member() else {
+            return;
+        };
         let now = self.now_ms();
-        self.node.borrow_mut().tick(now);
+        m.node.borrow_mut().tick(now);
         self.pump();
     }
 
@@ -225,7 +290,10 @@ impl QuorumHost {
         if self.failed().is_some() {
             return Ok(());
         }
-        let r = self.node.borrow_mut().step(bytes);
+        let Some(m) = self.member() else {
+            return Err(StepError::Invalid("this broker is not a voter"));
+        };
+        let r = m.node.borrow_mut().step(bytes);
         self.pump();
         r
     }
@@ -233,26 +301,29 @@ impl QuorumHost {
     /// Carries out the node's output until it has none: writes first (each
     /// durable before its messages and its `persisted`), then messages.
     fn pump(&self) {
+        let Some(m) = self.member() else {
+            return;
+        };
         loop {
-            let out = self.node.borrow_mut().take_output();
+            let out = m.node.borrow_mut().take_output();
             if out.send.is_empty() && out.writes.is_empty() {
                 break;
             }
             for (to, bytes) in out.send {
-                self.transport.send(node_of(to), bytes);
+                m.transport.send(node_of(to), bytes);
             }
             for (write, after) in out.writes {
-                if let Err(e) = self.append(&write) {
+                if let Err(e) = Self::append(m, &write) {
                     tracing::error!(error = %e, "metadata journal write failed; this node stops taking part in the quorum");
                     *self.failed.borrow_mut() = Some(e.to_string());
                     self.changed.notify();
                     return;
                 }
                 for (to, bytes) in after {
-                    self.transport.send(node_of(to), bytes);
+                    m.transport.send(node_of(to), bytes);
                 }
                 if let Some(ready) = write.ready {
-                    self.node.borrow_mut().persisted(ready);
+                    m.node.borrow_mut().persisted(ready);
                 }
             }
         }
@@ -262,25 +333,28 @@ impl QuorumHost {
 
     /// Appends `w` to the journal, and compacts it when it has grown past
     /// `compact_at`.
-    fn append(&self, w: &Write) -> Result<(), RaftJournalError> {
-        let mut journal = self.journal.borrow_mut();
+    fn append(m: &Member, w: &Write) -> Result<(), RaftJournalError> {
+        let mut journal = m.journal.borrow_mut();
         journal.append(w)?;
-        if journal.len() > self.compact_at.get() {
+        if journal.len() > m.compact_at.get() {
             journal.compact()?;
-            self.compact_at
-                .set(self.compact_bytes.max(journal.len().saturating_mul(2)));
+            m.compact_at
+                .set(m.compact_bytes.max(journal.len().saturating_mul(2)));
         }
         Ok(())
     }
 
     /// Whether this node is the active controller.
     pub fn is_active(&self) -> bool {
-        self.failed().is_none() && self.node.borrow().is_active()
+        self.failed().is_none() && self.member().is_some_and(|m| m.node.borrow().is_active())
     }
 
     /// The controller leader as far as this node knows.
     pub fn leader(&self) -> NodeId {
-        node_of(self.node.borrow().leader())
+        match self.member() {
+            Some(m) => node_of(m.node.borrow().leader()),
+            None => self.observed.borrow().leader,
+        }
     }
 
     /// The controller quorum's voters.
@@ -290,12 +364,39 @@ impl QuorumHost {
 
     /// The committed metadata image.
     pub fn image(&self) -> Ref<'_, MetadataImage> {
-        Ref::map(self.node.borrow(), |n| n.image())
+        match self.member() {
+            Some(m) => Ref::map(m.node.borrow(), |n| n.image()),
+            None => Ref::map(self.observed.borrow(), |o| &o.image),
+        }
     }
 
     /// The last metadata log index applied here.
     pub fn applied(&self) -> u64 {
-        self.node.borrow().applied()
+        match self.member() {
+            Some(m) => m.node.borrow().applied(),
+            None => self.observed.borrow().applied,
+        }
+    }
+
+    /// Waits until the applied index is beyond `index`, or `timeout`.
+    pub async fn wait_applied_beyond(&self, index: u64, timeout: Duration) {
+        let deadline = self.clock.now() + timeout;
+        loop {
+            let notifies = [&self.changed];
+            let changed = changed_any(&notifies);
+            if self.applied() > index || self.failed().is_some() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(self.clock.now());
+            if left.is_zero() {
+                return;
+            }
+            let nap = left.min(Duration::from_millis(50));
+            futures_lite::future::or(changed, async {
+                glommio::timer::sleep(nap).await;
+            })
+            .await;
+        }
     }
 
     /// Waits until this node is the active controller, or `timeout`.
@@ -333,8 +434,11 @@ impl QuorumHost {
         if let Some(e) = self.failed() {
             return Err(DecideError::Failed(e));
         }
+        let Some(m) = self.member() else {
+            return Err(DecideError::NotController);
+        };
         let now = self.now_ms();
-        let decided = self.node.borrow_mut().decide(|c| f(c, now));
+        let decided = m.node.borrow_mut().decide(|c| f(c, now));
         self.pump();
         let (value, proposal) = match decided {
             Err(ControllerError::NotActive) => return Err(DecideError::NotController),
@@ -351,7 +455,7 @@ impl QuorumHost {
             if let Some(e) = self.failed() {
                 return Err(DecideError::Failed(e));
             }
-            match self.node.borrow().outcome(proposal) {
+            match m.node.borrow().outcome(proposal) {
                 Outcome::Committed => return Ok(value),
                 Outcome::Unknown => return Err(DecideError::Unknown),
                 Outcome::Pending => {}
@@ -447,6 +551,48 @@ mod tests {
             .expect("executor")
             .join()
             .expect("join");
+    }
+
+    #[test]
+    fn an_observer_follows_images_never_backwards_and_never_decides() {
+        run(|| async {
+            let host = QuorumHost::observer(
+                &[NodeId(0), NodeId(1), NodeId(2)],
+                Rc::new(crate::clock::SystemClock),
+            );
+            assert!(!host.is_voter() && !host.is_active());
+            assert_eq!((host.applied(), host.leader()), (0, NodeId::NONE));
+            let decided = host
+                .decide(Duration::from_secs(1), |c, now| {
+                    c.register(&registration(5, 1, 1), now)
+                })
+                .await;
+            assert_eq!(decided, Err(DecideError::NotController));
+            assert!(
+                host.step(b"anything").is_err(),
+                "an observer takes no raft messages"
+            );
+            let mut newer = MetadataImage::default();
+            let imported = borges_meta::controller::ImportedTopic {
+                id: borges_meta::TopicId(1),
+                name: "t".into(),
+                partitions: 1,
+                configs: Default::default(),
+            };
+            let mut c = Controller::new(ControllerConfig::default(), MetadataImage::default());
+            c.become_active(0);
+            let batch = c
+                .import_topics(&[imported], borges_meta::TopicId(2), NodeId(0))
+                .unwrap();
+            assert!(newer.apply_batch(7, &batch).is_empty());
+            host.observe(Some((newer, 7)), NodeId(1));
+            assert_eq!((host.applied(), host.leader()), (7, NodeId(1)));
+            assert!(host.image().topic_by_name("t").is_some());
+            // An older image (a voter that lags) is not taken; the leader is.
+            host.observe(Some((MetadataImage::default(), 3)), NodeId(2));
+            assert_eq!((host.applied(), host.leader()), (7, NodeId(2)));
+            assert!(host.image().topic_by_name("t").is_some());
+        });
     }
 
     #[test]
@@ -576,7 +722,7 @@ mod tests {
                 })
                 .await
                 .expect("import");
-                let j = host.journal.borrow();
+                let j = host.member().expect("a voter").journal.borrow();
                 let state = borges_meta::quorum::journal::encode_state(j.stored()).len() as u64;
                 lens.push((j.len(), state));
             }

@@ -38,7 +38,15 @@ fn nodes(root: &std::path::Path, n: usize) -> Vec<Node> {
 }
 
 fn args(nodes: &[Node], me: &Node) -> Vec<String> {
-    let voters: Vec<String> = nodes.iter().map(|n| format!("{}@{}", n.id, n.client)).collect();
+    args_voters(nodes, nodes.len(), me)
+}
+
+/// The first `voters` nodes are the quorum's voters; the others observe.
+fn args_voters(nodes: &[Node], voters: usize, me: &Node) -> Vec<String> {
+    let voters: Vec<String> = nodes[..voters]
+        .iter()
+        .map(|n| format!("{}@{}", n.id, n.client))
+        .collect();
     vec![
         format!("--node-id={}", me.id),
         format!("--controllers={}", voters.join(",")),
@@ -492,5 +500,78 @@ fn five_voters_survive_losing_two_and_refuse_changes_without_a_majority() {
     println!("broker {third} restarted: topic changes commit again after {again:?}");
     for i in live {
         assert!(brokers[i].terminate().success());
+    }
+}
+
+#[test]
+fn brokers_that_are_not_voters_observe_the_metadata_and_host_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 5);
+    let launches: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let a = args_voters(&nodes, 3, n);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            Broker::launch(n.client, &n.dir, 1, &a)
+        })
+        .collect();
+    let mut brokers: Vec<Broker> = launches.into_iter().map(|l| l.wait().expect("starts")).collect();
+    let all_alive: Vec<(i32, BrokerState)> = (0..5).map(|i| (i, BrokerState::Alive)).collect();
+    let (controller, took) = until(Duration::from_secs(20), "five alive brokers", || {
+        let d = describe(nodes[4].client)?;
+        (d.controller_id >= 0 && states(&d) == all_alive && d.voters == vec![0, 1, 2])
+            .then_some(d.controller_id)
+    });
+    assert!(controller < 3, "the controller is a voter");
+    println!("3 voters and 2 observers alive after {took:?}; controller {controller}");
+
+    // A topic created through an observer spreads over all five.
+    let (code, topic, message) = create(nodes[3].client, "observed", 10);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    until(Duration::from_secs(10), "every broker knows the topic", || {
+        nodes
+            .iter()
+            .all(|n| metadata(n.client, "observed").is_some_and(|m| m.topics[0].partitions.len() == 10))
+            .then_some(())
+    });
+    let m = metadata(nodes[4].client, "observed").unwrap();
+    let leaders: Vec<i32> = m.topics[0].partitions.iter().map(|p| p.leader).collect();
+    let mut distinct = leaders.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct, vec![0, 1, 2, 3, 4], "{leaders:?}");
+    for (p, leader) in leaders.iter().enumerate() {
+        let r = RawConn::connect(nodes[*leader as usize].client).produce(topic, p as u32, batch(&["x"]));
+        assert_eq!(r.error, ErrorCode::None, "partition {p} at broker {leader}");
+    }
+    println!("topic created through observer 3: leaders {leaders:?}; one record acknowledged by each");
+
+    // An observer that dies is fenced like any broker; the voters do not
+    // notice otherwise.
+    brokers[4].kill();
+    until(Duration::from_secs(20), "the observer fenced", || {
+        let d = describe(nodes[0].client)?;
+        states(&d)
+            .iter()
+            .any(|(id, st)| *id == 4 && *st == BrokerState::Fenced)
+            .then_some(())
+    });
+    let (code, _, message) = create(nodes[3].client, "after-observer", 1);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    brokers[4].restart();
+    until(Duration::from_secs(20), "the observer back", || {
+        let d = describe(nodes[4].client)?;
+        (states(&d) == all_alive).then_some(())
+    });
+    let values = read_all(
+        nodes[4].client,
+        topic,
+        leaders.iter().position(|l| *l == 4).unwrap() as u32,
+    )
+    .expect("the observer's partition reads");
+    assert_eq!(values, vec!["x".to_string()]);
+    println!("observer 4 SIGKILLed: fenced, topic changes go on; restarted, it serves its partition again");
+    for b in &mut brokers {
+        assert!(b.terminate().success());
     }
 }

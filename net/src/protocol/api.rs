@@ -61,11 +61,13 @@ pub enum ApiKey {
     BrokerRegistration = 22,
     /// Controller listener only.
     BrokerHeartbeat = 23,
+    /// Between brokers only.
+    MetadataFetch = 24,
 }
 
 impl ApiKey {
     /// Every api, in key order.
-    pub const ALL: [ApiKey; 24] = [
+    pub const ALL: [ApiKey; 25] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -90,6 +92,7 @@ impl ApiKey {
         ApiKey::RaftMessages,
         ApiKey::BrokerRegistration,
         ApiKey::BrokerHeartbeat,
+        ApiKey::MetadataFetch,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -116,7 +119,10 @@ impl ApiKey {
     pub fn is_controller_only(self) -> bool {
         matches!(
             self,
-            ApiKey::RaftMessages | ApiKey::BrokerRegistration | ApiKey::BrokerHeartbeat
+            ApiKey::RaftMessages
+                | ApiKey::BrokerRegistration
+                | ApiKey::BrokerHeartbeat
+                | ApiKey::MetadataFetch
         )
     }
 
@@ -146,6 +152,7 @@ impl ApiKey {
             ApiKey::RaftMessages => "RaftMessages",
             ApiKey::BrokerRegistration => "BrokerRegistration",
             ApiKey::BrokerHeartbeat => "BrokerHeartbeat",
+            ApiKey::MetadataFetch => "MetadataFetch",
         }
     }
 }

@@ -79,6 +79,7 @@ pub enum Request {
     RaftMessages(RaftMessagesRequest),
     BrokerRegistration(BrokerRegistrationRequest),
     BrokerHeartbeat(BrokerHeartbeatRequest),
+    MetadataFetch(MetadataFetchRequest),
 }
 
 impl Request {
@@ -108,6 +109,7 @@ impl Request {
             Request::RaftMessages(_) => ApiKey::RaftMessages,
             Request::BrokerRegistration(_) => ApiKey::BrokerRegistration,
             Request::BrokerHeartbeat(_) => ApiKey::BrokerHeartbeat,
+            Request::MetadataFetch(_) => ApiKey::MetadataFetch,
         }
     }
 
@@ -137,6 +139,7 @@ impl Request {
             Request::RaftMessages(m) => m.encode(out),
             Request::BrokerRegistration(m) => m.encode(out),
             Request::BrokerHeartbeat(m) => m.encode(out),
+            Request::MetadataFetch(m) => m.encode(out),
         }
     }
 
@@ -166,6 +169,7 @@ impl Request {
             ApiKey::RaftMessages => Request::RaftMessages(Decode::decode(r)?),
             ApiKey::BrokerRegistration => Request::BrokerRegistration(Decode::decode(r)?),
             ApiKey::BrokerHeartbeat => Request::BrokerHeartbeat(Decode::decode(r)?),
+            ApiKey::MetadataFetch => Request::MetadataFetch(Decode::decode(r)?),
         })
     }
 }
@@ -197,6 +201,7 @@ pub enum Response {
     RaftMessages(RaftMessagesResponse),
     BrokerRegistration(BrokerRegistrationResponse),
     BrokerHeartbeat(BrokerHeartbeatResponse),
+    MetadataFetch(MetadataFetchResponse),
 }
 
 impl Response {
@@ -226,6 +231,7 @@ impl Response {
             Response::RaftMessages(_) => ApiKey::RaftMessages,
             Response::BrokerRegistration(_) => ApiKey::BrokerRegistration,
             Response::BrokerHeartbeat(_) => ApiKey::BrokerHeartbeat,
+            Response::MetadataFetch(_) => ApiKey::MetadataFetch,
         }
     }
 
@@ -255,6 +261,7 @@ impl Response {
             Response::RaftMessages(m) => m.encode(out),
             Response::BrokerRegistration(m) => m.encode(out),
             Response::BrokerHeartbeat(m) => m.encode(out),
+            Response::MetadataFetch(m) => m.encode(out),
         }
     }
 
@@ -284,6 +291,7 @@ impl Response {
             ApiKey::RaftMessages => Response::RaftMessages(Decode::decode(r)?),
             ApiKey::BrokerRegistration => Response::BrokerRegistration(Decode::decode(r)?),
             ApiKey::BrokerHeartbeat => Response::BrokerHeartbeat(Decode::decode(r)?),
+            ApiKey::MetadataFetch => Response::MetadataFetch(Decode::decode(r)?),
         })
     }
 }

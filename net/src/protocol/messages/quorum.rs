@@ -211,6 +211,69 @@ wire_struct! { BrokerHeartbeatResponse, min = 2 + 1 + 4 + 3,
     }
 }
 
+// ------------------------------------------------------------ MetadataFetch
+
+/// A broker that is not a voter (an observer) asks a voter for the
+/// committed metadata image, if it is newer than the one it has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataFetchRequest {
+    pub node: i32,
+    /// The metadata log index of the image the observer has (0: none).
+    pub applied: u64,
+    /// How long the voter may wait for a newer image before it answers
+    /// without one.
+    pub max_wait_ms: u32,
+}
+
+wire_struct! { MetadataFetchRequest, min = 4 + 8 + 4,
+    encode(self, out) {
+        out.put_i32(self.node);
+        out.put_u64(self.applied);
+        out.put_u32(self.max_wait_ms);
+    }
+    decode(r) {
+        Ok(MetadataFetchRequest { node: r.i32()?, applied: r.u64()?, max_wait_ms: r.u32()? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataFetchResponse {
+    pub error: ErrorCode,
+    /// The active controller as the voter knows it (-1: none).
+    pub controller: i32,
+    /// The index of the voter's committed image.
+    pub applied: u64,
+    /// That image as a snapshot (`MetadataImage::encode_snapshot`), when it
+    /// is newer than the observer's; `None` otherwise.
+    pub image: Option<Bytes>,
+}
+
+wire_struct! { MetadataFetchResponse, min = 2 + 4 + 8 + 1,
+    encode(self, out) {
+        put_error(out, self.error);
+        out.put_i32(self.controller);
+        out.put_u64(self.applied);
+        match &self.image {
+            None => put_bool(out, false),
+            Some(b) => {
+                put_bool(out, true);
+                put_bytes32(out, b);
+            }
+        }
+    }
+    decode(r) {
+        let error = error_code(r)?;
+        let controller = r.i32()?;
+        let applied = r.u64()?;
+        let image = if r.bool("has image")? {
+            Some(r.bytes32("image")?.into_bytes())
+        } else {
+            None
+        };
+        Ok(MetadataFetchResponse { error, controller, applied, image })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +325,18 @@ mod tests {
             want_fence: true,
             want_shutdown: false,
         });
+        round_trip(&MetadataFetchRequest {
+            node: 5,
+            applied: 99,
+            max_wait_ms: 500,
+        });
+        round_trip(&MetadataFetchResponse {
+            error: ErrorCode::None,
+            controller: 2,
+            applied: 100,
+            image: Some(Bytes::from_static(b"snapshot")),
+        });
+        round_trip(&MetadataFetchResponse::default());
         round_trip(&BrokerHeartbeatResponse {
             error: ErrorCode::StaleBrokerEpoch,
             message: Some("old".into()),
