@@ -145,3 +145,97 @@ fn a_single_node_data_directory_upgrades_in_place() {
     drop(c);
     assert!(b.terminate().success());
 }
+
+#[test]
+fn peers_requests_with_bad_ids_and_epochs_get_typed_errors() {
+    use borges_net::protocol::{
+        BrokerHeartbeatRequest, BrokerRegistrationRequest, ErrorCode, LogDirId, MetadataFetchRequest,
+        Request, Response,
+    };
+    use borges_net::types::BrokerEpoch;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(&tmp.path().join("d"), 1, &[]);
+    let mut c = RawConn::connect(b.addr);
+    let heartbeat = |c: &mut RawConn, node: i32, epoch: i64| {
+        let r = c.call(Request::BrokerHeartbeat(BrokerHeartbeatRequest {
+            node,
+            epoch: BrokerEpoch(epoch),
+            metadata_offset: 0,
+            want_fence: false,
+            want_shutdown: false,
+        }));
+        match r {
+            Ok(Response::BrokerHeartbeat(h)) => h.error,
+            other => panic!("a heartbeat answer: {other:?}"),
+        }
+    };
+    // A broker the controller never registered, and a stale epoch of the
+    // one it did (this broker, node 0).
+    assert_eq!(heartbeat(&mut c, 7, 1), ErrorCode::BrokerIdNotRegistered);
+    assert_eq!(heartbeat(&mut c, 0, 999), ErrorCode::StaleBrokerEpoch);
+    // A second broker with node 0's id, another incarnation and another
+    // data directory, while node 0 lives.
+    let r = c.call(Request::BrokerRegistration(BrokerRegistrationRequest {
+        node: 0,
+        incarnation: 42,
+        address: "127.0.0.1:1".into(),
+        rack: None,
+        shards: 1,
+        log_dirs: vec![LogDirId(42)],
+    }));
+    let Ok(Response::BrokerRegistration(reg)) = r else {
+        panic!("a registration answer: {r:?}")
+    };
+    assert_eq!(
+        reg.error,
+        ErrorCode::DuplicateBrokerRegistration,
+        "{:?}",
+        reg.message
+    );
+    // Nonsense ids are refused too, never a panic.
+    let r = c.call(Request::BrokerRegistration(BrokerRegistrationRequest {
+        node: -5,
+        incarnation: 1,
+        address: String::new(),
+        rack: None,
+        shards: 0,
+        log_dirs: vec![],
+    }));
+    let Ok(Response::BrokerRegistration(reg)) = r else {
+        panic!("a registration answer: {r:?}")
+    };
+    assert_ne!(reg.error, ErrorCode::None, "a registration of node -5 is refused");
+    assert_eq!(
+        heartbeat(&mut c, i32::MIN, i64::MIN),
+        ErrorCode::BrokerIdNotRegistered
+    );
+    // An observer's fetch gets the image; one from the future gets none.
+    let r = c.call(Request::MetadataFetch(MetadataFetchRequest {
+        node: 9,
+        applied: 0,
+        max_wait_ms: 0,
+    }));
+    let Ok(Response::MetadataFetch(f)) = r else {
+        panic!("a fetch answer: {r:?}")
+    };
+    assert!(f.image.is_some() && f.applied > 0 && f.controller == 0);
+    let r = c.call(Request::MetadataFetch(MetadataFetchRequest {
+        node: 9,
+        applied: u64::MAX,
+        max_wait_ms: u32::MAX,
+    }));
+    let Ok(Response::MetadataFetch(f)) = r else {
+        panic!("a fetch answer: {r:?}")
+    };
+    assert!(f.image.is_none());
+    // The broker is unharmed: still registered, alive, and its own.
+    let d = c.call(Request::DescribeCluster(Default::default()));
+    let Ok(Response::DescribeCluster(d)) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(d.brokers.len(), 1);
+    assert_eq!(d.brokers[0].state, borges_net::protocol::BrokerState::Alive);
+    assert_eq!(d.brokers[0].address, b.addr.to_string());
+    println!("unregistered, stale, duplicate and nonsense peer requests refused with typed errors; the broker unchanged");
+    assert!(b.terminate().success());
+}
