@@ -589,6 +589,26 @@ impl BrokerConfig {
         if !self.controllers.is_empty() {
             let mut ids: Vec<i32> = self.controllers.iter().map(|v| v.node).collect();
             ids.sort_unstable();
+            let mut addrs: Vec<SocketAddr> = self.controllers.iter().map(|v| v.addr).collect();
+            addrs.sort_unstable();
+            if addrs.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ConfigError::Invalid(
+                    "controllers",
+                    "an address is listed twice".into(),
+                ));
+            }
+            // Raft messages (a snapshot of the image, a batch of entries)
+            // travel in frames: the frame limit must take the largest.
+            let raft_frame = borges_meta::quorum::wire::MAX_PAYLOAD + (1 << 20);
+            if self.max_frame_bytes < raft_frame {
+                return Err(ConfigError::Invalid(
+                    "max_frame_bytes",
+                    format!(
+                        "{} is too small for a cluster: raft messages take up to {raft_frame} bytes",
+                        self.max_frame_bytes
+                    ),
+                ));
+            }
             if ids.windows(2).any(|w| w[0] == w[1]) {
                 return Err(ConfigError::Invalid(
                     "controllers",
@@ -684,6 +704,18 @@ mod tests {
             (
                 &["--node-id=1", "--controllers=1@127.0.0.1:9092,1@127.0.0.2:9092"][..],
                 "twice",
+            ),
+            (
+                &["--node-id=1", "--controllers=1@127.0.0.1:9092,2@127.0.0.1:9092"][..],
+                "address is listed twice",
+            ),
+            (
+                &[
+                    "--node-id=1",
+                    "--controllers=1@127.0.0.1:9092",
+                    "--max-frame-bytes=1048576",
+                ][..],
+                "too small for a cluster",
             ),
             (
                 &["--node-id=1", "--controllers=1@127.0.0.1:9093"][..],

@@ -93,10 +93,19 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
         glommio::spawn_local(follow(shard.clone(), host.clone())).detach();
     }
     let ticker = host.clone();
+    let stopping = stop.clone();
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(TICK).await;
             ticker.tick();
+            // A metadata journal that cannot be written stops the broker
+            // (KRaft exits likewise): a member that can no longer persist
+            // would otherwise stay registered and alive with a frozen image.
+            if let Some(e) = ticker.failed() {
+                tracing::error!(error = %e, "the metadata journal failed; stopping the broker");
+                stopping.store(true, Ordering::SeqCst);
+                return;
+            }
         }
     })
     .detach();
@@ -137,7 +146,11 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
                 ) || matches!(
                     e,
                     DecideError::Refused(borges_meta::controller::ControllerError::DuplicateBroker { .. })
-                ) {
+                ) && began.elapsed() > config.broker_session_timeout * 2
+                {
+                    // Another live broker holds this node id. (A restart
+                    // with new data directories is refused too until the old
+                    // session expires: hence the wait before giving up.)
                     return Err(format!("broker registration: {e}"));
                 }
                 if last_said.elapsed() >= Duration::from_secs(5) {
@@ -155,6 +168,9 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(interval).await;
+            if s.stopping.get() {
+                return;
+            }
             if let Err(e) = heartbeat(&s, &host, false).await {
                 tracing::warn!(error = %e, "broker heartbeat failed");
                 if matches!(
@@ -355,7 +371,31 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
     let home = &shard.config.data_dirs[0];
     let me = NodeId(shard.config.node_id);
     if Topics::has_file(home) {
-        let imported_before = host.image().topics().next().is_some();
+        let old = Topics::load(home)?;
+        // Imported before: every topic of the file is in the image, with its
+        // id (an earlier start committed the import and stopped before the
+        // rename). Some there and some not, or a cluster that has topics of
+        // its own, and the file is not this cluster's to import.
+        let (present, clashing) = {
+            let image = host.image();
+            let present = old
+                .topics
+                .values()
+                .filter(|t| image.topic_by_name(&t.name).is_some_and(|i| i.id.0 == t.id))
+                .count();
+            let clashing = image
+                .topics()
+                .any(|i| old.topics.get(&i.name).is_none_or(|t| t.id != i.id.0));
+            (present, clashing)
+        };
+        let imported_before =
+            present == old.topics.len() && !old.topics.is_empty() || (old.topics.is_empty() && !clashing);
+        if !imported_before && (present > 0 || clashing) {
+            return Err(format!(
+                "{} holds the topics of a single-node broker, and the cluster's metadata already holds others: it cannot be imported here (move it away to start without its topics)",
+                Topics::path(home).display()
+            ));
+        }
         if !imported_before && !host.is_active() {
             return Err(format!(
                 "{} holds the topics of a single-node broker: start it once without --controllers to import them",
@@ -363,7 +403,6 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
             ));
         }
         if !imported_before {
-            let old = Topics::load(home)?;
             let topics: Vec<ImportedTopic> = old
                 .topics
                 .values()
@@ -433,6 +472,11 @@ async fn register(
         }
     };
     remote(resp.error, resp.message)?;
+    if shard.stopping.get() {
+        // The broker began to stop meanwhile: its epoch is not taken up
+        // again, or the periodic heartbeat would unfence it.
+        return Ok(());
+    }
     shard.broker_epoch.set(Some(resp.epoch));
     tracing::info!(
         node = reg.node,
@@ -512,6 +556,7 @@ pub async fn stop(shard: &Rc<Shard>) {
     };
     // The periodic heartbeat stops here (it finds no epoch): one sent after
     // this would end the shutdown or unfence the broker again.
+    shard.stopping.set(true);
     let Some(epoch) = shard.broker_epoch.take() else {
         return;
     };

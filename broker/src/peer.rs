@@ -34,6 +34,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Raft messages queued for one peer at most; the oldest go first.
 const QUEUE_MAX: usize = 4096;
+/// Bytes queued for one peer at most (beyond its newest message).
+const QUEUE_BYTES_MAX: usize = 128 << 20;
 /// Bytes of raft messages sent in one request at most (one message may be
 /// larger: a snapshot goes alone).
 const BATCH_BYTES: usize = 8 << 20;
@@ -148,6 +150,7 @@ struct Outbox {
     addr: SocketAddr,
     queue: RefCell<VecDeque<Vec<u8>>>,
     queued: Notify,
+    queued_bytes: Cell<usize>,
     dropped: Cell<u64>,
 }
 
@@ -166,6 +169,7 @@ impl PeerTransport {
                 addr: v.addr,
                 queue: RefCell::new(VecDeque::new()),
                 queued: Notify::default(),
+                queued_bytes: Cell::new(0),
                 dropped: Cell::new(0),
             });
             outboxes.insert(NodeId(v.node), outbox.clone());
@@ -183,11 +187,13 @@ impl Transport for PeerTransport {
             return;
         };
         let mut queue = outbox.queue.borrow_mut();
-        if queue.len() >= QUEUE_MAX {
-            queue.pop_front();
+        outbox.queued_bytes.set(outbox.queued_bytes.get() + bytes.len());
+        queue.push_back(bytes);
+        while queue.len() > QUEUE_MAX || (queue.len() > 1 && outbox.queued_bytes.get() > QUEUE_BYTES_MAX) {
+            let old = queue.pop_front().expect("not empty");
+            outbox.queued_bytes.set(outbox.queued_bytes.get() - old.len());
             outbox.dropped.set(outbox.dropped.get() + 1);
         }
-        queue.push_back(bytes);
         drop(queue);
         outbox.queued.notify();
     }
@@ -241,6 +247,7 @@ async fn send_loop(me: NodeId, peer: NodeId, outbox: Rc<Outbox>, max_frame_bytes
                     // What is queued is stale by the next attempt: raft
                     // resends what still matters.
                     outbox.queue.borrow_mut().clear();
+                    outbox.queued_bytes.set(0);
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -248,6 +255,8 @@ async fn send_loop(me: NodeId, peer: NodeId, outbox: Rc<Outbox>, max_frame_bytes
             }
         }
         let messages = take_batch(&mut outbox.queue.borrow_mut());
+        let taken: usize = messages.iter().map(|m| m.bytes.len()).sum();
+        outbox.queued_bytes.set(outbox.queued_bytes.get() - taken);
         let req = Request::RaftMessages(RaftMessagesRequest { from: me.0, messages });
         let c = conn.as_mut().expect("connected above");
         match c.call(&req, CALL_TIMEOUT).await {

@@ -55,11 +55,13 @@ pub async fn answer(shard: &Rc<Shard>, req: Request) -> Result<Response, (ErrorC
                 ));
             }
             let mut refused = 0;
-            for m in &r.messages {
-                if let Err(e) = host.step(&m.bytes) {
-                    refused += 1;
-                    tracing::warn!(from = r.from, error = %e, "a raft message was refused");
-                }
+            for e in host
+                .step_all(r.messages.iter().map(|m| &m.bytes[..]))
+                .into_iter()
+                .filter_map(Result::err)
+            {
+                refused += 1;
+                tracing::warn!(from = r.from, error = %e, "a raft message was refused");
             }
             Response::RaftMessages(RaftMessagesResponse {
                 error: ErrorCode::None,

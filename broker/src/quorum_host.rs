@@ -75,6 +75,10 @@ pub enum QuorumHostError {
     Start(#[from] StartError),
     #[error("metadata quorum: node {node} is not a voter and no voters are listed")]
     NoVoters { node: i32 },
+    #[error(
+        "metadata quorum: the raft journal was written by a quorum of voters {journal:?}, but --controllers names {configured:?}; voters cannot be changed by restarting with other settings"
+    )]
+    VotersChanged { journal: Vec<i32>, configured: Vec<i32> },
 }
 
 /// Why a decision was not made, or may not have been.
@@ -189,6 +193,23 @@ impl QuorumHost {
         if dropped > 0 {
             tracing::warn!(bytes = dropped, "cut a torn tail off the raft journal");
         }
+        // A snapshot in the journal carries the voters it was taken with,
+        // and raft would take them over the settings: a journal of a
+        // quorum of one reopened as one voter of three would lead alone
+        // (and the other two elect a second controller). Refuse instead.
+        let stored = journal.stored();
+        if stored.snapshot.get_metadata().index > 0 {
+            let mut had: Vec<u64> = stored.snapshot.get_metadata().get_conf_state().voters.clone();
+            let mut want = voters.clone();
+            had.sort_unstable();
+            want.sort_unstable();
+            if had != want {
+                return Err(QuorumHostError::VotersChanged {
+                    journal: had.into_iter().map(|v| node_of(v).0).collect(),
+                    configured: want.into_iter().map(|v| node_of(v).0).collect(),
+                });
+            }
+        }
         let config_voters: Vec<NodeId> = voters.iter().map(|v| node_of(*v)).collect();
         let config = QuorumConfig::new(raft_id(node), voters);
         let solo = config.voters == [config.node];
@@ -283,6 +304,25 @@ impl QuorumHost {
         let now = self.now_ms();
         m.node.borrow_mut().tick(now);
         self.pump();
+    }
+
+    /// Messages from a peer, stepped one after another and their output
+    /// carried out once (one journal write and fdatasync for the lot):
+    /// each message's result, in order.
+    pub fn step_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<Result<(), StepError>> {
+        let results = match self.member() {
+            None => messages
+                .into_iter()
+                .map(|_| Err(StepError::Invalid("this broker is not a voter")))
+                .collect(),
+            Some(_) if self.failed().is_some() => messages.into_iter().map(|_| Ok(())).collect(),
+            Some(m) => messages
+                .into_iter()
+                .map(|b| m.node.borrow_mut().step(b))
+                .collect(),
+        };
+        self.pump();
+        results
     }
 
     /// A message from a peer.
@@ -592,6 +632,53 @@ mod tests {
             host.observe(Some((MetadataImage::default(), 3)), NodeId(2));
             assert_eq!((host.applied(), host.leader()), (7, NodeId(2)));
             assert!(host.image().topic_by_name("t").is_some());
+        });
+    }
+
+    #[test]
+    fn a_journal_of_other_voters_is_refused_rather_than_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            {
+                let host = open(&path);
+                assert!(host.wait_active(Duration::from_secs(5)).await);
+                // Past one snapshot: each registration of a new
+                // incarnation is one entry.
+                for i in 0..1100u128 {
+                    host.decide(Duration::from_secs(5), |c, now| {
+                        c.register(&registration(0, 100 + i, 9), now)
+                    })
+                    .await
+                    .expect("register");
+                }
+                let m = host.member().expect("a voter");
+                assert!(
+                    m.journal.borrow().stored().snapshot.get_metadata().index > 0,
+                    "a snapshot was taken"
+                );
+            }
+            // The same journal as node 0 of voters 0, 1, 2: raft would take
+            // the snapshot's voters (node 0 alone) and lead alone.
+            let opened = QuorumHost::open(
+                &path,
+                NodeId(0),
+                &[NodeId(0), NodeId(1), NodeId(2)],
+                ControllerConfig::default(),
+                Box::new(NoPeers),
+                Rc::new(crate::clock::SystemClock),
+            );
+            let Err(e) = opened else {
+                panic!("a journal of other voters was opened")
+            };
+            assert!(matches!(e, QuorumHostError::VotersChanged { .. }), "{e}");
+            assert!(
+                e.to_string().contains("[0]") && e.to_string().contains("[0, 1, 2]"),
+                "{e}"
+            );
+            // As it was, it opens.
+            let host = open(&path);
+            assert!(host.wait_active(Duration::from_secs(5)).await);
         });
     }
 

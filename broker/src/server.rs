@@ -474,6 +474,9 @@ async fn shard_main(
         crate::membership::stop(&shard).await;
     }
     shard.close_all().await;
+    if let Some(e) = shard.quorum.get().and_then(|h| h.failed()) {
+        return Err(format!("the metadata journal failed: {e}"));
+    }
     tracing::info!(shard = id, probe = ?shard.probe, "shard stopped");
     Ok(())
 }

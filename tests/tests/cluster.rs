@@ -575,3 +575,98 @@ fn brokers_that_are_not_voters_observe_the_metadata_and_host_partitions() {
         assert!(b.terminate().success());
     }
 }
+
+fn leader_of(addr: SocketAddr, topic: &str) -> Option<i32> {
+    let m = metadata(addr, topic)?;
+    let t = m.topics.first()?;
+    if t.error != ErrorCode::None {
+        return None;
+    }
+    t.partitions.first().map(|p| p.leader).filter(|l| *l >= 0)
+}
+
+fn delete(addr: SocketAddr, topic: &str) -> ErrorCode {
+    let r = call(
+        addr,
+        Request::DeleteTopics(borges_net::protocol::DeleteTopicsRequest {
+            names: vec![topic.to_string()],
+            timeout_ms: 10_000,
+        }),
+    );
+    match r {
+        Some(Response::DeleteTopics(d)) => d.topics[0].error,
+        _ => ErrorCode::RequestTimedOut,
+    }
+}
+
+#[test]
+fn a_recreated_topic_does_not_inherit_a_deleted_topics_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3);
+    let mut brokers = start_all(&nodes);
+    let all_alive: Vec<(i32, BrokerState)> = (0..3).map(|i| (i, BrokerState::Alive)).collect();
+    let (controller, _) = until(Duration::from_secs(20), "three alive", || {
+        let d = describe(nodes[0].client)?;
+        (d.controller_id >= 0 && states(&d) == all_alive).then_some(d.controller_id)
+    });
+    let via = nodes[controller as usize].client;
+    // A one-partition topic on a broker that is not the controller.
+    let mut victim = None;
+    for k in 0..30 {
+        let name = format!("t{k}");
+        let (code, id, message) = create(via, &name, 1);
+        assert_eq!(code, ErrorCode::None, "{message:?}");
+        let (leader, _) = until(Duration::from_secs(10), "a leader", || leader_of(via, &name));
+        if leader != controller {
+            victim = Some((name, id, leader));
+            break;
+        }
+    }
+    let (name, old_id, x) = victim.expect("a topic on another broker");
+    let at = nodes[x as usize].client;
+    until(Duration::from_secs(10), "the holder knows the topic", || {
+        leader_of(at, &name).filter(|l| *l == x)
+    });
+    let r = RawConn::connect(at).produce(old_id, 0, batch(&["old-1", "old-2", "old-3"]));
+    assert_eq!(r.error, ErrorCode::None);
+
+    // Broker x goes down; the topic is deleted meanwhile; x comes back.
+    brokers[x as usize].kill();
+    until(Duration::from_secs(20), "the deletion", || {
+        (delete(via, &name) == ErrorCode::None).then_some(())
+    });
+    brokers[x as usize].restart();
+    until(Duration::from_secs(20), "three alive again", || {
+        let d = describe(nodes[0].client)?;
+        (states(&d) == all_alive).then_some(())
+    });
+
+    // A new topic of the same name, until it lands on x again.
+    let mut new_id = None;
+    for _ in 0..30 {
+        let (code, id, message) = create(via, &name, 1);
+        assert_eq!(code, ErrorCode::None, "{message:?}");
+        let (leader, _) = until(Duration::from_secs(10), "a leader", || leader_of(via, &name));
+        if leader == x {
+            new_id = Some(id);
+            break;
+        }
+        assert_eq!(delete(via, &name), ErrorCode::None);
+    }
+    let new_id = new_id.expect("the new topic placed on broker x");
+    assert_ne!(new_id, old_id);
+    let (values, _) = until(Duration::from_secs(10), "the new partition readable on x", || {
+        read_all(at, new_id, 0).ok()
+    });
+    assert!(
+        values.is_empty(),
+        "a new topic holds the deleted topic's records: {values:?}"
+    );
+    println!(
+        "{name} (3 records on broker {x}) deleted while broker {x} was down; recreated on broker {x}: it reads {} records",
+        values.len()
+    );
+    for b in &mut brokers {
+        assert!(b.terminate().success());
+    }
+}

@@ -96,14 +96,24 @@ impl Shard {
 
     async fn admin_inner(self: &Rc<Self>, req: Admin, may_forward: bool) -> Response {
         assert_eq!(self.id, 0, "topic metadata changes are made on shard 0");
+        // Forwarded without the admin lock: the controller's broker may take
+        // seconds, and the shards' refreshes wait on the lock.
+        if let Some(host) = self.quorum.get().cloned() {
+            if may_forward && !host.is_active() && !self.config.controllers.is_empty() {
+                return self.forward(&host, req).await;
+            }
+        }
         let _guard = self
             .admin_lock
             .acquire_permit(1)
             .await
             .expect("the admin lock is never closed");
+        // The rules judge against the committed image as it is now, not the
+        // last one handed to the shards (a failover, or a forwarded change
+        // that came before this controller's first refresh).
         if let Some(host) = self.quorum.get().cloned() {
-            if may_forward && !host.is_active() && !self.config.controllers.is_empty() {
-                return self.forward(&host, req).await;
+            if host.applied() != self.broadcast_applied.get() {
+                self.broadcast_committed(&host).await;
             }
         }
         let topics = self.topics();
@@ -201,6 +211,11 @@ impl Shard {
         while !visible(&host.image(), &resp) && std::time::Instant::now() < deadline {
             glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
         }
+        let _guard = self
+            .admin_lock
+            .acquire_permit(1)
+            .await
+            .expect("the admin lock is never closed");
         self.broadcast_committed(host).await;
         resp
     }

@@ -92,6 +92,8 @@ pub struct Shard {
     /// Set once every shard has the committed metadata: until then the
     /// port takes only other brokers' requests.
     pub serving: Cell<bool>,
+    /// Set as the broker begins to stop (shard 0's membership).
+    pub stopping: Cell<bool>,
     /// The metadata log index of the last image handed to every shard.
     broadcast_applied: Cell<u64>,
 }
@@ -123,6 +125,7 @@ impl Shard {
             quorum: std::cell::OnceCell::new(),
             broker_epoch: Cell::new(None),
             serving: Cell::new(false),
+            stopping: Cell::new(false),
             broadcast_applied: Cell::new(0),
         }
     }

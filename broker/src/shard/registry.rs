@@ -213,13 +213,48 @@ impl Registry {
 
     /// Opens (or creates) one partition and registers it.
     async fn open(&self, key: PartKey, t: &TopicMeta, settings: TopicSettings, coordinator: &Coordinator) {
-        let path = match self.dirs.place(&t.name, PartitionId(key.1)) {
+        let mut path = match self.dirs.place(&t.name, PartitionId(key.1)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot place partition");
                 return;
             }
         };
+        // A directory of the same name may hold a deleted topic's data (it
+        // was deleted while this broker was down, or a crash came before
+        // the directory went): the topic id written in it tells.
+        match partition_topic_id(&path) {
+            Ok(Some(id)) if id == t.id => {}
+            Ok(Some(old)) => {
+                tracing::warn!(topic = %t.name, partition = key.1, old_id = old, new_id = t.id, "removing a deleted topic's partition directory of the same name");
+                let placed = self
+                    .dirs
+                    .remove(&t.name, PartitionId(key.1))
+                    .and_then(|_| self.dirs.place(&t.name, PartitionId(key.1)));
+                path = match placed {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot replace a deleted topic's partition directory");
+                        return;
+                    }
+                };
+                if let Err(e) = write_partition_topic_id(&path, t.id) {
+                    tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot record the partition's topic id");
+                    return;
+                }
+            }
+            // New, or written before directories recorded their topic.
+            Ok(None) => {
+                if let Err(e) = write_partition_topic_id(&path, t.id) {
+                    tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot record the partition's topic id");
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(topic = %t.name, partition = key.1, error = %e, "cannot read the partition's topic id");
+                return;
+            }
+        }
         let log = match Log::open(path, settings.log.clone(), self.clock.clone()).await {
             Ok(log) => log,
             Err(e) => {
@@ -261,5 +296,59 @@ impl Registry {
             }
             p.notify.notify();
         }
+    }
+}
+
+/// The file in a partition directory that names its topic (Kafka's
+/// `partition.metadata`): `version: 0` and `topic_id: <16 hex digits>`.
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// The topic id recorded in a partition directory; `None` if none is.
+fn partition_topic_id(dir: &std::path::Path) -> std::io::Result<Option<u64>> {
+    let path = dir.join(PARTITION_METADATA);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: no topic_id line", path.display()),
+            )
+        })?;
+    Ok(Some(id))
+}
+
+/// Records `id` in a partition directory, durably (written, synced,
+/// renamed into place, the directory synced).
+fn write_partition_topic_id(dir: &std::path::Path, id: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join("partition.metadata.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    write!(f, "version: 0\ntopic_id: {id:016x}\n")?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod partition_metadata_tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_directory_names_its_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(partition_topic_id(dir.path()).unwrap(), None);
+        write_partition_topic_id(dir.path(), 0xab).unwrap();
+        assert_eq!(partition_topic_id(dir.path()).unwrap(), Some(0xab));
+        write_partition_topic_id(dir.path(), 7).unwrap();
+        assert_eq!(partition_topic_id(dir.path()).unwrap(), Some(7));
+        std::fs::write(dir.path().join(PARTITION_METADATA), "garbage").unwrap();
+        assert!(partition_topic_id(dir.path()).is_err());
     }
 }
