@@ -13,6 +13,7 @@
 
 use std::rc::Rc;
 
+use borges_meta::NodeId;
 use borges_net::protocol::{ErrorCode, RaftMessagesResponse, Request, Response};
 
 use crate::shard::calls::Admin;
@@ -56,7 +57,7 @@ pub async fn answer(shard: &Rc<Shard>, req: Request) -> Result<Response, (ErrorC
             }
             let mut refused = 0;
             for e in host
-                .step_all(r.messages.iter().map(|m| &m.bytes[..]))
+                .step_all(NodeId(r.from), r.messages.iter().map(|m| &m.bytes[..]))
                 .into_iter()
                 .filter_map(Result::err)
             {

@@ -306,10 +306,14 @@ impl QuorumHost {
         self.pump();
     }
 
-    /// Messages from a peer, stepped one after another and their output
+    /// Messages from peer `from` (each must say so), stepped one after another and their output
     /// carried out once (one journal write and fdatasync for the lot):
     /// each message's result, in order.
-    pub fn step_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<Result<(), StepError>> {
+    pub fn step_all<'a>(
+        &self,
+        from: NodeId,
+        messages: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<Result<(), StepError>> {
         let results = match self.member() {
             None => messages
                 .into_iter()
@@ -318,7 +322,7 @@ impl QuorumHost {
             Some(_) if self.failed().is_some() => messages.into_iter().map(|_| Ok(())).collect(),
             Some(m) => messages
                 .into_iter()
-                .map(|b| m.node.borrow_mut().step(b))
+                .map(|b| m.node.borrow_mut().step_from(Some(raft_id(from)), b))
                 .collect(),
         };
         self.pump();

@@ -483,6 +483,13 @@ fn malformed_or_misdirected_messages_are_typed_errors() {
         node.step(&msg(f, leader, MsgHeartbeat, 1 << 40)),
         Err(StepError::Invalid(_))
     ));
+    // A message that claims a sender other than the peer it came from.
+    let other = *c.nodes.keys().find(|&&id| id != leader && id != f).unwrap();
+    let node = c.nodes.get_mut(&f).unwrap();
+    assert!(matches!(
+        node.step_from(Some(other), &msg(f, leader, MsgHeartbeat, 0)),
+        Err(StepError::ForgedSender { claimed, sender }) if claimed == leader && sender == other
+    ));
     // An append whose entries do not follow each other, or do not decode.
     let mut m = raft::prelude::Message {
         msg_type: MsgAppend,

@@ -119,7 +119,7 @@ fn terminate(node: &mut Node) {
 
 async fn client(addr: SocketAddr) -> Option<Client> {
     let config = ClientConfig {
-        request_timeout: Duration::from_secs(15),
+        request_timeout: Duration::from_secs(120),
         ..ClientConfig::default()
     };
     Client::connect(&addr.to_string(), config).await.ok()

@@ -324,16 +324,17 @@ fn partition_topic_id(dir: &std::path::Path) -> std::io::Result<Option<u64>> {
     Ok(Some(id))
 }
 
-/// Records `id` in a partition directory, durably (written, synced,
-/// renamed into place, the directory synced).
+/// Records `id` in a partition directory: written, synced, renamed into
+/// place. The rename is made durable by the directory sync that opening
+/// the partition's log does next (`Log::open` syncs the directory before
+/// it returns), so it costs no directory sync of its own.
 fn write_partition_topic_id(dir: &std::path::Path, id: u64) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = dir.join("partition.metadata.tmp");
     let mut f = std::fs::File::create(&tmp)?;
     write!(f, "version: 0\ntopic_id: {id:016x}\n")?;
     f.sync_data()?;
-    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))
 }
 
 #[cfg(test)]

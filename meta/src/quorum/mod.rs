@@ -97,6 +97,8 @@ pub enum StepError {
     WrongRecipient { to: u64, me: u64 },
     #[error("raft message from {0}, which is not a voter")]
     UnknownSender(u64),
+    #[error("raft message claims to be from {claimed} but came from {sender}")]
+    ForgedSender { claimed: u64, sender: u64 },
     #[error("raft message refused: {0}")]
     Invalid(&'static str),
     #[error("raft refused the message: {0}")]
@@ -382,7 +384,22 @@ impl MetadataNode {
 
     /// A message from a peer.
     pub fn step(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        self.step_from(None, bytes)
+    }
+
+    /// [`MetadataNode::step`] for a message that came from `sender` (the
+    /// peer the transport knows it by): one that claims another sender is
+    /// refused.
+    pub fn step_from(&mut self, sender: Option<u64>, bytes: &[u8]) -> Result<(), StepError> {
         let m = wire::decode_message(bytes)?;
+        if let Some(sender) = sender {
+            if m.from != sender {
+                return Err(StepError::ForgedSender {
+                    claimed: m.from,
+                    sender,
+                });
+            }
+        }
         self.check(&m)?;
         self.raw.step(m).map_err(|e| StepError::Raft(e.to_string()))?;
         self.process();
