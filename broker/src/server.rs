@@ -294,6 +294,9 @@ const SHARDS_MASK: usize = (1 << 32) - 1;
 const SERVING: usize = 1 << 32;
 /// Set in the ready word once the port is this broker's alone.
 const ACCEPTING: usize = 1 << 33;
+/// Set in the ready word once shard 0 has finished the broker's
+/// controlled shutdown.
+const MEMBERSHIP_STOPPED: usize = 1 << 34;
 /// Added to the ready word by each shard that serves clients (the high
 /// bits count them).
 const SERVED_ONE: usize = 1 << 40;
@@ -420,6 +423,7 @@ async fn shard_main(
         // a broker that cannot join its cluster does not serve.
         if let Err(e) = crate::membership::start(&shard, &stop).await {
             stop.store(true, Ordering::SeqCst);
+            ready.fetch_or(MEMBERSHIP_STOPPED, Ordering::SeqCst);
             accepting.await;
             shard.close_all().await;
             return Err(e);
@@ -472,6 +476,16 @@ async fn shard_main(
     accepting.await;
     if id == 0 {
         crate::membership::stop(&shard).await;
+        ready.fetch_or(MEMBERSHIP_STOPPED, Ordering::SeqCst);
+    } else {
+        // The partitions serve what is in flight until the controlled
+        // shutdown is over (leaderships moved, the broker fenced): closing
+        // them first would leave a leader that cannot answer.
+        let deadline =
+            std::time::Instant::now() + shard.config.controlled_shutdown_timeout + Duration::from_secs(5);
+        while ready.load(Ordering::SeqCst) & MEMBERSHIP_STOPPED == 0 && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
     }
     shard.close_all().await;
     if let Some(e) = shard.quorum.get().and_then(|h| h.failed()) {

@@ -299,6 +299,22 @@ fn three_brokers_elect_a_controller_spread_partitions_and_survive_losing_it() {
         },
     );
     println!("leaders now {want:?}: the dead broker's partitions are offline, the others keep their leaders");
+    // Every partition the dead broker did not hold keeps serving writes.
+    for (p, leader) in want.iter().enumerate() {
+        if *leader < 0 {
+            continue;
+        }
+        let values: Vec<String> = (10..15).map(|i| format!("p{p}-{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let r = RawConn::connect(nodes[*leader as usize].client).produce(topic, p as u32, batch(&refs));
+        assert_eq!(
+            r.error,
+            ErrorCode::None,
+            "partition {p} on a live broker takes writes"
+        );
+        acked += 5;
+    }
+    println!("the partitions on live brokers took 5 more records each while broker {controller} was down");
     let (code, _, message) = create(live[1].client, "after", 2);
     assert_eq!(
         code,
@@ -330,7 +346,8 @@ fn three_brokers_elect_a_controller_spread_partitions_and_survive_losing_it() {
         let m = metadata(nodes[0].client, "spread").unwrap();
         let leader = m.topics[0].partitions[p].leader as usize;
         let values = read_all(nodes[leader].client, topic, p as u32).expect("a readable partition");
-        let want: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
+        let written = if leaders[p] == controller { 10 } else { 15 };
+        let want: Vec<String> = (0..written).map(|i| format!("p{p}-{i}")).collect();
         read += values.len();
         lost += want.iter().filter(|w| !values.contains(w)).count();
         assert_eq!(values, want, "partition {p} holds exactly what was acknowledged");
