@@ -313,8 +313,39 @@ impl Client {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        let conn = self.node_connection(node_id).await?;
-        conn.request(request, timeout).await
+        let result = match self.node_connection(node_id).await {
+            Ok(conn) => conn.request(request, timeout).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.on_request_error(node_id, e);
+        }
+        result
+    }
+
+    /// After a connection error or a timeout talking to `node_id`, forgets
+    /// the cached topics it leads, as Kafka requests a metadata update on a
+    /// disconnect: leadership may have moved while the node was away, and
+    /// the next use of those topics asks the cluster again.
+    fn on_request_error(&self, node_id: i32, e: &ClientError) {
+        if !matches!(e, ClientError::Io(_) | ClientError::Timeout) {
+            return;
+        }
+        let stale: Vec<String> = self
+            .read_cache()
+            .topics
+            .iter()
+            .filter(|(_, t)| t.partitions.iter().any(|p| p.leader == node_id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        tracing::debug!(node_id, error = %e, topics = stale.len(), "request failed; metadata marked stale");
+        let mut cache = self.write_cache();
+        for name in stale {
+            cache.topics.remove(&name);
+        }
     }
 
     /// Sends a request that gets no response (acks=0 produce) to `node_id`;
@@ -325,8 +356,14 @@ impl Client {
         request: &Request,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        let conn = self.node_connection(node_id).await?;
-        conn.send_oneway(request, timeout).await
+        let result = match self.node_connection(node_id).await {
+            Ok(conn) => conn.send_oneway(request, timeout).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.on_request_error(node_id, e);
+        }
+        result
     }
 
     /// Sends `request` to the controller if known, else to any reachable
