@@ -70,6 +70,17 @@ pub enum ClientError {
     /// A configuration value or argument is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A record was not acknowledged within the producer's
+    /// `delivery_timeout` (Kafka's `delivery.timeout.ms`).
+    #[error("{records} record(s) not delivered within {timeout_ms} ms (last error: {})", last_error.as_deref().unwrap_or("none"))]
+    DeliveryTimeout {
+        /// The configured delivery timeout.
+        timeout_ms: u64,
+        /// Records of the batch that failed.
+        records: usize,
+        /// The error the batch was last retried for, if any.
+        last_error: Option<String>,
+    },
     /// The producer (or the connection it needed) was closed.
     #[error("closed")]
     Closed,

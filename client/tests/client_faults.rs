@@ -51,6 +51,69 @@ async fn consume(client: &Client, topic: &str, partition: u32, expected: usize) 
     out
 }
 
+/// Finding 4: retries are bounded by `delivery_timeout` (120 s by default),
+/// not by a count that a broker restart outlasts. The broker is down while
+/// 100 records are sent and comes back 10 s later: every one is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_timed_not_counted() {
+    let mut broker = Broker::start();
+    let addr = broker.addr().to_string();
+    bounded(120, async move {
+        let client = connect(&addr).await;
+        client
+            .admin()
+            .create_topic("t4", 1, 1, &[])
+            .await
+            .expect("create");
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+        producer
+            .send(ProducerRecord::new("t4").value("before"))
+            .await
+            .expect("enqueue")
+            .await
+            .expect("delivered while the broker runs");
+
+        broker.kill();
+        let down_at = Instant::now();
+        let restarter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(10));
+            broker.restart();
+            broker
+        });
+        let mut futures = Vec::new();
+        for i in 0..100 {
+            let rec = ProducerRecord::new("t4").value(format!("v{i}"));
+            futures.push(
+                producer
+                    .send(rec)
+                    .await
+                    .expect("enqueue while the broker is down"),
+            );
+        }
+        for (i, f) in futures.into_iter().enumerate() {
+            let m = f.await.unwrap_or_else(|e| panic!("record {i} failed: {e}"));
+            assert!(m.offset >= 1, "record {i} at offset {}", m.offset);
+        }
+        assert!(
+            down_at.elapsed() >= Duration::from_secs(10),
+            "delivered while the broker was down?"
+        );
+        let broker = tokio::task::spawn_blocking(move || restarter.join().expect("restart"))
+            .await
+            .unwrap();
+        let records = consume(&client, "t4", 0, 101).await;
+        let values: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        let mut expected = vec!["before".to_string()];
+        expected.extend((0..100).map(|i| format!("v{i}")));
+        assert_eq!(values, expected, "each record once, in order");
+        drop(broker);
+    })
+    .await;
+}
+
 /// A TCP proxy in front of a broker that can black-hole every flow open
 /// now (bytes read and dropped, nothing closed, like a dead route) while
 /// new flows pass.

@@ -100,14 +100,27 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Produce requests in flight at once (across all brokers).
     pub max_in_flight_requests: usize,
-    /// Times a batch is retried after a retriable error before its records fail.
+    /// Times a batch is retried after a retriable error before its records
+    /// fail (Kafka's `retries`; by default unbounded, so that
+    /// `delivery_timeout` is what ends the retries).
     pub retries: u32,
     /// First wait before a retry; doubles on each retry of the same batch.
     pub retry_backoff: Duration,
     /// Cap on the wait before a retry.
     pub retry_backoff_max: Duration,
-    /// How long the broker and the client wait for one produce response.
+    /// How long the broker and the client wait for one produce response
+    /// (Kafka's `request.timeout.ms`).
     pub request_timeout: Duration,
+    /// Upper bound on the time from `send` returning to a record's delivery
+    /// future settling, retries and waits in the buffer included (Kafka's
+    /// `delivery.timeout.ms`): a batch whose time is up is failed instead of
+    /// retried or sent. Raised to `linger + request_timeout` if shorter; a
+    /// request in flight is not cut short, so a batch may settle up to one
+    /// request timeout late.
+    pub delivery_timeout: Duration,
+    /// Longest `send` waits for metadata or buffer space before it fails
+    /// with `Timeout` (Kafka's `max.block.ms`).
+    pub max_block: Duration,
     /// Bytes of records buffered and not yet acknowledged; `send` waits when full.
     pub buffer_memory_bytes: usize,
     /// Cap on the records in one Produce request (several batches, one broker).
@@ -122,10 +135,12 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             compression: Compression::None,
             max_in_flight_requests: 5,
-            retries: 10,
+            retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(120),
+            max_block: Duration::from_secs(60),
             buffer_memory_bytes: 64 << 20,
             max_request_bytes: 16 << 20,
         }
@@ -320,6 +335,12 @@ impl Producer {
                 "buffer_memory_bytes must be in 1..=u32::MAX".into(),
             ));
         }
+        // As Kafka does for its default: a batch gets at least its linger
+        // and one request's time, so a long linger is not an error.
+        let mut config = config;
+        config.delivery_timeout = config
+            .delivery_timeout
+            .max(config.linger.saturating_add(config.request_timeout));
         if config.max_in_flight_requests == 0 {
             return Err(ClientError::Config(
                 "max_in_flight_requests must be at least 1".into(),
@@ -370,6 +391,7 @@ impl Producer {
         let size = record_size(key.as_deref(), value.as_deref(), &headers);
         let reserved = size.min(self.inner.config.buffer_memory_bytes);
         let timestamp = timestamp.unwrap_or_else(now_ms);
+        let block_until = Instant::now() + self.inner.config.max_block;
         // Tokio's cooperative budget: a task that sends in a tight loop
         // yields now and then, so that the sender task (on a single-threaded
         // runtime, the same thread) ships batches while the buffer fills.
@@ -469,11 +491,11 @@ impl Producer {
                     self.inner.lock().topic_cache = Some((tp.topic.clone(), generation, n));
                 }
                 Slow::Buffer => {
-                    // Full: wait for acknowledged batches to return space.
-                    self.inner
-                        .buffer
-                        .acquire_many(reserved as u32)
+                    // Full: wait for acknowledged batches to return space,
+                    // at most `max_block` from the start of this send.
+                    tokio::time::timeout_at(block_until, self.inner.buffer.acquire_many(reserved as u32))
                         .await
+                        .map_err(|_| ClientError::Timeout)?
                         .map_err(|_| ClientError::Closed)?
                         .forget();
                     self.inner.lock().credit += reserved;
@@ -588,7 +610,15 @@ struct Outgoing {
 /// group (per `max_request_bytes` of a group), waiting for in-flight room.
 async fn dispatch(inner: &Arc<Inner>, batches: Vec<Batch>) {
     let mut by_leader: BTreeMap<i32, Vec<Outgoing>> = BTreeMap::new();
+    let now = Instant::now().into_std();
     for mut batch in batches {
+        if now >= batch.created + inner.config.delivery_timeout {
+            // Waited in the buffer (behind a slow request, or for a
+            // backoff) until its time ran out: not sent at all.
+            let e = delivery_timed_out(&batch, inner.config.delivery_timeout, None);
+            finish_failed(inner, batch, e);
+            continue;
+        }
         if batch.encoded.is_none() {
             let builder = batch.builder.take().expect("an unencoded batch has its builder");
             match builder.build() {
@@ -760,12 +790,18 @@ fn retry_or_fail(inner: &Arc<Inner>, mut batch: Batch, error: ClientError) {
         finish_failed(inner, batch, error);
         return;
     }
-    batch.attempts += 1;
-    let factor = 1u32.checked_shl(batch.attempts - 1).unwrap_or(u32::MAX);
+    let factor = 1u32.checked_shl(batch.attempts).unwrap_or(u32::MAX);
     let backoff = cfg
         .retry_backoff
         .saturating_mul(factor)
         .min(cfg.retry_backoff_max);
+    let now = Instant::now().into_std();
+    if now + backoff >= batch.created + cfg.delivery_timeout {
+        let e = delivery_timed_out(&batch, cfg.delivery_timeout, Some(&error));
+        finish_failed(inner, batch, e);
+        return;
+    }
+    batch.attempts = batch.attempts.saturating_add(1);
     tracing::debug!(
         topic = %batch.tp.topic,
         partition = batch.tp.partition,
@@ -774,20 +810,32 @@ fn retry_or_fail(inner: &Arc<Inner>, mut batch: Batch, error: ClientError) {
         %error,
         "retrying a batch"
     );
-    let until = Instant::now().into_std() + backoff;
+    let until = now + backoff;
     inner.lock().acc.requeue(batch, until);
     inner.wake.notify_one();
 }
 
+/// The error of a batch whose `delivery_timeout` ran out, with the last
+/// error it was retried for.
+fn delivery_timed_out(batch: &Batch, timeout: Duration, last: Option<&ClientError>) -> ClientError {
+    ClientError::DeliveryTimeout {
+        timeout_ms: duration_ms(timeout) as u64,
+        records: batch.record_count,
+        last_error: last.map(ToString::to_string),
+    }
+}
+
+// Released before the signal completes: whoever the signal wakes (a
+// delivery future, a flush) sees the records no longer pending.
 fn finish_delivered(inner: &Arc<Inner>, batch: Batch, base_offset: i64) {
-    batch.signal.complete(Ok(base_offset));
     release(inner, &batch.tp, batch.record_count, batch.reserved_bytes);
+    batch.signal.complete(Ok(base_offset));
 }
 
 fn finish_failed(inner: &Arc<Inner>, batch: Batch, error: ClientError) {
     tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, %error, "batch failed");
-    batch.signal.complete(Err(error));
     release(inner, &batch.tp, batch.record_count, batch.reserved_bytes);
+    batch.signal.complete(Err(error));
 }
 
 /// Frees a settled batch's buffer bytes and partition slot, and wakes
