@@ -114,6 +114,63 @@ async fn retries_are_timed_not_counted() {
     .await;
 }
 
+/// Finding 7: `send` waits up to `max_block` for metadata it cannot get
+/// now (the broker restarting) instead of failing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_blocks_for_metadata_within_max_block() {
+    let mut broker = Broker::start();
+    let addr = broker.addr().to_string();
+    bounded(90, async move {
+        let client = connect(&addr).await;
+        client
+            .admin()
+            .create_topic("t7", 1, 1, &[])
+            .await
+            .expect("create");
+        client.invalidate_topic("t7");
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+        broker.kill();
+        let restarter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            broker.restart();
+            broker
+        });
+        let started = Instant::now();
+        let delivery = producer
+            .send(ProducerRecord::new("t7").value("after"))
+            .await
+            .expect("send waits for the metadata instead of failing");
+        assert!(started.elapsed() >= Duration::from_secs(2), "the broker was down");
+        let m = delivery.await.expect("delivered");
+        assert_eq!(m.offset, 0);
+        let broker = tokio::task::spawn_blocking(move || restarter.join().expect("restart"))
+            .await
+            .unwrap();
+
+        // And a topic that never becomes available fails after max_block.
+        let short = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                max_block: Duration::from_secs(2),
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        drop(broker);
+        let started = Instant::now();
+        let e = short
+            .send(ProducerRecord::new("t7-other").value("x"))
+            .await
+            .expect_err("no broker: no metadata");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "failed after {:?}: {e}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
 /// A TCP proxy in front of a broker that can black-hole every flow open
 /// now (bytes read and dropped, nothing closed, like a dead route) while
 /// new flows pass.

@@ -373,8 +373,10 @@ impl Producer {
     ///
     /// Returns as soon as the record is in its partition's batch; waits only
     /// when the buffer (`buffer_memory_bytes`) is full, until acknowledged
-    /// records free room. Fails at once for an unknown topic or partition, or
-    /// once the producer is closed.
+    /// records free room, or while the topic's metadata cannot be had (a
+    /// broker restarting): at most `max_block` in all, then `Timeout`. Fails
+    /// at once for an unknown topic or partition, or once the producer is
+    /// closed.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         let ProducerRecord {
             topic,
@@ -482,12 +484,7 @@ impl Producer {
             };
             match slow {
                 Slow::Metadata => {
-                    let n = self
-                        .inner
-                        .client
-                        .topic_metadata(&tp.topic)
-                        .await?
-                        .partition_count();
+                    let n = self.wait_for_metadata(&tp.topic, block_until).await?;
                     self.inner.lock().topic_cache = Some((tp.topic.clone(), generation, n));
                 }
                 Slow::Buffer => {
@@ -501,6 +498,34 @@ impl Producer {
                     self.inner.lock().credit += reserved;
                 }
             }
+        }
+    }
+
+    /// The partition count of `topic`, retrying retriable errors (a broker
+    /// restarting, a leader being elected) with the retry backoff until
+    /// `until` (then `Timeout`, as Kafka's `max.block.ms`). An unknown topic
+    /// fails at once: the broker answered, and waiting would not change it.
+    async fn wait_for_metadata(&self, topic: &str, until: Instant) -> Result<u32, ClientError> {
+        let cfg = &self.inner.config;
+        let mut attempt = 0u32;
+        loop {
+            let error = match tokio::time::timeout_at(until, self.inner.client.topic_metadata(topic)).await {
+                Err(_) => return Err(ClientError::Timeout),
+                Ok(Ok(meta)) => return Ok(meta.partition_count()),
+                Ok(Err(e)) if e.is_retriable() => e,
+                Ok(Err(e)) => return Err(e),
+            };
+            let backoff = cfg
+                .retry_backoff
+                .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+                .min(cfg.retry_backoff_max);
+            attempt = attempt.saturating_add(1);
+            if Instant::now() + backoff >= until {
+                tracing::debug!(topic, %error, "no metadata within max_block");
+                return Err(ClientError::Timeout);
+            }
+            tracing::debug!(topic, %error, ?backoff, "metadata not available; retrying");
+            tokio::time::sleep(backoff).await;
         }
     }
 
