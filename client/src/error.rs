@@ -70,6 +70,15 @@ pub enum ClientError {
     /// A configuration value or argument is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A record larger than the producer's `buffer_memory_bytes` or
+    /// `max_request_bytes` (Kafka's `RecordTooLargeException`).
+    #[error("a record of {size} bytes is larger than the producer can buffer or send ({max} bytes)")]
+    RecordTooLarge {
+        /// The record's estimated size in a batch.
+        size: usize,
+        /// The smaller of `buffer_memory_bytes` and `max_request_bytes`.
+        max: usize,
+    },
     /// A record was not acknowledged within the producer's
     /// `delivery_timeout` (Kafka's `delivery.timeout.ms`).
     #[error("{records} record(s) not delivered within {timeout_ms} ms (last error: {})", last_error.as_deref().unwrap_or("none"))]

@@ -302,3 +302,63 @@ async fn timed_out_connection_is_replaced() {
     })
     .await;
 }
+
+/// Finding 2: a record near the buffer's size neither waits forever for
+/// credit parked by earlier sends nor blocks the sends after it; one that
+/// can never fit is refused at once with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_record_does_not_freeze_producer() {
+    let broker = Broker::start();
+    bounded(60, async {
+        let client = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("t2", 1, 1, &[])
+            .await
+            .expect("create");
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                buffer_memory_bytes: 1 << 20,
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let small = producer
+            .send(ProducerRecord::new("t2").value(vec![1u8; 100]))
+            .await
+            .expect("enqueue");
+        let big = tokio::time::timeout(
+            Duration::from_secs(5),
+            producer.send(ProducerRecord::new("t2").value(vec![2u8; 900 << 10])),
+        )
+        .await
+        .expect("a 900 KiB send into a 1 MiB buffer returns within 5 s")
+        .expect("it fits the buffer");
+        let other = producer.clone();
+        let concurrent = tokio::time::timeout(Duration::from_secs(5), async move {
+            other
+                .send(ProducerRecord::new("t2").value(vec![3u8; 100]))
+                .await
+                .expect("enqueue")
+                .await
+        })
+        .await
+        .expect("a small send after the big one completes within 5 s")
+        .expect("delivered");
+        small.await.expect("small delivered");
+        let big = big.await.expect("big delivered");
+        assert_eq!(big.offset, 1);
+        assert_eq!(concurrent.offset, 2);
+
+        let e = producer
+            .send(ProducerRecord::new("t2").value(vec![4u8; 2 << 20]))
+            .await
+            .expect_err("larger than the buffer");
+        assert!(
+            matches!(e, borges_client::ClientError::RecordTooLarge { .. }),
+            "{e}"
+        );
+    })
+    .await;
+}

@@ -391,7 +391,17 @@ impl Producer {
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
         let size = record_size(key.as_deref(), value.as_deref(), &headers);
-        let reserved = size.min(self.inner.config.buffer_memory_bytes);
+        // As Kafka: a record that could never be buffered or sent is refused
+        // here, instead of waiting for buffer space that cannot come.
+        let max = self
+            .inner
+            .config
+            .buffer_memory_bytes
+            .min(self.inner.config.max_request_bytes);
+        if size > max {
+            return Err(ClientError::RecordTooLarge { size, max });
+        }
+        let reserved = size;
         let timestamp = timestamp.unwrap_or_else(now_ms);
         let block_until = Instant::now() + self.inner.config.max_block;
         // Tokio's cooperative budget: a task that sends in a tight loop
@@ -441,6 +451,11 @@ impl Producer {
                             }
                         }
                         if st.credit < reserved {
+                            // The credit parked here goes back to the shared
+                            // budget before waiting: kept, it could be just
+                            // what this record (or another sender) needs.
+                            let parked = std::mem::take(&mut st.credit);
+                            self.inner.buffer.add_permits(parked);
                             Slow::Buffer
                         } else {
                             st.credit -= reserved;
