@@ -362,3 +362,88 @@ async fn large_record_does_not_freeze_producer() {
     })
     .await;
 }
+
+/// Finding 6: `flush` waits for the records sent before it, not for every
+/// sender to go quiet: another task sends without pause, and a flush of
+/// one record returns within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_ignores_later_sends() {
+    let broker = Broker::start();
+    bounded(60, async {
+        let client = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("t6", 2, 1, &[])
+            .await
+            .expect("create");
+        // A small buffer that the other task keeps full: records are
+        // pending at every moment, but few are ahead of the flushed one.
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                buffer_memory_bytes: 256 << 10,
+                batch_size_bytes: 16 << 10,
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let producer = producer.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rec = ProducerRecord::new("t6").partition(0).value(format!("busy{n}"));
+                    producer.send(rec).await.expect("enqueue");
+                    n += 1;
+                }
+                n
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Twenty times: a flush that waited for the other task to go quiet
+        // could still return when its records happen to be all acknowledged
+        // for a moment; twenty such moments in a row do not happen.
+        let mut busy_rounds = 0;
+        for round in 0..20 {
+            if producer.pending_records() > 0 {
+                busy_rounds += 1;
+            }
+            let mine = producer
+                .send(
+                    ProducerRecord::new("t6")
+                        .partition(1)
+                        .value(format!("mine{round}")),
+                )
+                .await
+                .expect("enqueue");
+            let started = Instant::now();
+            tokio::time::timeout(Duration::from_secs(1), producer.flush())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: flush returns within 1 s while another task keeps sending")
+                });
+            assert!(started.elapsed() < Duration::from_secs(1));
+            // Flushed means settled.
+            let m = tokio::time::timeout(Duration::from_millis(10), mine)
+                .await
+                .expect("settled by the flush")
+                .expect("delivered");
+            assert_eq!(m.offset, round);
+        }
+        // The other task's records were pending when most flushes began
+        // (not every time: it may be between sends, everything acknowledged).
+        assert!(
+            busy_rounds >= 10,
+            "records pending at only {busy_rounds} of 20 flushes"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = busy.await.unwrap();
+        assert!(sent > 10, "the other task kept sending ({sent})");
+        tokio::time::timeout(Duration::from_secs(10), producer.close())
+            .await
+            .expect("close returns once the senders stopped");
+    })
+    .await;
+}

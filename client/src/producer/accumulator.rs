@@ -117,7 +117,8 @@ pub(crate) struct ProducerBatch {
 #[derive(Default)]
 struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
-    in_flight: bool,
+    /// The signal of the batch in flight, if one is.
+    in_flight: Option<Arc<BatchSignal>>,
     /// A retried batch waits until then.
     backoff_until: Option<Instant>,
 }
@@ -237,7 +238,7 @@ impl Accumulator {
         let mut next: Option<Instant> = None;
         let mut wake_at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for (tp, q) in &self.queues {
-            if q.in_flight {
+            if q.in_flight.is_some() {
                 continue;
             }
             let Some(front) = q.batches.front() else { continue };
@@ -267,11 +268,11 @@ impl Accumulator {
     /// Takes the front batch of `tp` to send, marking the partition in flight.
     pub(crate) fn take(&mut self, tp: &TopicPartition) -> Option<ProducerBatch> {
         let q = self.queues.get_mut(tp)?;
-        if q.in_flight {
+        if q.in_flight.is_some() {
             return None;
         }
         let b = q.batches.pop_front()?;
-        q.in_flight = true;
+        q.in_flight = Some(b.signal.clone());
         q.backoff_until = None;
         Some(b)
     }
@@ -280,7 +281,7 @@ impl Accumulator {
     /// partition sends nothing before `backoff_until`.
     pub(crate) fn requeue(&mut self, batch: ProducerBatch, backoff_until: Instant) {
         let q = self.queues.entry(batch.tp.clone()).or_default();
-        q.in_flight = false;
+        q.in_flight = None;
         q.backoff_until = Some(backoff_until);
         q.batches.push_front(batch);
     }
@@ -288,11 +289,21 @@ impl Accumulator {
     /// Marks the in-flight batch of `tp` done (delivered or failed for good).
     pub(crate) fn complete(&mut self, tp: &TopicPartition) {
         if let Some(q) = self.queues.get_mut(tp) {
-            q.in_flight = false;
+            q.in_flight = None;
             if q.batches.is_empty() {
                 self.queues.remove(tp);
             }
         }
+    }
+
+    /// The signals of every batch not yet settled: waiting, open, or in
+    /// flight. What a flush waits for.
+    pub(crate) fn unsettled_signals(&self) -> Vec<Arc<BatchSignal>> {
+        self.queues
+            .values()
+            .flat_map(|q| q.in_flight.iter().chain(q.batches.iter().map(|b| &b.signal)))
+            .cloned()
+            .collect()
     }
 
     /// Whether no batch is waiting (some may still be in flight).

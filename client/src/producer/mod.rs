@@ -33,7 +33,7 @@ use borges_net::protocol::{
 };
 use borges_net::types::TopicId;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::admin::duration_ms;
@@ -257,8 +257,8 @@ struct State {
     partitioner: Partitioner,
     /// Records enqueued and not yet completed.
     pending_records: usize,
-    /// Woken when `pending_records` reaches 0.
-    flush_waiters: Vec<oneshot::Sender<()>>,
+    /// `flush` calls waiting: while any is, every batch is ready at once.
+    flushes_in_progress: usize,
     /// No more sends; the sender task drains and exits.
     closing: bool,
     /// The last topic sent to, the client metadata generation it was looked
@@ -351,7 +351,7 @@ impl Producer {
                 acc: Accumulator::new(config.batch_size_bytes, config.linger, config.compression.wire()),
                 partitioner: Partitioner::default(),
                 pending_records: 0,
-                flush_waiters: Vec::new(),
+                flushes_in_progress: 0,
                 closing: false,
                 topic_cache: None,
                 credit: 0,
@@ -545,33 +545,59 @@ impl Producer {
     }
 
     /// Sends everything buffered now (ignoring `linger`) and waits until
-    /// every record sent so far is acknowledged or failed. Records other
-    /// tasks send meanwhile are waited for too.
+    /// every record sent before the call is acknowledged or failed. Records
+    /// sent meanwhile are not waited for (as Kafka's `flush`), so a flush
+    /// returns even while other tasks keep sending.
     pub async fn flush(&self) {
-        let rx = {
+        let signals = {
             let mut st = self.inner.lock();
-            if st.pending_records == 0 {
+            let signals = st.acc.unsettled_signals();
+            if signals.is_empty() {
                 return;
             }
-            let (tx, rx) = oneshot::channel();
-            st.flush_waiters.push(tx);
-            rx
+            st.flushes_in_progress += 1;
+            signals
         };
+        // Counted down even if this future is dropped mid-wait.
+        struct Done<'a>(&'a Inner);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.lock().flushes_in_progress -= 1;
+            }
+        }
+        let _done = Done(&self.inner);
         self.inner.wake.notify_one();
-        let _ = rx.await;
+        for signal in signals {
+            Settled(signal).await;
+        }
     }
 
-    /// Flushes, then stops: later sends fail with `Closed` and the sender
-    /// task exits. Other clones of this producer are closed too.
+    /// Stops taking records (later sends, from any clone, fail with
+    /// `Closed`), then waits until every record already sent is
+    /// acknowledged or failed; the sender task exits.
     pub async fn close(&self) {
-        self.flush().await;
         self.inner.lock().closing = true;
         self.inner.wake.notify_one();
+        self.flush().await;
     }
 
     /// Records enqueued and not yet acknowledged or failed.
     pub fn pending_records(&self) -> usize {
         self.inner.lock().pending_records
+    }
+}
+
+/// Resolves once a batch is settled (delivered or failed), whatever the outcome.
+struct Settled(Arc<BatchSignal>);
+
+impl Future for Settled {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.poll_outcome(cx.waker()) {
+            Some(_) => Poll::Ready(()),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -601,7 +627,7 @@ async fn run_sender(inner: Arc<Inner>) {
         let now = Instant::now();
         let (batches, next_wake, done) = {
             let mut st = inner.lock();
-            let force = st.closing || !st.flush_waiters.is_empty();
+            let force = st.closing || st.flushes_in_progress > 0;
             let (ready, next) = st.acc.ready(now.into_std(), force);
             let mut batches = Vec::with_capacity(ready.len());
             for tp in ready {
@@ -878,24 +904,15 @@ fn finish_failed(inner: &Arc<Inner>, batch: Batch, error: ClientError) {
     batch.signal.complete(Err(error));
 }
 
-/// Frees a settled batch's buffer bytes and partition slot, and wakes
-/// flushers once nothing is pending.
+/// Frees a settled batch's buffer bytes and partition slot.
 fn release(inner: &Arc<Inner>, tp: &TopicPartition, records: usize, reserved_bytes: usize) {
-    let waiters = {
+    {
         let mut st = inner.lock();
         st.acc.complete(tp);
         st.pending_records -= records;
-        if st.pending_records == 0 {
-            std::mem::take(&mut st.flush_waiters)
-        } else {
-            Vec::new()
-        }
-    };
+    }
     // After the count drops, so that pending records never exceed what the
     // buffer holds.
     inner.buffer.add_permits(reserved_bytes);
-    for w in waiters {
-        let _ = w.send(());
-    }
     inner.wake.notify_one();
 }
