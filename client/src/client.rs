@@ -209,6 +209,11 @@ impl Client {
         self.refresh_topic(topic).await
     }
 
+    /// A topic's cached metadata, without asking the broker.
+    pub(crate) fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        self.read_cache().topics.get(topic).cloned()
+    }
+
     /// Fetches a topic's metadata from the broker, replacing the cached copy.
     pub async fn refresh_topic(&self, topic: &str) -> Result<Arc<TopicMetadata>, ClientError> {
         let resp = self.fetch_metadata(Some(vec![topic.to_string()])).await?;

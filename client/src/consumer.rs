@@ -175,6 +175,9 @@ pub struct Consumer {
     rotation: usize,
     /// Set by `subscribe`: the assignment comes from a consumer group.
     group: Option<Membership>,
+    /// An error met by a `poll` that had records to return: those come
+    /// first, the error with the next `poll`.
+    deferred_error: Option<ClientError>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -196,6 +199,7 @@ impl Consumer {
             fetching_nodes: HashSet::new(),
             rotation: 0,
             group: None,
+            deferred_error: None,
         }
     }
 
@@ -466,17 +470,34 @@ impl Consumer {
     /// Records from the assigned partitions, in offset order per partition,
     /// at most `max_poll_records`; an empty vector if none arrived within
     /// `timeout`. The next fetches are in flight when it returns.
+    ///
+    /// Records are taken from the buffers (and positions moved past them)
+    /// only right before returning, with no wait in between: an error, or a
+    /// `poll` future dropped mid-wait (`select!`, a timeout), never costs
+    /// records. An error met while records are ready comes with the next
+    /// `poll`, after them.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         let wake = self.group.as_ref().map(|g| g.shared.clone());
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
         loop {
             self.maintain_group().await?;
             self.resolve_all().await?;
+            let started = self.start_fetches().await;
             let out = drain(&mut self.parts, self.config.max_poll_records);
-            self.start_fetches().await?;
             if !out.is_empty() {
+                // The drained partitions' next fetches, from cached
+                // metadata: nothing here waits, so the records cannot be
+                // lost between being taken and being returned.
+                let launched = self.launch_fetches();
+                if let Some(e) = started.err().or(launched.err()) {
+                    self.deferred_error = Some(e);
+                }
                 return Ok(out);
             }
+            started?;
             if self.fetches.is_empty() {
                 // Nothing could be fetched (no assignment, or every partition
                 // backing off): wait a little, not in a busy loop.
@@ -593,12 +614,11 @@ impl Consumer {
         Ok(offset)
     }
 
-    /// Starts a fetch on every leader with none in flight, for its
-    /// partitions that have a position, nothing buffered, nothing in flight.
-    async fn start_fetches(&mut self) -> Result<(), ClientError> {
+    /// Partitions that may be fetched now: a position, nothing buffered,
+    /// nothing in flight, no backoff.
+    fn fetch_candidates(&self) -> Vec<PartKey> {
         let now = Instant::now();
-        let candidates: Vec<PartKey> = self
-            .parts
+        self.parts
             .iter()
             .filter(|(_, s)| {
                 s.position.is_some()
@@ -607,16 +627,46 @@ impl Consumer {
                     && s.retry_at.is_none_or(|t| t <= now)
             })
             .map(|(k, _)| k.clone())
-            .collect();
-        let mut by_node: BTreeMap<i32, Vec<Asked>> = BTreeMap::new();
-        for k in candidates {
-            let meta = match self.client.topic_metadata(&k.0).await {
-                Ok(m) => m,
-                Err(e) if e.is_retriable() => {
+            .collect()
+    }
+
+    /// Loads the metadata of every fetchable partition's topic (a
+    /// retriable failure backs the partition off), then starts the
+    /// fetches. Every partition is tried; the first error is returned.
+    async fn start_fetches(&mut self) -> Result<(), ClientError> {
+        let mut first_error = None;
+        let mut topics: Vec<String> = self.fetch_candidates().into_iter().map(|k| k.0).collect();
+        topics.dedup();
+        for topic in topics {
+            if let Err(e) = self.client.topic_metadata(&topic).await {
+                // Backed off either way: a topic that is gone for good is
+                // reported at most once per backoff, and the other
+                // partitions keep being fetched meanwhile.
+                let keys: Vec<PartKey> = self.parts.keys().filter(|k| k.0 == topic).cloned().collect();
+                for k in keys {
                     self.backoff(&k);
-                    continue;
                 }
-                Err(e) => return Err(e),
+                if !e.is_retriable() {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let launched = self.launch_fetches();
+        match first_error {
+            Some(e) => Err(e),
+            None => launched,
+        }
+    }
+
+    /// Starts a fetch on every leader with none in flight, for its
+    /// fetchable partitions whose topic metadata is cached (the others wait
+    /// for `start_fetches`). Does not wait.
+    fn launch_fetches(&mut self) -> Result<(), ClientError> {
+        let mut first_error = None;
+        let mut by_node: BTreeMap<i32, Vec<Asked>> = BTreeMap::new();
+        for k in self.fetch_candidates() {
+            let Some(meta) = self.client.cached_topic(&k.0) else {
+                continue;
             };
             let leader = match meta.leader(k.1) {
                 Ok(l) => l,
@@ -625,7 +675,11 @@ impl Consumer {
                     self.backoff(&k);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.backoff(&k);
+                    first_error.get_or_insert(e);
+                    continue;
+                }
             };
             if self.fetching_nodes.contains(&leader) {
                 continue;
@@ -680,7 +734,10 @@ impl Consumer {
                 FetchOutcome { node, asked, result }
             });
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn backoff(&mut self, k: &PartKey) {

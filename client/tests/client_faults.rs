@@ -447,3 +447,95 @@ async fn flush_ignores_later_sends() {
     })
     .await;
 }
+
+/// Finding 1: records `poll` has taken are returned even when starting the
+/// next fetches fails (a deleted topic) or the `poll` future is dropped.
+/// a/0 and b/0 are assigned, b is deleted while a's records are buffered:
+/// a's offsets come out contiguous and its position follows the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_error_keeps_taken_records() {
+    let broker = Broker::start();
+    bounded(90, async {
+        let client = connect(broker.addr()).await;
+        let admin = client.admin();
+        admin.create_topic("a", 1, 1, &[]).await.expect("create a");
+        admin.create_topic("b", 1, 1, &[]).await.expect("create b");
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+        const HALF: i64 = 500;
+        for i in 0..HALF {
+            producer
+                .send(ProducerRecord::new("a").value(format!("a{i}")))
+                .await
+                .expect("enqueue");
+        }
+        producer.flush().await;
+
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                max_poll_records: 10,
+                fetch_max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer.assign([("a".to_string(), 0), ("b".to_string(), 0)]);
+        let mut a_offsets: Vec<i64> = Vec::new();
+        let mut errors = 0;
+        let mut later: Option<tokio::task::JoinHandle<()>> = None;
+        let mut round = 0u64;
+        let started = Instant::now();
+        while (a_offsets.len() as i64) < 2 * HALF {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "only {} of a's {} records in 60 s ({errors} errors)",
+                a_offsets.len(),
+                2 * HALF
+            );
+            round += 1;
+            // Every third poll is dropped after 1 ms, mid-wait if it waits.
+            let got = if round % 3 == 0 {
+                match tokio::time::timeout(Duration::from_millis(1), consumer.poll(Duration::from_secs(1)))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => continue,
+                }
+            } else {
+                consumer.poll(Duration::from_secs(1)).await
+            };
+            match got {
+                Ok(records) => {
+                    a_offsets.extend(records.iter().filter(|r| &*r.topic == "a").map(|r| r.offset));
+                }
+                Err(_) => errors += 1,
+            }
+            if later.is_none() && !a_offsets.is_empty() {
+                // b goes away; a's second half trickles in after it, so
+                // that its records arrive while b's fetches fail.
+                admin.delete_topic("b").await.expect("delete b");
+                let producer = producer.clone();
+                later = Some(tokio::spawn(async move {
+                    for i in HALF..2 * HALF {
+                        let d = producer
+                            .send(ProducerRecord::new("a").value(format!("a{i}")))
+                            .await
+                            .expect("enqueue");
+                        if i % 10 == 9 {
+                            d.await.expect("delivered");
+                        }
+                    }
+                }));
+            }
+        }
+        later.unwrap().await.unwrap();
+        let expected: Vec<i64> = (0..2 * HALF).collect();
+        assert_eq!(
+            a_offsets, expected,
+            "a's offsets contiguous from 0 ({errors} errors)"
+        );
+        assert!(errors > 0, "b's deletion was reported");
+        assert_eq!(consumer.position("a", 0).await.expect("position"), 2 * HALF);
+    })
+    .await;
+}
