@@ -131,6 +131,10 @@ struct PartState {
     retry_at: Option<Instant>,
     /// From the last fetch response.
     high_watermark: i64,
+    /// The topic id the position belongs to, from the first fetch: a topic
+    /// deleted and re-created under the same name has a new id and a new
+    /// log, where the old position means nothing.
+    topic_id: Option<TopicId>,
 }
 
 impl Default for PartState {
@@ -143,6 +147,7 @@ impl Default for PartState {
             epoch: 0,
             retry_at: None,
             high_watermark: -1,
+            topic_id: None,
         }
     }
 }
@@ -685,6 +690,27 @@ impl Consumer {
                 continue;
             }
             let st = self.parts.get_mut(&k).expect("a candidate is assigned");
+            match st.topic_id {
+                Some(id) if id != meta.id => {
+                    // Re-created: the old position is reset by
+                    // `auto_offset_reset` and the application is told.
+                    tracing::info!(topic = %k.0, partition = k.1, position = ?st.position,
+                        "topic re-created under a new id; resetting the position");
+                    first_error.get_or_insert(ClientError::TopicRecreated {
+                        topic: k.0.clone(),
+                        partition: k.1,
+                        position: st.position.unwrap_or(-1),
+                    });
+                    st.topic_id = Some(meta.id);
+                    st.position = None;
+                    st.buffered.clear();
+                    st.epoch += 1;
+                    st.retry_at = None;
+                    continue;
+                }
+                Some(_) => {}
+                None => st.topic_id = Some(meta.id),
+            }
             st.retry_at = None;
             by_node.entry(leader).or_default().push(Asked {
                 topic_id: meta.id,

@@ -539,3 +539,80 @@ async fn poll_error_keeps_taken_records() {
     })
     .await;
 }
+
+/// Finding 9: a topic deleted and re-created under the same name is a new
+/// log: the consumer does not fetch the old position from it, but resets
+/// by `auto_offset_reset` and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_topic_resets_position() {
+    let broker = Broker::start();
+    bounded(60, async {
+        let client = connect(broker.addr()).await;
+        let other = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("t9", 1, 1, &[])
+            .await
+            .expect("create");
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+        for i in 0..10 {
+            producer
+                .send(ProducerRecord::new("t9").value(format!("old{i}")))
+                .await
+                .expect("enqueue");
+        }
+        producer.flush().await;
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                fetch_max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer.assign([("t9".to_string(), 0)]);
+        let mut old = Vec::new();
+        while old.len() < 10 {
+            old.extend(consumer.poll(Duration::from_secs(1)).await.expect("poll"));
+        }
+        assert_eq!(consumer.position("t9", 0).await.unwrap(), 10);
+
+        other.admin().delete_topic("t9").await.expect("delete");
+        other
+            .admin()
+            .create_topic("t9", 1, 1, &[])
+            .await
+            .expect("re-create");
+        let fresh = Producer::new(other.clone(), ProducerConfig::default()).unwrap();
+        for i in 0..15 {
+            fresh
+                .send(ProducerRecord::new("t9").value(format!("new{i}")))
+                .await
+                .expect("enqueue");
+        }
+        fresh.flush().await;
+
+        let mut values = Vec::new();
+        let mut told = false;
+        let started = Instant::now();
+        while values.len() < 15 {
+            assert!(started.elapsed() < Duration::from_secs(30), "have {values:?}");
+            match consumer.poll(Duration::from_millis(500)).await {
+                Ok(records) => values.extend(
+                    records
+                        .iter()
+                        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()),
+                ),
+                Err(borges_client::ClientError::TopicRecreated { topic, position, .. }) => {
+                    assert_eq!((topic.as_str(), position), ("t9", 10));
+                    told = true;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        let expected: Vec<String> = (0..15).map(|i| format!("new{i}")).collect();
+        assert_eq!(values, expected, "the new topic from its start");
+        assert!(told, "the application heard of the re-creation");
+    })
+    .await;
+}
