@@ -616,3 +616,94 @@ async fn recreated_topic_resets_position() {
     })
     .await;
 }
+
+/// `borges produce --brokers ADDR TOPIC`, its stdin piped.
+fn borges_produce(addr: &str, topic: &str) -> std::process::Child {
+    std::process::Command::new(borges_system_tests::borges_bin())
+        .args(["produce", "--brokers", addr, topic])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run borges produce")
+}
+
+/// Finding 8: `borges produce` reads stdin off its runtime, so a line is
+/// sent within `linger` of arriving even while the pipe stays open (as
+/// with `tail -f | borges produce`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_produce_sends_lines_while_stdin_is_open() {
+    use std::io::Write;
+    let broker = Broker::start();
+    bounded(60, async {
+        let client = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("t8", 1, 1, &[])
+            .await
+            .expect("create");
+        let mut child = borges_produce(broker.addr(), "t8");
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..5 {
+            writeln!(stdin, "line{i}").unwrap();
+        }
+        stdin.flush().unwrap();
+        // The pipe stays open: the consumer must see all five anyway.
+        let seen = tokio::time::timeout(Duration::from_secs(3), consume(&client, "t8", 0, 5))
+            .await
+            .expect("all five lines consumed within 3 s, stdin still open");
+        let values: Vec<&[u8]> = seen.iter().map(|r| r.value.as_deref().unwrap()).collect();
+        assert_eq!(values, [&b"line0"[..], b"line1", b"line2", b"line3", b"line4"]);
+        drop(stdin);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    })
+    .await;
+}
+
+/// Finding 7, the CLI's part: a record that cannot be sent stops `borges
+/// produce`, but what it sent before is flushed, not dropped, and it says
+/// how many were delivered and how many failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_produce_failure_flushes_and_reports() {
+    use std::io::Write;
+    let broker = Broker::start();
+    bounded(60, async {
+        let client = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("t7c", 1, 1, &[])
+            .await
+            .expect("create");
+        let mut child = borges_produce(broker.addr(), "t7c");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut input = String::new();
+            for i in 0..5 {
+                input.push_str(&format!("ok{i}\n"));
+            }
+            // Larger than a produce request may be (16 MiB).
+            input.push_str(&"x".repeat(17 << 20));
+            input.push('\n');
+            input.push_str("after\n");
+            // borges may stop reading at the big line.
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        writer.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the big record failed: {stderr}");
+        assert!(
+            stderr.contains("5 record(s) delivered") && stderr.contains("0 failed"),
+            "the report says what was delivered: {stderr}"
+        );
+        let seen = consume(&client, "t7c", 0, 5).await;
+        let values: Vec<&[u8]> = seen.iter().map(|r| r.value.as_deref().unwrap()).collect();
+        assert_eq!(values, [&b"ok0"[..], b"ok1", b"ok2", b"ok3", b"ok4"]);
+    })
+    .await;
+}
