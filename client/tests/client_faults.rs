@@ -13,6 +13,41 @@ use borges_client::{
 };
 use common::Broker;
 
+/// Counts the bytes this test process has allocated and not freed, for
+/// `buffer_memory_bounds_allocation`.
+struct Counting;
+
+static ALLOCATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only a
+// counter is updated besides.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            ALLOCATED.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        ALLOCATED.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            ALLOCATED.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+            ALLOCATED.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
 /// Runs a test body under a time bound.
 async fn bounded<F: Future<Output = ()>>(secs: u64, f: F) {
     tokio::time::timeout(Duration::from_secs(secs), f)
@@ -704,6 +739,65 @@ async fn cli_produce_failure_flushes_and_reports() {
         let seen = consume(&client, "t7c", 0, 5).await;
         let values: Vec<&[u8]> = seen.iter().map(|r| r.value.as_deref().unwrap()).collect();
         assert_eq!(values, [&b"ok0"[..], b"ok1", b"ok2", b"ok3", b"ok4"]);
+    })
+    .await;
+}
+
+/// Finding 5: `buffer_memory_bytes` bounds what the producer allocates, not
+/// only the record bytes: each open batch is charged its allocation. 64
+/// partitions each get one small record of a 16 MiB batch while linger
+/// holds them; a 4 MiB buffer must bound the allocation (charged per
+/// record, the batches would allocate 1 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_memory_bounds_allocation() {
+    let broker = Broker::start();
+    bounded(60, async {
+        let client = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("t5", 64, 1, &[])
+            .await
+            .expect("create");
+        client.topic_metadata("t5").await.expect("metadata");
+        const BUFFER: usize = 4 << 20;
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                buffer_memory_bytes: BUFFER,
+                batch_size_bytes: 16 << 20,
+                linger: Duration::from_secs(30),
+                max_block: Duration::from_secs(30),
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let before = ALLOCATED.load(std::sync::atomic::Ordering::Relaxed);
+        let sender = {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                for p in 0..64 {
+                    let rec = ProducerRecord::new("t5").partition(p).value("x");
+                    if producer.send(rec).await.is_err() {
+                        return p;
+                    }
+                }
+                64
+            })
+        };
+        // Long enough for every send that the buffer lets through.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let grown = ALLOCATED
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(before);
+        // Slack for the rest of the process (other tests run alongside).
+        assert!(
+            grown < BUFFER + (128 << 20),
+            "{} MiB allocated with a {} MiB buffer",
+            grown >> 20,
+            BUFFER >> 20
+        );
+        drop(producer);
+        sender.abort();
     })
     .await;
 }

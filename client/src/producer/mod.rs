@@ -271,7 +271,8 @@ struct State {
 /// Why a send must leave the lock and wait.
 enum Slow {
     Metadata,
-    Buffer,
+    /// For this many bytes of buffer.
+    Buffer(usize),
 }
 
 /// Buffer space is drawn from the shared budget this much at a time.
@@ -348,7 +349,17 @@ impl Producer {
         }
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
-                acc: Accumulator::new(config.batch_size_bytes, config.linger, config.compression.wire()),
+                // A batch is allocated whole when it opens and charged to
+                // the buffer as such, so it can be no larger than the
+                // buffer, nor than a request.
+                acc: Accumulator::new(
+                    config
+                        .batch_size_bytes
+                        .min(config.buffer_memory_bytes)
+                        .min(config.max_request_bytes),
+                    config.linger,
+                    config.compression.wire(),
+                ),
                 partitioner: Partitioner::default(),
                 pending_records: 0,
                 flushes_in_progress: 0,
@@ -393,15 +404,11 @@ impl Producer {
         let size = record_size(key.as_deref(), value.as_deref(), &headers);
         // As Kafka: a record that could never be buffered or sent is refused
         // here, instead of waiting for buffer space that cannot come.
-        let max = self
-            .inner
-            .config
-            .buffer_memory_bytes
-            .min(self.inner.config.max_request_bytes);
+        let buffer_max = self.inner.config.buffer_memory_bytes;
+        let max = buffer_max.min(self.inner.config.max_request_bytes);
         if size > max {
             return Err(ClientError::RecordTooLarge { size, max });
         }
-        let reserved = size;
         let timestamp = timestamp.unwrap_or_else(now_ms);
         let block_until = Instant::now() + self.inner.config.max_block;
         // Tokio's cooperative budget: a task that sends in a tight loop
@@ -437,10 +444,28 @@ impl Producer {
                                 partition: chosen.unwrap_or(0),
                             });
                         }
-                        if st.credit < reserved {
-                            let chunk = reserved
-                                .max(BUFFER_CREDIT_CHUNK)
-                                .min(self.inner.config.buffer_memory_bytes);
+                        tp.partition = match (chosen, key.as_deref()) {
+                            (Some(p), _) => p,
+                            (None, Some(k)) => partitioner::key_partition(k, partitions),
+                            (None, None) => {
+                                let p = st.partitioner.sticky(&tp.topic, partitions);
+                                tp.partition = p;
+                                if st.acc.would_overflow(&tp, size) {
+                                    // Its batch is full: keyless records move on.
+                                    st.partitioner.batch_closed(&tp.topic, p);
+                                    st.partitioner.sticky(&tp.topic, partitions)
+                                } else {
+                                    p
+                                }
+                            }
+                        };
+                        // What the record costs the buffer: nothing if it
+                        // fits the open batch's allocation, else the new
+                        // batch's whole allocation (as Kafka's BufferPool
+                        // charges `batch.size` per batch).
+                        let charge = st.acc.charge_for(&tp, size).min(buffer_max);
+                        if st.credit < charge {
+                            let chunk = charge.max(BUFFER_CREDIT_CHUNK).min(buffer_max);
                             match self.inner.buffer.try_acquire_many(chunk as u32) {
                                 Ok(permit) => {
                                     permit.forget();
@@ -450,30 +475,15 @@ impl Producer {
                                 Err(tokio::sync::TryAcquireError::NoPermits) => {}
                             }
                         }
-                        if st.credit < reserved {
+                        if st.credit < charge {
                             // The credit parked here goes back to the shared
                             // budget before waiting: kept, it could be just
                             // what this record (or another sender) needs.
                             let parked = std::mem::take(&mut st.credit);
                             self.inner.buffer.add_permits(parked);
-                            Slow::Buffer
+                            Slow::Buffer(charge)
                         } else {
-                            st.credit -= reserved;
-                            tp.partition = match (chosen, key.as_deref()) {
-                                (Some(p), _) => p,
-                                (None, Some(k)) => partitioner::key_partition(k, partitions),
-                                (None, None) => {
-                                    let p = st.partitioner.sticky(&tp.topic, partitions);
-                                    tp.partition = p;
-                                    if st.acc.would_overflow(&tp, size) {
-                                        // Its batch is full: keyless records move on.
-                                        st.partitioner.batch_closed(&tp.topic, p);
-                                        st.partitioner.sticky(&tp.topic, partitions)
-                                    } else {
-                                        p
-                                    }
-                                }
-                            };
+                            st.credit -= charge;
                             st.pending_records += 1;
                             let appended = st.acc.append(
                                 &tp,
@@ -481,7 +491,7 @@ impl Producer {
                                 key.as_deref(),
                                 value.as_deref(),
                                 &headers,
-                                reserved,
+                                charge,
                                 || Instant::now().into_std(),
                             );
                             drop(st);
@@ -502,15 +512,15 @@ impl Producer {
                     let n = self.wait_for_metadata(&tp.topic, block_until).await?;
                     self.inner.lock().topic_cache = Some((tp.topic.clone(), generation, n));
                 }
-                Slow::Buffer => {
+                Slow::Buffer(charge) => {
                     // Full: wait for acknowledged batches to return space,
                     // at most `max_block` from the start of this send.
-                    tokio::time::timeout_at(block_until, self.inner.buffer.acquire_many(reserved as u32))
+                    tokio::time::timeout_at(block_until, self.inner.buffer.acquire_many(charge as u32))
                         .await
                         .map_err(|_| ClientError::Timeout)?
                         .map_err(|_| ClientError::Closed)?
                         .forget();
-                    self.inner.lock().credit += reserved;
+                    self.inner.lock().credit += charge;
                 }
             }
         }
