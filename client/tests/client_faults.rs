@@ -801,3 +801,35 @@ async fn buffer_memory_bounds_allocation() {
     })
     .await;
 }
+
+/// `delivery_timeout` and `max_block` of `Duration::MAX` ("forever") are
+/// taken as a very long time, not an overflowing deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_timeouts_do_not_overflow() {
+    let broker = Broker::start();
+    bounded(30, async {
+        let client = connect(broker.addr()).await;
+        client
+            .admin()
+            .create_topic("tmax", 1, 1, &[])
+            .await
+            .expect("create");
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                delivery_timeout: Duration::MAX,
+                max_block: Duration::MAX,
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let m = producer
+            .send(ProducerRecord::new("tmax").value("x"))
+            .await
+            .expect("enqueue")
+            .await
+            .expect("delivered");
+        assert_eq!(m.offset, 0);
+    })
+    .await;
+}

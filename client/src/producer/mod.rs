@@ -275,6 +275,11 @@ enum Slow {
     Buffer(usize),
 }
 
+/// Longer `delivery_timeout` and `max_block` settings are taken as this
+/// (about 30 years): "forever" in practice, and a deadline an `Instant` can
+/// hold, which `Duration::MAX` from now is not.
+const TIMEOUT_MAX: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// Buffer space is drawn from the shared budget this much at a time.
 const BUFFER_CREDIT_CHUNK: usize = 256 << 10;
 
@@ -341,7 +346,9 @@ impl Producer {
         let mut config = config;
         config.delivery_timeout = config
             .delivery_timeout
-            .max(config.linger.saturating_add(config.request_timeout));
+            .max(config.linger.saturating_add(config.request_timeout))
+            .min(TIMEOUT_MAX);
+        config.max_block = config.max_block.min(TIMEOUT_MAX);
         if config.max_in_flight_requests == 0 {
             return Err(ClientError::Config(
                 "max_in_flight_requests must be at least 1".into(),
