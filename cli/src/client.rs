@@ -2,6 +2,7 @@
 //! They use the native client over a small tokio runtime; none of this
 //! runs inside a broker.
 
+use std::future::Future;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
@@ -385,10 +386,29 @@ pub fn produce(t: Target, a: ProduceArgs) -> Result<(), String> {
             },
         )
         .map_err(err)?;
-        let mut deliveries = Vec::new();
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        // Stdin is read on a thread of its own: a blocking read on this
+        // current-thread runtime would stop the sender task and the linger
+        // timer while it waits, so with `tail -f | borges produce` a line
+        // would wait for the next one to be sent.
+        let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let failed = line.is_err();
+                if lines_tx.blocking_send(line).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut deliveries = Deliveries::default();
+        let mut stopped: Option<String> = None;
+        while let Some(line) = lines.recv().await {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    stopped = Some(format!("reading stdin: {e}"));
+                    break;
+                }
+            };
             let (key, value) = match &a.key_separator {
                 Some(sep) => match line.split_once(sep.as_str()) {
                     Some((k, v)) => (Some(k.to_string()), v.to_string()),
@@ -403,26 +423,85 @@ pub fn produce(t: Target, a: ProduceArgs) -> Result<(), String> {
             if let Some(p) = a.partition {
                 r = r.partition(p);
             }
-            deliveries.push(producer.send(r).await.map_err(err)?);
+            match producer.send(r).await {
+                Ok(d) => deliveries.push(d),
+                Err(e) => {
+                    // What was sent before still counts: it is flushed
+                    // and reported below, not dropped with the runtime.
+                    stopped = Some(format!("record {} not sent: {}", deliveries.sent + 1, err(e)));
+                    break;
+                }
+            }
         }
         producer.flush().await;
-        let total = deliveries.len();
-        let mut failed = 0;
-        for d in deliveries {
-            if let Err(e) = d.await {
-                failed += 1;
-                if failed <= 10 {
+        deliveries.settle_all().await;
+        producer.close().await;
+        let Deliveries {
+            sent,
+            delivered,
+            failed,
+            ..
+        } = deliveries;
+        match stopped {
+            Some(why) => Err(format!(
+                "{why}; {delivered} record(s) delivered to {}, {failed} failed",
+                a.topic
+            )),
+            None if failed > 0 => Err(format!("{failed} of {sent} records were not delivered")),
+            None => {
+                eprintln!("produced {sent} record(s) to {}", a.topic);
+                Ok(())
+            }
+        }
+    })
+}
+
+/// The delivery futures of `borges produce`, settled as they finish so that
+/// a long-running pipe holds only the records still in flight.
+#[derive(Default)]
+struct Deliveries {
+    pending: std::collections::VecDeque<borges_client::DeliveryFuture>,
+    sent: u64,
+    delivered: u64,
+    failed: u64,
+}
+
+impl Deliveries {
+    fn push(&mut self, d: borges_client::DeliveryFuture) {
+        self.sent += 1;
+        self.pending.push_back(d);
+        // Records of one batch settle together and batches mostly in
+        // order: counting from the front finds the finished ones cheaply.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while let Some(front) = self.pending.front_mut() {
+            match std::pin::Pin::new(front).poll(&mut cx) {
+                std::task::Poll::Ready(r) => {
+                    self.count(r);
+                    self.pending.pop_front();
+                }
+                std::task::Poll::Pending => break,
+            }
+        }
+    }
+
+    async fn settle_all(&mut self) {
+        while let Some(d) = self.pending.pop_front() {
+            let r = d.await;
+            self.count(r);
+        }
+    }
+
+    fn count(&mut self, r: Result<borges_client::RecordMetadata, ClientError>) {
+        match r {
+            Ok(_) => self.delivered += 1,
+            Err(e) => {
+                self.failed += 1;
+                if self.failed <= 10 {
                     eprintln!("borges: record not delivered: {e}");
                 }
             }
         }
-        producer.close().await;
-        if failed > 0 {
-            return Err(format!("{failed} of {total} records were not delivered"));
-        }
-        eprintln!("produced {total} record(s) to {}", a.topic);
-        Ok(())
-    })
+    }
 }
 
 fn render(format: &str, r: &borges_client::ConsumerRecord) -> String {

@@ -209,6 +209,11 @@ impl Client {
         self.refresh_topic(topic).await
     }
 
+    /// A topic's cached metadata, without asking the broker.
+    pub(crate) fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        self.read_cache().topics.get(topic).cloned()
+    }
+
     /// Fetches a topic's metadata from the broker, replacing the cached copy.
     pub async fn refresh_topic(&self, topic: &str) -> Result<Arc<TopicMetadata>, ClientError> {
         let resp = self.fetch_metadata(Some(vec![topic.to_string()])).await?;
@@ -313,8 +318,39 @@ impl Client {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        let conn = self.node_connection(node_id).await?;
-        conn.request(request, timeout).await
+        let result = match self.node_connection(node_id).await {
+            Ok(conn) => conn.request(request, timeout).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.on_request_error(node_id, e);
+        }
+        result
+    }
+
+    /// After a connection error or a timeout talking to `node_id`, forgets
+    /// the cached topics it leads, as Kafka requests a metadata update on a
+    /// disconnect: leadership may have moved while the node was away, and
+    /// the next use of those topics asks the cluster again.
+    fn on_request_error(&self, node_id: i32, e: &ClientError) {
+        if !matches!(e, ClientError::Io(_) | ClientError::Timeout) {
+            return;
+        }
+        let stale: Vec<String> = self
+            .read_cache()
+            .topics
+            .iter()
+            .filter(|(_, t)| t.partitions.iter().any(|p| p.leader == node_id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        tracing::debug!(node_id, error = %e, topics = stale.len(), "request failed; metadata marked stale");
+        let mut cache = self.write_cache();
+        for name in stale {
+            cache.topics.remove(&name);
+        }
     }
 
     /// Sends a request that gets no response (acks=0 produce) to `node_id`;
@@ -325,8 +361,14 @@ impl Client {
         request: &Request,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        let conn = self.node_connection(node_id).await?;
-        conn.send_oneway(request, timeout).await
+        let result = match self.node_connection(node_id).await {
+            Ok(conn) => conn.send_oneway(request, timeout).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.on_request_error(node_id, e);
+        }
+        result
     }
 
     /// Sends `request` to the controller if known, else to any reachable
@@ -418,18 +460,49 @@ impl Client {
         self.inner.metadata.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, MetadataCache> {
-        // Bumped before the change is made: a reader that saw the old
-        // generation may cache the old value, but will look again.
-        self.inner
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.inner.metadata.write().unwrap_or_else(|e| e.into_inner())
+    fn write_cache(&self) -> CacheWrite<'_> {
+        CacheWrite {
+            guard: self.inner.metadata.write().unwrap_or_else(|e| e.into_inner()),
+            generation: &self.inner.generation,
+        }
     }
 
     /// Changes whenever the metadata cache changes.
     pub(crate) fn metadata_generation(&self) -> u64 {
         self.inner.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A write to the metadata cache; bumps the generation when it ends, after
+/// the change is made and before the lock is released. Bumped before the
+/// change, a reader could load the new generation, read the old entry while
+/// the writer waits for the lock, and keep that stale entry under the new
+/// generation for good; bumped after, a reader that loaded the old
+/// generation may cache the new entry under it, which costs one more
+/// lookup and nothing else.
+struct CacheWrite<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, MetadataCache>,
+    generation: &'a std::sync::atomic::AtomicU64,
+}
+
+impl std::ops::Deref for CacheWrite<'_> {
+    type Target = MetadataCache;
+
+    fn deref(&self) -> &MetadataCache {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for CacheWrite<'_> {
+    fn deref_mut(&mut self) -> &mut MetadataCache {
+        &mut self.guard
+    }
+}
+
+impl Drop for CacheWrite<'_> {
+    fn drop(&mut self) {
+        // Runs before the guard field is dropped: the lock is still held.
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -460,4 +533,70 @@ pub(crate) fn unexpected(resp: &Response) -> ClientError {
         ErrorCode::UnknownServerError,
         Some(format!("unexpected {} response", resp.api_key())),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client with an empty cache and no connection.
+    fn offline_client() -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                config: ClientConfig::default(),
+                limits: Limits::default(),
+                bootstrap: vec!["127.0.0.1:1".into()],
+                conns: tokio::sync::Mutex::new(HashMap::new()),
+                metadata: RwLock::new(MetadataCache::default()),
+                generation: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn topic(partitions: u32) -> Arc<TopicMetadata> {
+        Arc::new(TopicMetadata {
+            name: "t".into(),
+            id: TopicId::default(),
+            partitions: (0..partitions)
+                .map(|p| PartitionMetadata {
+                    partition: p,
+                    error: ErrorCode::None,
+                    leader: 0,
+                    leader_epoch: 0,
+                    replicas: vec![0],
+                    isr: vec![0],
+                })
+                .collect(),
+        })
+    }
+
+    /// Issue 20, finding 10: while a writer waits for the cache lock (a
+    /// reader holds it), the generation must not have moved yet, or the
+    /// reader would pair the new generation with the old entry. Once the
+    /// write is done, the generation has moved.
+    #[test]
+    fn generation_bumped_after_cache_write() {
+        let client = offline_client();
+        client.write_cache().topics.insert("t".into(), topic(1));
+        let before = client.metadata_generation();
+        let reader = client.read_cache();
+        let writer = {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                client.write_cache().topics.insert("t".into(), topic(3));
+            })
+        };
+        // The writer is blocked on the lock the reader holds.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            client.metadata_generation(),
+            before,
+            "the generation moved before the cache was written"
+        );
+        assert_eq!(reader.topics["t"].partition_count(), 1);
+        drop(reader);
+        writer.join().unwrap();
+        assert_eq!(client.metadata_generation(), before + 1);
+        assert_eq!(client.read_cache().topics["t"].partition_count(), 3);
+    }
 }

@@ -6,11 +6,14 @@
 //! (`FrameReader`), reads each response's correlation id, and hands the
 //! response to whoever is waiting for that id, in whatever order the broker
 //! answers. A semaphore bounds the requests in flight; each request has a
-//! deadline after which its caller gets `Timeout` (a late answer is dropped).
+//! deadline after which its caller gets `Timeout`, and the connection is
+//! closed (as Kafka does on `request.timeout.ms`): a broker that does not
+//! answer one request in time may never answer any, and a flow black-holed
+//! on the way looks exactly like that. TCP keepalive finds dead idle flows.
 //!
-//! When either task fails, the connection is marked closed and every waiting
-//! request fails with `ClientError::Io`; the client opens a new connection on
-//! the next call.
+//! When either task fails, or a request times out, the connection is marked
+//! closed and every waiting request fails with `ClientError::Io`; the client
+//! opens a new connection on the next call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -278,6 +281,7 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
+        set_keepalive(&stream)?;
         let (read, write) = stream.into_split();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -309,6 +313,18 @@ impl Connection {
     /// Whether the connection has failed (a new one must be opened).
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.lock().closed.is_some()
+    }
+
+    /// Closes the connection after a request got no answer in time: every
+    /// other request waiting on it fails with `Io` (retriable) and the
+    /// client reconnects on the next call.
+    fn close_timed_out(&self, api_key: ApiKey, timeout: Duration) {
+        tracing::debug!(addr = %self.addr, %api_key, ?timeout, "request timed out; closing the connection");
+        self.shared
+            .close(&format!("a {api_key} request got no answer within {timeout:?}"));
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 
     fn encode(&self, req: &Request) -> (u32, BytesMut) {
@@ -360,7 +376,14 @@ impl Connection {
             Ok(Ok(())) => {}
         }
         match timeout_at(deadline, rx).await {
-            Err(_) => Err(ClientError::Timeout),
+            Err(_) => {
+                // As Kafka does on `request.timeout.ms`: a connection that
+                // does not answer in time may be dead without either side
+                // knowing (a black-holed flow), so it is not used again;
+                // the next call opens a new one.
+                self.close_timed_out(req.api_key(), timeout);
+                Err(ClientError::Timeout)
+            }
             Ok(Err(_)) => Err(ClientError::connection_closed("connection closed")),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Ok(Ok(Ok(resp)))) => Ok(resp),
@@ -392,11 +415,52 @@ impl Connection {
             Ok(Ok(())) => {}
         }
         match timeout_at(deadline, rx).await {
-            Err(_) => Err(ClientError::Timeout),
+            Err(_) => {
+                // Not written within the timeout: the socket does not drain.
+                self.close_timed_out(req.api_key(), timeout);
+                Err(ClientError::Timeout)
+            }
             Ok(Err(_)) => Err(ClientError::connection_closed("connection closed")),
             Ok(Ok(r)) => r,
         }
     }
+}
+
+/// TCP keepalive probes after this long without traffic...
+const KEEPALIVE_IDLE_SECS: libc::c_int = 30;
+/// ...this often...
+const KEEPALIVE_INTERVAL_SECS: libc::c_int = 10;
+/// ...and the connection is dead after this many unanswered.
+const KEEPALIVE_PROBES: libc::c_int = 3;
+
+/// Turns TCP keepalive on, so that an idle connection to a broker that
+/// vanished (a host gone, a flow dropped by a firewall) fails within about
+/// a minute instead of only on the next request's timeout.
+fn set_keepalive(stream: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: `fd` is an open socket for the call's duration and the
+        // option value is a live `c_int` of the length passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECS)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES)
 }
 
 async fn write_loop(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Outbound>, shared: Arc<Shared>) {

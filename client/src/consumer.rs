@@ -131,6 +131,10 @@ struct PartState {
     retry_at: Option<Instant>,
     /// From the last fetch response.
     high_watermark: i64,
+    /// The topic id the position belongs to, from the first fetch: a topic
+    /// deleted and re-created under the same name has a new id and a new
+    /// log, where the old position means nothing.
+    topic_id: Option<TopicId>,
 }
 
 impl Default for PartState {
@@ -143,6 +147,7 @@ impl Default for PartState {
             epoch: 0,
             retry_at: None,
             high_watermark: -1,
+            topic_id: None,
         }
     }
 }
@@ -175,6 +180,9 @@ pub struct Consumer {
     rotation: usize,
     /// Set by `subscribe`: the assignment comes from a consumer group.
     group: Option<Membership>,
+    /// An error met by a `poll` that had records to return: those come
+    /// first, the error with the next `poll`.
+    deferred_error: Option<ClientError>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -196,6 +204,7 @@ impl Consumer {
             fetching_nodes: HashSet::new(),
             rotation: 0,
             group: None,
+            deferred_error: None,
         }
     }
 
@@ -466,17 +475,34 @@ impl Consumer {
     /// Records from the assigned partitions, in offset order per partition,
     /// at most `max_poll_records`; an empty vector if none arrived within
     /// `timeout`. The next fetches are in flight when it returns.
+    ///
+    /// Records are taken from the buffers (and positions moved past them)
+    /// only right before returning, with no wait in between: an error, or a
+    /// `poll` future dropped mid-wait (`select!`, a timeout), never costs
+    /// records. An error met while records are ready comes with the next
+    /// `poll`, after them.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         let wake = self.group.as_ref().map(|g| g.shared.clone());
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
         loop {
             self.maintain_group().await?;
             self.resolve_all().await?;
+            let started = self.start_fetches().await;
             let out = drain(&mut self.parts, self.config.max_poll_records);
-            self.start_fetches().await?;
             if !out.is_empty() {
+                // The drained partitions' next fetches, from cached
+                // metadata: nothing here waits, so the records cannot be
+                // lost between being taken and being returned.
+                let launched = self.launch_fetches();
+                if let Some(e) = started.err().or(launched.err()) {
+                    self.deferred_error = Some(e);
+                }
                 return Ok(out);
             }
+            started?;
             if self.fetches.is_empty() {
                 // Nothing could be fetched (no assignment, or every partition
                 // backing off): wait a little, not in a busy loop.
@@ -593,12 +619,11 @@ impl Consumer {
         Ok(offset)
     }
 
-    /// Starts a fetch on every leader with none in flight, for its
-    /// partitions that have a position, nothing buffered, nothing in flight.
-    async fn start_fetches(&mut self) -> Result<(), ClientError> {
+    /// Partitions that may be fetched now: a position, nothing buffered,
+    /// nothing in flight, no backoff.
+    fn fetch_candidates(&self) -> Vec<PartKey> {
         let now = Instant::now();
-        let candidates: Vec<PartKey> = self
-            .parts
+        self.parts
             .iter()
             .filter(|(_, s)| {
                 s.position.is_some()
@@ -607,16 +632,46 @@ impl Consumer {
                     && s.retry_at.is_none_or(|t| t <= now)
             })
             .map(|(k, _)| k.clone())
-            .collect();
-        let mut by_node: BTreeMap<i32, Vec<Asked>> = BTreeMap::new();
-        for k in candidates {
-            let meta = match self.client.topic_metadata(&k.0).await {
-                Ok(m) => m,
-                Err(e) if e.is_retriable() => {
+            .collect()
+    }
+
+    /// Loads the metadata of every fetchable partition's topic (a
+    /// retriable failure backs the partition off), then starts the
+    /// fetches. Every partition is tried; the first error is returned.
+    async fn start_fetches(&mut self) -> Result<(), ClientError> {
+        let mut first_error = None;
+        let mut topics: Vec<String> = self.fetch_candidates().into_iter().map(|k| k.0).collect();
+        topics.dedup();
+        for topic in topics {
+            if let Err(e) = self.client.topic_metadata(&topic).await {
+                // Backed off either way: a topic that is gone for good is
+                // reported at most once per backoff, and the other
+                // partitions keep being fetched meanwhile.
+                let keys: Vec<PartKey> = self.parts.keys().filter(|k| k.0 == topic).cloned().collect();
+                for k in keys {
                     self.backoff(&k);
-                    continue;
                 }
-                Err(e) => return Err(e),
+                if !e.is_retriable() {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let launched = self.launch_fetches();
+        match first_error {
+            Some(e) => Err(e),
+            None => launched,
+        }
+    }
+
+    /// Starts a fetch on every leader with none in flight, for its
+    /// fetchable partitions whose topic metadata is cached (the others wait
+    /// for `start_fetches`). Does not wait.
+    fn launch_fetches(&mut self) -> Result<(), ClientError> {
+        let mut first_error = None;
+        let mut by_node: BTreeMap<i32, Vec<Asked>> = BTreeMap::new();
+        for k in self.fetch_candidates() {
+            let Some(meta) = self.client.cached_topic(&k.0) else {
+                continue;
             };
             let leader = match meta.leader(k.1) {
                 Ok(l) => l,
@@ -625,12 +680,37 @@ impl Consumer {
                     self.backoff(&k);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.backoff(&k);
+                    first_error.get_or_insert(e);
+                    continue;
+                }
             };
             if self.fetching_nodes.contains(&leader) {
                 continue;
             }
             let st = self.parts.get_mut(&k).expect("a candidate is assigned");
+            match st.topic_id {
+                Some(id) if id != meta.id => {
+                    // Re-created: the old position is reset by
+                    // `auto_offset_reset` and the application is told.
+                    tracing::info!(topic = %k.0, partition = k.1, position = ?st.position,
+                        "topic re-created under a new id; resetting the position");
+                    first_error.get_or_insert(ClientError::TopicRecreated {
+                        topic: k.0.clone(),
+                        partition: k.1,
+                        position: st.position.unwrap_or(-1),
+                    });
+                    st.topic_id = Some(meta.id);
+                    st.position = None;
+                    st.buffered.clear();
+                    st.epoch += 1;
+                    st.retry_at = None;
+                    continue;
+                }
+                Some(_) => {}
+                None => st.topic_id = Some(meta.id),
+            }
             st.retry_at = None;
             by_node.entry(leader).or_default().push(Asked {
                 topic_id: meta.id,
@@ -680,7 +760,10 @@ impl Consumer {
                 FetchOutcome { node, asked, result }
             });
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn backoff(&mut self, k: &PartKey) {

@@ -70,6 +70,40 @@ pub enum ClientError {
     /// A configuration value or argument is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An assigned topic was deleted and re-created under the same name (a
+    /// new topic id): the consumer's position in the old log was dropped
+    /// and the partition starts again by `auto_offset_reset`.
+    #[error(
+        "{topic} was re-created; position {position} of {topic}/{partition} in the old topic was dropped"
+    )]
+    TopicRecreated {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The position in the old topic (-1 if there was none).
+        position: i64,
+    },
+    /// A record larger than the producer's `buffer_memory_bytes` or
+    /// `max_request_bytes` (Kafka's `RecordTooLargeException`).
+    #[error("a record of {size} bytes is larger than the producer can buffer or send ({max} bytes)")]
+    RecordTooLarge {
+        /// The record's estimated size in a batch.
+        size: usize,
+        /// The smaller of `buffer_memory_bytes` and `max_request_bytes`.
+        max: usize,
+    },
+    /// A record was not acknowledged within the producer's
+    /// `delivery_timeout` (Kafka's `delivery.timeout.ms`).
+    #[error("{records} record(s) not delivered within {timeout_ms} ms (last error: {})", last_error.as_deref().unwrap_or("none"))]
+    DeliveryTimeout {
+        /// The configured delivery timeout.
+        timeout_ms: u64,
+        /// Records of the batch that failed.
+        records: usize,
+        /// The error the batch was last retried for, if any.
+        last_error: Option<String>,
+    },
     /// The producer (or the connection it needed) was closed.
     #[error("closed")]
     Closed,

@@ -108,7 +108,10 @@ pub(crate) struct ProducerBatch {
     pub(crate) created: Instant,
     /// Estimated uncompressed bytes, the measure `batch_size_bytes` caps.
     pub(crate) size_bytes: usize,
-    /// Buffer bytes held by the records, released when the batch completes.
+    /// Record bytes allocated for the batch when it opened (charged to the
+    /// buffer): the batch size, or one larger record's size.
+    pub(crate) capacity_bytes: usize,
+    /// Buffer bytes charged for the batch, released when it completes.
     pub(crate) reserved_bytes: usize,
     /// Sends tried so far.
     pub(crate) attempts: u32,
@@ -117,7 +120,8 @@ pub(crate) struct ProducerBatch {
 #[derive(Default)]
 struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
-    in_flight: bool,
+    /// The signal of the batch in flight, if one is.
+    in_flight: Option<Arc<BatchSignal>>,
     /// A retried batch waits until then.
     backoff_until: Option<Instant>,
 }
@@ -158,9 +162,30 @@ impl Accumulator {
         self.queues
             .get(tp)
             .and_then(|q| q.batches.back())
-            .is_some_and(|b| {
-                b.builder.is_some() && b.record_count > 0 && b.size_bytes + size > self.batch_size_bytes
-            })
+            .is_some_and(|b| b.builder.is_some() && b.size_bytes + size > b.capacity_bytes)
+    }
+
+    /// The buffer bytes appending a record of `size` bytes to `tp` costs:
+    /// none if it fits the open batch (whose allocation is already
+    /// charged), else the allocation of the batch it opens.
+    pub(crate) fn charge_for(&self, tp: &TopicPartition, size: usize) -> usize {
+        let fits = self
+            .queues
+            .get(tp)
+            .and_then(|q| q.batches.back())
+            .is_some_and(|b| b.builder.is_some() && b.size_bytes + size <= b.capacity_bytes);
+        if fits {
+            0
+        } else {
+            self.batch_capacity(size)
+        }
+    }
+
+    /// The allocation of a batch opened by a record of `size` bytes: the
+    /// batch size, or the record's size if it is larger (it then fills the
+    /// batch alone).
+    fn batch_capacity(&self, size: usize) -> usize {
+        self.batch_size_bytes.max(size)
     }
 
     /// Appends one record to the open batch of `tp`, opening a new batch if
@@ -185,12 +210,15 @@ impl Accumulator {
         if !self.queues.contains_key(tp) {
             self.queues.insert(tp.clone(), PartitionQueue::default());
         }
+        let capacity = self.batch_capacity(size);
         let q = self.queues.get_mut(tp).expect("queue ensured above");
         let open = q.batches.back().is_some_and(|b| b.builder.is_some());
+        // Past the allocation, not only past the batch size: a batch never
+        // grows beyond the bytes charged for it.
         let overflow = q
             .batches
             .back()
-            .is_some_and(|b| b.builder.is_some() && b.record_count > 0 && b.size_bytes + size > batch_size);
+            .is_some_and(|b| b.builder.is_some() && b.size_bytes + size > b.capacity_bytes);
         let mut new_batch = false;
         if !open || overflow {
             // Close the current open batch: encoding happens at send time,
@@ -199,11 +227,10 @@ impl Accumulator {
                 signal: Arc::new(BatchSignal::new(tp)),
                 tp: tp.clone(),
                 // Full size up front: growing a 1 MiB batch by doubling
-                // copies it several times over.
-                builder: Some(RecordBatchBuilder::with_capacity(
-                    compression,
-                    batch_size.min(16 << 20),
-                )),
+                // copies it several times over. `record_size` is an upper
+                // estimate, so the records never outgrow this.
+                builder: Some(RecordBatchBuilder::with_capacity(compression, capacity)),
+                capacity_bytes: capacity,
                 encoded: None,
                 record_count: 0,
                 created: now(),
@@ -237,7 +264,7 @@ impl Accumulator {
         let mut next: Option<Instant> = None;
         let mut wake_at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for (tp, q) in &self.queues {
-            if q.in_flight {
+            if q.in_flight.is_some() {
                 continue;
             }
             let Some(front) = q.batches.front() else { continue };
@@ -267,11 +294,11 @@ impl Accumulator {
     /// Takes the front batch of `tp` to send, marking the partition in flight.
     pub(crate) fn take(&mut self, tp: &TopicPartition) -> Option<ProducerBatch> {
         let q = self.queues.get_mut(tp)?;
-        if q.in_flight {
+        if q.in_flight.is_some() {
             return None;
         }
         let b = q.batches.pop_front()?;
-        q.in_flight = true;
+        q.in_flight = Some(b.signal.clone());
         q.backoff_until = None;
         Some(b)
     }
@@ -280,7 +307,7 @@ impl Accumulator {
     /// partition sends nothing before `backoff_until`.
     pub(crate) fn requeue(&mut self, batch: ProducerBatch, backoff_until: Instant) {
         let q = self.queues.entry(batch.tp.clone()).or_default();
-        q.in_flight = false;
+        q.in_flight = None;
         q.backoff_until = Some(backoff_until);
         q.batches.push_front(batch);
     }
@@ -288,11 +315,21 @@ impl Accumulator {
     /// Marks the in-flight batch of `tp` done (delivered or failed for good).
     pub(crate) fn complete(&mut self, tp: &TopicPartition) {
         if let Some(q) = self.queues.get_mut(tp) {
-            q.in_flight = false;
+            q.in_flight = None;
             if q.batches.is_empty() {
                 self.queues.remove(tp);
             }
         }
+    }
+
+    /// The signals of every batch not yet settled: waiting, open, or in
+    /// flight. What a flush waits for.
+    pub(crate) fn unsettled_signals(&self) -> Vec<Arc<BatchSignal>> {
+        self.queues
+            .values()
+            .flat_map(|q| q.in_flight.iter().chain(q.batches.iter().map(|b| &b.signal)))
+            .cloned()
+            .collect()
     }
 
     /// Whether no batch is waiting (some may still be in flight).

@@ -33,7 +33,7 @@ use borges_net::protocol::{
 };
 use borges_net::types::TopicId;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::admin::duration_ms;
@@ -100,14 +100,27 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Produce requests in flight at once (across all brokers).
     pub max_in_flight_requests: usize,
-    /// Times a batch is retried after a retriable error before its records fail.
+    /// Times a batch is retried after a retriable error before its records
+    /// fail (Kafka's `retries`; by default unbounded, so that
+    /// `delivery_timeout` is what ends the retries).
     pub retries: u32,
     /// First wait before a retry; doubles on each retry of the same batch.
     pub retry_backoff: Duration,
     /// Cap on the wait before a retry.
     pub retry_backoff_max: Duration,
-    /// How long the broker and the client wait for one produce response.
+    /// How long the broker and the client wait for one produce response
+    /// (Kafka's `request.timeout.ms`).
     pub request_timeout: Duration,
+    /// Upper bound on the time from `send` returning to a record's delivery
+    /// future settling, retries and waits in the buffer included (Kafka's
+    /// `delivery.timeout.ms`): a batch whose time is up is failed instead of
+    /// retried or sent. Raised to `linger + request_timeout` if shorter; a
+    /// request in flight is not cut short, so a batch may settle up to one
+    /// request timeout late.
+    pub delivery_timeout: Duration,
+    /// Longest `send` waits for metadata or buffer space before it fails
+    /// with `Timeout` (Kafka's `max.block.ms`).
+    pub max_block: Duration,
     /// Bytes of records buffered and not yet acknowledged; `send` waits when full.
     pub buffer_memory_bytes: usize,
     /// Cap on the records in one Produce request (several batches, one broker).
@@ -122,10 +135,12 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             compression: Compression::None,
             max_in_flight_requests: 5,
-            retries: 10,
+            retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(120),
+            max_block: Duration::from_secs(60),
             buffer_memory_bytes: 64 << 20,
             max_request_bytes: 16 << 20,
         }
@@ -242,8 +257,8 @@ struct State {
     partitioner: Partitioner,
     /// Records enqueued and not yet completed.
     pending_records: usize,
-    /// Woken when `pending_records` reaches 0.
-    flush_waiters: Vec<oneshot::Sender<()>>,
+    /// `flush` calls waiting: while any is, every batch is ready at once.
+    flushes_in_progress: usize,
     /// No more sends; the sender task drains and exits.
     closing: bool,
     /// The last topic sent to, the client metadata generation it was looked
@@ -256,8 +271,14 @@ struct State {
 /// Why a send must leave the lock and wait.
 enum Slow {
     Metadata,
-    Buffer,
+    /// For this many bytes of buffer.
+    Buffer(usize),
 }
+
+/// Longer `delivery_timeout` and `max_block` settings are taken as this
+/// (about 30 years): "forever" in practice, and a deadline an `Instant` can
+/// hold, which `Duration::MAX` from now is not.
+const TIMEOUT_MAX: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// Buffer space is drawn from the shared budget this much at a time.
 const BUFFER_CREDIT_CHUNK: usize = 256 << 10;
@@ -320,6 +341,14 @@ impl Producer {
                 "buffer_memory_bytes must be in 1..=u32::MAX".into(),
             ));
         }
+        // As Kafka does for its default: a batch gets at least its linger
+        // and one request's time, so a long linger is not an error.
+        let mut config = config;
+        config.delivery_timeout = config
+            .delivery_timeout
+            .max(config.linger.saturating_add(config.request_timeout))
+            .min(TIMEOUT_MAX);
+        config.max_block = config.max_block.min(TIMEOUT_MAX);
         if config.max_in_flight_requests == 0 {
             return Err(ClientError::Config(
                 "max_in_flight_requests must be at least 1".into(),
@@ -327,10 +356,20 @@ impl Producer {
         }
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
-                acc: Accumulator::new(config.batch_size_bytes, config.linger, config.compression.wire()),
+                // A batch is allocated whole when it opens and charged to
+                // the buffer as such, so it can be no larger than the
+                // buffer, nor than a request.
+                acc: Accumulator::new(
+                    config
+                        .batch_size_bytes
+                        .min(config.buffer_memory_bytes)
+                        .min(config.max_request_bytes),
+                    config.linger,
+                    config.compression.wire(),
+                ),
                 partitioner: Partitioner::default(),
                 pending_records: 0,
-                flush_waiters: Vec::new(),
+                flushes_in_progress: 0,
                 closing: false,
                 topic_cache: None,
                 credit: 0,
@@ -352,8 +391,10 @@ impl Producer {
     ///
     /// Returns as soon as the record is in its partition's batch; waits only
     /// when the buffer (`buffer_memory_bytes`) is full, until acknowledged
-    /// records free room. Fails at once for an unknown topic or partition, or
-    /// once the producer is closed.
+    /// records free room, or while the topic's metadata cannot be had (a
+    /// broker restarting): at most `max_block` in all, then `Timeout`. Fails
+    /// at once for an unknown topic or partition, or once the producer is
+    /// closed.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         let ProducerRecord {
             topic,
@@ -368,8 +409,15 @@ impl Producer {
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
         let size = record_size(key.as_deref(), value.as_deref(), &headers);
-        let reserved = size.min(self.inner.config.buffer_memory_bytes);
+        // As Kafka: a record that could never be buffered or sent is refused
+        // here, instead of waiting for buffer space that cannot come.
+        let buffer_max = self.inner.config.buffer_memory_bytes;
+        let max = buffer_max.min(self.inner.config.max_request_bytes);
+        if size > max {
+            return Err(ClientError::RecordTooLarge { size, max });
+        }
         let timestamp = timestamp.unwrap_or_else(now_ms);
+        let block_until = Instant::now() + self.inner.config.max_block;
         // Tokio's cooperative budget: a task that sends in a tight loop
         // yields now and then, so that the sender task (on a single-threaded
         // runtime, the same thread) ships batches while the buffer fills.
@@ -403,10 +451,28 @@ impl Producer {
                                 partition: chosen.unwrap_or(0),
                             });
                         }
-                        if st.credit < reserved {
-                            let chunk = reserved
-                                .max(BUFFER_CREDIT_CHUNK)
-                                .min(self.inner.config.buffer_memory_bytes);
+                        tp.partition = match (chosen, key.as_deref()) {
+                            (Some(p), _) => p,
+                            (None, Some(k)) => partitioner::key_partition(k, partitions),
+                            (None, None) => {
+                                let p = st.partitioner.sticky(&tp.topic, partitions);
+                                tp.partition = p;
+                                if st.acc.would_overflow(&tp, size) {
+                                    // Its batch is full: keyless records move on.
+                                    st.partitioner.batch_closed(&tp.topic, p);
+                                    st.partitioner.sticky(&tp.topic, partitions)
+                                } else {
+                                    p
+                                }
+                            }
+                        };
+                        // What the record costs the buffer: nothing if it
+                        // fits the open batch's allocation, else the new
+                        // batch's whole allocation (as Kafka's BufferPool
+                        // charges `batch.size` per batch).
+                        let charge = st.acc.charge_for(&tp, size).min(buffer_max);
+                        if st.credit < charge {
+                            let chunk = charge.max(BUFFER_CREDIT_CHUNK).min(buffer_max);
                             match self.inner.buffer.try_acquire_many(chunk as u32) {
                                 Ok(permit) => {
                                     permit.forget();
@@ -416,25 +482,15 @@ impl Producer {
                                 Err(tokio::sync::TryAcquireError::NoPermits) => {}
                             }
                         }
-                        if st.credit < reserved {
-                            Slow::Buffer
+                        if st.credit < charge {
+                            // The credit parked here goes back to the shared
+                            // budget before waiting: kept, it could be just
+                            // what this record (or another sender) needs.
+                            let parked = std::mem::take(&mut st.credit);
+                            self.inner.buffer.add_permits(parked);
+                            Slow::Buffer(charge)
                         } else {
-                            st.credit -= reserved;
-                            tp.partition = match (chosen, key.as_deref()) {
-                                (Some(p), _) => p,
-                                (None, Some(k)) => partitioner::key_partition(k, partitions),
-                                (None, None) => {
-                                    let p = st.partitioner.sticky(&tp.topic, partitions);
-                                    tp.partition = p;
-                                    if st.acc.would_overflow(&tp, size) {
-                                        // Its batch is full: keyless records move on.
-                                        st.partitioner.batch_closed(&tp.topic, p);
-                                        st.partitioner.sticky(&tp.topic, partitions)
-                                    } else {
-                                        p
-                                    }
-                                }
-                            };
+                            st.credit -= charge;
                             st.pending_records += 1;
                             let appended = st.acc.append(
                                 &tp,
@@ -442,7 +498,7 @@ impl Producer {
                                 key.as_deref(),
                                 value.as_deref(),
                                 &headers,
-                                reserved,
+                                charge,
                                 || Instant::now().into_std(),
                             );
                             drop(st);
@@ -460,56 +516,105 @@ impl Producer {
             };
             match slow {
                 Slow::Metadata => {
-                    let n = self
-                        .inner
-                        .client
-                        .topic_metadata(&tp.topic)
-                        .await?
-                        .partition_count();
+                    let n = self.wait_for_metadata(&tp.topic, block_until).await?;
                     self.inner.lock().topic_cache = Some((tp.topic.clone(), generation, n));
                 }
-                Slow::Buffer => {
-                    // Full: wait for acknowledged batches to return space.
-                    self.inner
-                        .buffer
-                        .acquire_many(reserved as u32)
+                Slow::Buffer(charge) => {
+                    // Full: wait for acknowledged batches to return space,
+                    // at most `max_block` from the start of this send.
+                    tokio::time::timeout_at(block_until, self.inner.buffer.acquire_many(charge as u32))
                         .await
+                        .map_err(|_| ClientError::Timeout)?
                         .map_err(|_| ClientError::Closed)?
                         .forget();
-                    self.inner.lock().credit += reserved;
+                    self.inner.lock().credit += charge;
                 }
             }
         }
     }
 
-    /// Sends everything buffered now (ignoring `linger`) and waits until
-    /// every record sent so far is acknowledged or failed. Records other
-    /// tasks send meanwhile are waited for too.
-    pub async fn flush(&self) {
-        let rx = {
-            let mut st = self.inner.lock();
-            if st.pending_records == 0 {
-                return;
+    /// The partition count of `topic`, retrying retriable errors (a broker
+    /// restarting, a leader being elected) with the retry backoff until
+    /// `until` (then `Timeout`, as Kafka's `max.block.ms`). An unknown topic
+    /// fails at once: the broker answered, and waiting would not change it.
+    async fn wait_for_metadata(&self, topic: &str, until: Instant) -> Result<u32, ClientError> {
+        let cfg = &self.inner.config;
+        let mut attempt = 0u32;
+        loop {
+            let error = match tokio::time::timeout_at(until, self.inner.client.topic_metadata(topic)).await {
+                Err(_) => return Err(ClientError::Timeout),
+                Ok(Ok(meta)) => return Ok(meta.partition_count()),
+                Ok(Err(e)) if e.is_retriable() => e,
+                Ok(Err(e)) => return Err(e),
+            };
+            let backoff = cfg
+                .retry_backoff
+                .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+                .min(cfg.retry_backoff_max);
+            attempt = attempt.saturating_add(1);
+            if Instant::now() + backoff >= until {
+                tracing::debug!(topic, %error, "no metadata within max_block");
+                return Err(ClientError::Timeout);
             }
-            let (tx, rx) = oneshot::channel();
-            st.flush_waiters.push(tx);
-            rx
-        };
-        self.inner.wake.notify_one();
-        let _ = rx.await;
+            tracing::debug!(topic, %error, ?backoff, "metadata not available; retrying");
+            tokio::time::sleep(backoff).await;
+        }
     }
 
-    /// Flushes, then stops: later sends fail with `Closed` and the sender
-    /// task exits. Other clones of this producer are closed too.
+    /// Sends everything buffered now (ignoring `linger`) and waits until
+    /// every record sent before the call is acknowledged or failed. Records
+    /// sent meanwhile are not waited for (as Kafka's `flush`), so a flush
+    /// returns even while other tasks keep sending.
+    pub async fn flush(&self) {
+        let signals = {
+            let mut st = self.inner.lock();
+            let signals = st.acc.unsettled_signals();
+            if signals.is_empty() {
+                return;
+            }
+            st.flushes_in_progress += 1;
+            signals
+        };
+        // Counted down even if this future is dropped mid-wait.
+        struct Done<'a>(&'a Inner);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.lock().flushes_in_progress -= 1;
+            }
+        }
+        let _done = Done(&self.inner);
+        self.inner.wake.notify_one();
+        for signal in signals {
+            Settled(signal).await;
+        }
+    }
+
+    /// Stops taking records (later sends, from any clone, fail with
+    /// `Closed`), then waits until every record already sent is
+    /// acknowledged or failed; the sender task exits.
     pub async fn close(&self) {
-        self.flush().await;
         self.inner.lock().closing = true;
         self.inner.wake.notify_one();
+        self.flush().await;
     }
 
     /// Records enqueued and not yet acknowledged or failed.
     pub fn pending_records(&self) -> usize {
         self.inner.lock().pending_records
+    }
+}
+
+/// Resolves once a batch is settled (delivered or failed), whatever the outcome.
+struct Settled(Arc<BatchSignal>);
+
+impl Future for Settled {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.poll_outcome(cx.waker()) {
+            Some(_) => Poll::Ready(()),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -539,7 +644,7 @@ async fn run_sender(inner: Arc<Inner>) {
         let now = Instant::now();
         let (batches, next_wake, done) = {
             let mut st = inner.lock();
-            let force = st.closing || !st.flush_waiters.is_empty();
+            let force = st.closing || st.flushes_in_progress > 0;
             let (ready, next) = st.acc.ready(now.into_std(), force);
             let mut batches = Vec::with_capacity(ready.len());
             for tp in ready {
@@ -588,7 +693,15 @@ struct Outgoing {
 /// group (per `max_request_bytes` of a group), waiting for in-flight room.
 async fn dispatch(inner: &Arc<Inner>, batches: Vec<Batch>) {
     let mut by_leader: BTreeMap<i32, Vec<Outgoing>> = BTreeMap::new();
+    let now = Instant::now().into_std();
     for mut batch in batches {
+        if now >= batch.created + inner.config.delivery_timeout {
+            // Waited in the buffer (behind a slow request, or for a
+            // backoff) until its time ran out: not sent at all.
+            let e = delivery_timed_out(&batch, inner.config.delivery_timeout, None);
+            finish_failed(inner, batch, e);
+            continue;
+        }
         if batch.encoded.is_none() {
             let builder = batch.builder.take().expect("an unencoded batch has its builder");
             match builder.build() {
@@ -760,12 +873,18 @@ fn retry_or_fail(inner: &Arc<Inner>, mut batch: Batch, error: ClientError) {
         finish_failed(inner, batch, error);
         return;
     }
-    batch.attempts += 1;
-    let factor = 1u32.checked_shl(batch.attempts - 1).unwrap_or(u32::MAX);
+    let factor = 1u32.checked_shl(batch.attempts).unwrap_or(u32::MAX);
     let backoff = cfg
         .retry_backoff
         .saturating_mul(factor)
         .min(cfg.retry_backoff_max);
+    let now = Instant::now().into_std();
+    if now + backoff >= batch.created + cfg.delivery_timeout {
+        let e = delivery_timed_out(&batch, cfg.delivery_timeout, Some(&error));
+        finish_failed(inner, batch, e);
+        return;
+    }
+    batch.attempts = batch.attempts.saturating_add(1);
     tracing::debug!(
         topic = %batch.tp.topic,
         partition = batch.tp.partition,
@@ -774,40 +893,43 @@ fn retry_or_fail(inner: &Arc<Inner>, mut batch: Batch, error: ClientError) {
         %error,
         "retrying a batch"
     );
-    let until = Instant::now().into_std() + backoff;
+    let until = now + backoff;
     inner.lock().acc.requeue(batch, until);
     inner.wake.notify_one();
 }
 
+/// The error of a batch whose `delivery_timeout` ran out, with the last
+/// error it was retried for.
+fn delivery_timed_out(batch: &Batch, timeout: Duration, last: Option<&ClientError>) -> ClientError {
+    ClientError::DeliveryTimeout {
+        timeout_ms: duration_ms(timeout) as u64,
+        records: batch.record_count,
+        last_error: last.map(ToString::to_string),
+    }
+}
+
+// Released before the signal completes: whoever the signal wakes (a
+// delivery future, a flush) sees the records no longer pending.
 fn finish_delivered(inner: &Arc<Inner>, batch: Batch, base_offset: i64) {
-    batch.signal.complete(Ok(base_offset));
     release(inner, &batch.tp, batch.record_count, batch.reserved_bytes);
+    batch.signal.complete(Ok(base_offset));
 }
 
 fn finish_failed(inner: &Arc<Inner>, batch: Batch, error: ClientError) {
     tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, %error, "batch failed");
-    batch.signal.complete(Err(error));
     release(inner, &batch.tp, batch.record_count, batch.reserved_bytes);
+    batch.signal.complete(Err(error));
 }
 
-/// Frees a settled batch's buffer bytes and partition slot, and wakes
-/// flushers once nothing is pending.
+/// Frees a settled batch's buffer bytes and partition slot.
 fn release(inner: &Arc<Inner>, tp: &TopicPartition, records: usize, reserved_bytes: usize) {
-    let waiters = {
+    {
         let mut st = inner.lock();
         st.acc.complete(tp);
         st.pending_records -= records;
-        if st.pending_records == 0 {
-            std::mem::take(&mut st.flush_waiters)
-        } else {
-            Vec::new()
-        }
-    };
+    }
     // After the count drops, so that pending records never exceed what the
     // buffer holds.
     inner.buffer.add_permits(reserved_bytes);
-    for w in waiters {
-        let _ = w.send(());
-    }
     inner.wake.notify_one();
 }
