@@ -328,7 +328,7 @@ impl Log {
     }
 
     /// Marks the log failed: after an I/O error the file's state is unknown.
-    fn fail(&self, e: StorageError) -> StorageError {
+    pub(crate) fn fail(&self, e: StorageError) -> StorageError {
         self.poison(&mut self.st(), &e);
         e
     }

@@ -2,9 +2,10 @@
 //! crash undid, write errors seen first by a read, a sync racing a
 //! truncation, reads and file ranges across a truncation, a truncation
 //! interrupted before its segments went, and directory syncs around
-//! partition directories. Faults come from the storage seam
-//! (`borges_storage::seam`), which is per thread, so these tests run in
-//! parallel without seeing each other's faults.
+//! partition directories, a failed compaction swap before a truncation.
+//! Faults come from the storage seam (`borges_storage::seam`), which is per
+//! thread, so these tests run in parallel without seeing each other's
+//! faults.
 
 mod common;
 
@@ -777,5 +778,89 @@ fn a_segment_write_is_recorded_once_it_is_in_the_file() {
         seam::reset();
         assert!(checked > 0, "no write was recorded");
         log.sync().await.unwrap();
+    });
+}
+
+/// Cold-review gap: a compaction swap whose cleaner checkpoint write
+/// fails after its rename (the directory sync fails) must not leave the
+/// log believing in a lower checkpoint than the disk holds. If it goes on,
+/// a later truncation does not lower the disk's checkpoint, and a crash
+/// after that truncation cut its segment, before its unlinks are durable,
+/// lets the segments it removed come back across a gap the checkpoint
+/// allows. At every crash point from the compaction on, the reopened log
+/// is a prefix of what was appended that holds every record below the
+/// truncation point.
+#[test]
+fn a_failed_compaction_swap_never_lets_a_later_truncation_leave_a_hole() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        let now = 10_000_000;
+        let clock = Rc::new(ManualClock::new(now));
+        let open_at = |d: PathBuf| Log::open(d, small(), clock.clone() as Rc<dyn Clock>);
+        seam::reset();
+        seam::record();
+        let log = open_at(dir.clone()).await.unwrap();
+        let mut all = Vec::new();
+        for i in 0..150u64 {
+            // Ten keys, so that compaction has old values to remove.
+            let k = format!("k{}", i % 10);
+            let v = format!("value-{i:04}-{}", "y".repeat(40));
+            let mut b = borges_net::batch::RecordBatchBuilder::new(Compression::None);
+            b.push(now - 1000, Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+            let info = append(&log, b.build().unwrap()).await;
+            all.push((info.base_offset.0, v.into_bytes()));
+        }
+        log.roll().await.unwrap();
+        let bases = log.segment_bases();
+        assert!(bases.len() >= 4, "{bases:?}");
+        let from = seam::event_count();
+        // The run's first directory sync is the one of its cleaner
+        // checkpoint, after the checkpoint's rename.
+        seam::fail(Op::SyncDir, 0, 1, libc::EIO, None);
+        let cfg = CompactionConfig {
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+            max_bytes_per_sec: None,
+        };
+        let compacted = log.compact(&cfg, None).await;
+        assert_eq!(seam::faults_left(), 0, "the fault fired");
+        assert!(compacted.is_err(), "{compacted:?}");
+        seam::reset_faults();
+        let target = (bases[0].0 + bases[1].0) / 2;
+        let truncated = log.truncate_to(Offset(target)).await;
+        let events = seam::take_events();
+        seam::reset();
+        drop(log);
+
+        let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+        for e in &events[..from] {
+            disk.apply(e);
+        }
+        assert!(disk.untracked.is_empty(), "{:?}", disk.untracked);
+        for c in from..=events.len() {
+            if c > from {
+                disk.apply(&events[c - 1]);
+            }
+            let copy = tempfile::tempdir().unwrap();
+            let copy_root = std::path::absolute(copy.path()).unwrap();
+            SimDisk::materialize(&disk.durable(), &copy_root).unwrap();
+            let log = open_at(copy_root.join("p-0")).await.unwrap();
+            let got = read_all(&log, Offset(0), 1 << 20).await;
+            let offsets: Vec<u64> = got.iter().map(|r| r.0).collect();
+            assert!(
+                got.len() as u64 >= target && got[..] == all[..got.len()],
+                "crash after step {c} of {} ({:?}), truncation {truncated:?}: reopened with offsets \
+                 {:?}..={:?} ({} records), not a prefix of the {} appended holding the {target} \
+                 below the truncation: {:?}",
+                events.len(),
+                c.checked_sub(1)
+                    .map(|i| (events[i].op, events[i].path.file_name().unwrap_or_default())),
+                offsets.first(),
+                offsets.last(),
+                got.len(),
+                all.len(),
+                log.recovery_report()
+            );
+        }
     });
 }
