@@ -436,6 +436,23 @@ fn partition_directories_are_synced_into_their_data_directory() {
     assert!(!left.exists());
 }
 
+/// Issue 18, item 7: a partition directory that already exists may exist
+/// only un-synced (a crash after its mkdir, before its parent's fsync), so
+/// placing it again syncs it into its data directory all the same, and its
+/// caller never writes into a directory a power loss could take away.
+#[test]
+fn placing_an_existing_partition_directory_syncs_it_into_its_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let data = std::path::absolute(root.path().join("data")).unwrap();
+    let dirs = DataDirs::new(vec![data.clone()]).unwrap();
+    let p = dirs.place("orders", PartitionId(1)).unwrap();
+    seam::record();
+    assert_eq!(dirs.place("orders", PartitionId(1)).unwrap(), p);
+    let ev = seam::take_events();
+    seam::reset();
+    assert!(ev.iter().any(|e| e.op == Op::SyncDir && e.path == data), "{ev:?}");
+}
+
 /// Issue 18, item 7: a log opened in a new directory syncs it into its parent.
 #[test]
 fn a_new_log_directory_is_synced_into_its_parent() {
