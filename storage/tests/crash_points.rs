@@ -5,8 +5,9 @@
 //! recorded by the storage seam. Then, for every point of that recording,
 //! a possible post-crash disk is drawn (`borges_storage::simdisk`:
 //! un-synced writes lost or torn at sector granularity, un-synced
-//! directory entries undone, as a prefix or as any subset), written to a
-//! fresh directory, and opened.
+//! directory entries undone, as a prefix or as any subset, the partition
+//! directory's own entry included: the first open creates it inside the
+//! recording), written to a fresh directory, and opened.
 //! The reopened log must hold every record that was acknowledged as
 //! durable (below the durable offset when its operation, or a racing sync,
 //! returned) at its offset, unless an operation in flight at the crash was removing it, and
@@ -225,8 +226,9 @@ async fn run_ops(
     let faults = fault.is_some();
     let tmp = tempfile::tempdir().unwrap();
     let root = std::path::absolute(tmp.path()).unwrap();
+    // The partition directory is made by the first open, inside the
+    // recording, so that the disk model covers its entry in the root too.
     let dir = root.join("p-0");
-    std::fs::create_dir_all(&dir).unwrap();
     let clock = Rc::new(ManualClock::new(NOW));
     let open_log = || Log::open(&dir, config(), clock.clone() as Rc<dyn Clock>);
     let mut rng = SimRng::new(seed);
@@ -521,7 +523,7 @@ async fn run_ops(
     }
 
     // Every change on the real disk went through the seam.
-    let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+    let mut disk = SimDisk::new(&root, &[]);
     for e in &events {
         disk.apply(e);
     }
@@ -554,7 +556,7 @@ async fn run_ops(
     } else {
         (0..=POINTS_MAX).map(|i| i * n / POINTS_MAX).collect()
     };
-    let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+    let mut disk = SimDisk::new(&root, &[]);
     let mut applied = 0;
     let mut crash_rng = SimRng::new(seed.wrapping_mul(31).wrapping_add(17));
     for &c in &points {
