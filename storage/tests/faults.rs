@@ -313,6 +313,44 @@ fn a_truncation_that_cannot_read_its_segment_fails_the_log() {
     });
 }
 
+/// Issue 18, item 4: a truncation whose scan of the cut segment meets a
+/// damaged batch below the target fails with a typed error and fails the
+/// log, instead of cutting the log at the damage, further than it was
+/// asked to, without a word.
+#[test]
+fn a_truncation_that_meets_damage_below_its_target_fails_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        // One segment with one index entry, so that the scan starts at 0.
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            index_interval_bytes: 1 << 20,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 20).await;
+        assert_eq!(log.segment_count(), 1);
+        // The magic byte of the header of the batch at offset 15.
+        let (mut position, mut next) = (0, Offset(0));
+        while next < Offset(15) {
+            let r = log.read(next, 1, None).await.unwrap();
+            position += r.bytes;
+            next = r.next_offset;
+        }
+        assert_eq!(next, Offset(15));
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[position + 16], 2, "magic v2 at {position}");
+        bytes[position + 16] = 7;
+        std::fs::write(&path, &bytes).unwrap();
+        let t = log.truncate_to(Offset(45)).await;
+        assert!(matches!(t, Err(StorageError::Corrupt { .. })), "{t:?}");
+        assert_eq!(log.log_end_offset(), Offset(60), "nothing was cut");
+        let again = log.append(numbered_batch(0, 1, 10, 0), LeaderEpoch::NONE).await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+    });
+}
+
 /// Issue 18, item 4: a file range handed out before a truncation never
 /// sends bytes appended after it: it sends what it was handed out with, or
 /// comes up short.
