@@ -986,7 +986,19 @@ impl Log {
         let path = segment_path(&self.inner.dir, seg_base, LOG_SUFFIX);
         let mut scanner = HeaderScanner::new(reader.clone(), path.clone(), limit_pos, 64 << 10);
         let mut pos = start_pos;
-        while let Ok(h) = scanner.batch_at(pos, false).await? {
+        loop {
+            let h = match scanner.batch_at(pos, false).await? {
+                Ok(h) => h,
+                Err(ScanStop::End) => break,
+                // Damage: the records after it are not known to be older.
+                Err(stop) => {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        position: pos,
+                        detail: format!("{stop:?} in a timestamp lookup"),
+                    })
+                }
+            };
             if h.max_timestamp >= ts.0 {
                 let bytes = reader
                     .read_at(pos, h.total_len())

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use borges_net::batch::Compression;
-use borges_net::types::{LeaderEpoch, Offset, PartitionId};
+use borges_net::types::{LeaderEpoch, Offset, PartitionId, TimestampMs};
 use borges_storage::seam::{self, Op};
 use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
 use borges_storage::{
@@ -348,6 +348,39 @@ fn a_truncation_that_meets_damage_below_its_target_fails_the_log() {
         assert_eq!(log.log_end_offset(), Offset(60), "nothing was cut");
         let again = log.append(numbered_batch(0, 1, 10, 0), LeaderEpoch::NONE).await;
         assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+    });
+}
+
+/// A timestamp lookup that meets a damaged batch fails with a typed error
+/// instead of answering as if every later record were older.
+#[test]
+fn a_timestamp_lookup_that_meets_damage_fails() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            index_interval_bytes: 1 << 20,
+            tail_cache_bytes_max: 0,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 20).await;
+        log.roll().await.unwrap();
+        let found = log.offset_for_timestamp(TimestampMs(1015)).await.unwrap();
+        assert!(found.is_some_and(|f| f.0 > Offset(15)), "{found:?}");
+        let (mut position, mut next) = (0, Offset(0));
+        while next < Offset(15) {
+            let r = log.read(next, 1, None).await.unwrap();
+            position += r.bytes;
+            next = r.next_offset;
+        }
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[position + 16], 2, "magic v2 at {position}");
+        bytes[position + 16] = 7;
+        std::fs::write(&path, &bytes).unwrap();
+        let found = log.offset_for_timestamp(TimestampMs(1015)).await;
+        assert!(matches!(found, Err(StorageError::Corrupt { .. })), "{found:?}");
     });
 }
 
