@@ -34,7 +34,12 @@
 //! index files are deleted; the cleaned file is renamed over the segment;
 //! the new index files are written. A crash leaves the old segment (and a
 //! `.cleaned` file that the next open deletes) or the new one, whose indexes
-//! recovery rebuilds if they are missing. Reads in progress keep the old
+//! recovery rebuilds if they are missing. An I/O error in any of these
+//! steps (or in the checkpoint write that ends a run) fails the log: a
+//! checkpoint whose rename happened but whose directory sync failed may be
+//! on disk above the one the log holds, and a later truncation, lowering
+//! only what it knows of, would leave a gap the reappearing segments of a
+//! crash could cross. Reads in progress keep the old
 //! file open through their descriptors and stay valid; a read that planned
 //! on the old file and finishes after the swap starts over.
 //!
@@ -266,8 +271,11 @@ impl Log {
     /// so they never supersede older ones (`None`: the log end).
     ///
     /// Runs beside appends and reads on the owning shard; one run at a
-    /// time. Returns what it did; an error leaves the log as it was, except
-    /// for the segments already swapped in.
+    /// time. Returns what it did. An error while reading the log or
+    /// writing a cleaned file ends the run and leaves the log as it was,
+    /// except for the segments already swapped in; an error in a swap or in
+    /// a cleaner checkpoint write fails the log (`LogFailed`), because what
+    /// reached the disk is then unknown.
     pub async fn compact(&self, cfg: &CompactionConfig, upto: Option<Offset>) -> Result<CompactionOutcome> {
         cfg.validate()?;
         let dir = self.inner.dir.clone();
@@ -621,15 +629,29 @@ impl Log {
                 return Ok(false);
             }
         }
+        // From here on every step changes the live segment's files or the
+        // checkpoint recovery reads, and a failed step leaves unknown which
+        // of them reached the disk (a rename that failed may have happened;
+        // a checkpoint whose directory sync failed may be on disk above
+        // what the log holds in memory, and a later truncation would not
+        // lower it). As with every other write path, an error fails the log,
+        // and the next open reads the disk as it is.
+        self.swap_files(src, cleaned).await.map_err(|e| self.fail(e))?;
+        Ok(true)
+    }
+
+    /// The durable steps of a swap, in order. Caller holds the segments lock.
+    async fn swap_files(&self, src: &Source, cleaned: Cleaned) -> Result<()> {
+        let dir = &self.inner.dir;
         // Recovery must accept the gaps before there are any on disk.
         self.write_checkpoint(src.end).await?;
         // The old indexes describe the old file: they go before it does, so
         // that no crash leaves them beside the new one (recovery rebuilds
         // missing indexes).
-        remove_if_exists(&segment_path(&dir, src.base, INDEX_SUFFIX))?;
-        remove_if_exists(&segment_path(&dir, src.base, TIME_INDEX_SUFFIX))?;
-        sync_dir(&dir).await?;
-        let path = segment_path(&dir, src.base, LOG_SUFFIX);
+        remove_if_exists(&segment_path(dir, src.base, INDEX_SUFFIX))?;
+        remove_if_exists(&segment_path(dir, src.base, TIME_INDEX_SUFFIX))?;
+        sync_dir(dir).await?;
+        let path = segment_path(dir, src.base, LOG_SUFFIX);
         seam::rename(&cleaned.tmp, &path).map_err(|e| StorageError::io("rename", &cleaned.tmp, e))?;
         cleaned
             .file
@@ -643,10 +665,9 @@ impl Log {
             // Cached batches of the segment point into the old file.
             st.cache.drop_before(src.end);
         }
-        sync_dir(&dir).await?;
-        write_file_atomic(&segment_path(&dir, src.base, INDEX_SUFFIX), &index).await?;
-        write_file_atomic(&segment_path(&dir, src.base, TIME_INDEX_SUFFIX), &time_index).await?;
-        Ok(true)
+        sync_dir(dir).await?;
+        write_file_atomic(&segment_path(dir, src.base, INDEX_SUFFIX), &index).await?;
+        write_file_atomic(&segment_path(dir, src.base, TIME_INDEX_SUFFIX), &time_index).await
     }
 
     /// Raises the cleaner checkpoint to `to` (never lowers it), unless the
@@ -661,7 +682,8 @@ impl Log {
         if self.interrupted(truncations) {
             return Ok(());
         }
-        self.write_checkpoint(to).await
+        // A checkpoint write that failed may still be on disk (see swap_in).
+        self.write_checkpoint(to).await.map_err(|e| self.fail(e))
     }
 
     /// Persists a higher cleaner checkpoint. Caller holds the segments lock.

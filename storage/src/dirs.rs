@@ -131,8 +131,12 @@ impl DataDirs {
 
     /// The partition's directory: where it already is, or else a new one in
     /// the data directory with the fewest partitions (the first on ties).
+    /// Either way it is durable in its data directory when this returns: one
+    /// found may exist only un-synced (a crash after its `mkdir`, before the
+    /// fsync of its parent).
     pub fn place(&self, topic: &str, partition: PartitionId) -> Result<PathBuf> {
         if let Some(p) = self.locate(topic, partition)? {
+            create_dir_durably(&p)?;
             return Ok(p);
         }
         let mut best: Option<(usize, &PathBuf)> = None;

@@ -328,7 +328,7 @@ impl Log {
     }
 
     /// Marks the log failed: after an I/O error the file's state is unknown.
-    fn fail(&self, e: StorageError) -> StorageError {
+    pub(crate) fn fail(&self, e: StorageError) -> StorageError {
         self.poison(&mut self.st(), &e);
         e
     }
@@ -986,7 +986,19 @@ impl Log {
         let path = segment_path(&self.inner.dir, seg_base, LOG_SUFFIX);
         let mut scanner = HeaderScanner::new(reader.clone(), path.clone(), limit_pos, 64 << 10);
         let mut pos = start_pos;
-        while let Ok(h) = scanner.batch_at(pos, false).await? {
+        loop {
+            let h = match scanner.batch_at(pos, false).await? {
+                Ok(h) => h,
+                Err(ScanStop::End) => break,
+                // Damage: the records after it are not known to be older.
+                Err(stop) => {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        position: pos,
+                        detail: format!("{stop:?} in a timestamp lookup"),
+                    })
+                }
+            };
             if h.max_timestamp >= ts.0 {
                 let bytes = reader
                     .read_at(pos, h.total_len())
@@ -1130,7 +1142,8 @@ impl Log {
     /// first; the cut segment is truncated and fdatasynced (or unlinked
     /// when nothing of it stays); the directory is synced; the kept part's
     /// indexes are written; the new active segment is created. An I/O
-    /// error on the way fails the log.
+    /// error on the way fails the log, and so does a damaged batch met
+    /// below the target (`StorageError::Corrupt`): nothing is cut then.
     pub async fn truncate_to(&self, target: Offset) -> Result<Offset> {
         let _permit = self
             .inner
@@ -1186,12 +1199,22 @@ impl Log {
         let path = segment_path(&dir, seg_base, LOG_SUFFIX);
         let fail = |e| self.fail(e);
         let mut scanner = HeaderScanner::new(reader.clone(), path.clone(), size, 64 << 10);
+        // The end of the file before the batch holding the target is a
+        // gap (compaction); anything else that stops the scan there is
+        // damage, which must not turn into a deeper cut than was asked.
         let mut pos = start_pos;
-        while let Ok(h) = scanner.batch_at(pos, false).await.map_err(fail)? {
-            if h.last_offset() as u64 >= target.0 {
-                break;
+        loop {
+            match scanner.batch_at(pos, false).await.map_err(fail)? {
+                Ok(h) if (h.last_offset() as u64) < target.0 => pos += h.total_len() as u64,
+                Ok(_) | Err(ScanStop::End) => break,
+                Err(stop) => {
+                    return Err(fail(StorageError::Corrupt {
+                        path,
+                        position: pos,
+                        detail: format!("{stop:?} below the truncation point {}", target.0),
+                    }))
+                }
             }
-            pos += h.total_len() as u64;
         }
         // The kept part, described afresh from the file (not cut yet); the
         // map keeps the old description meanwhile, so concurrent reads and

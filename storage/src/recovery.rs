@@ -1,7 +1,9 @@
 //! Opening a log: find its segments, trust what a clean shutdown or a
 //! durable checkpoint vouches for, and scan the rest batch by batch,
 //! checking every CRC. The first invalid batch ends the log: the file is
-//! cut there, later segments are deleted, and the report says what went.
+//! cut there, later segments are deleted, and the report says what went
+//! (zeros that run to the end of the active segment are direct-I/O padding,
+//! cut without a report; zeros with bytes after them are a lost write).
 //!
 //! Base offsets are outside the CRC, so recovery checks that each batch
 //! follows the previous one exactly; below the cleaner checkpoint
@@ -180,6 +182,30 @@ fn read_cleaner_checkpoint(dir: &Path) -> Result<Option<u64>> {
     }
 }
 
+/// Whether every byte of the segment file from `from` to `size` is zero.
+async fn zeros_to_end(seg: &Segment, path: &Path, from: u64, size: u64) -> Result<bool> {
+    const CHUNK: u64 = 1 << 20;
+    let mut pos = from;
+    while pos < size {
+        let len = (size - pos).min(CHUNK);
+        seam::step(Op::Read, path, pos, len).map_err(|e| StorageError::io("read", path, e))?;
+        let bytes = seg
+            .reader
+            .read_at(pos, len as usize)
+            .await
+            .map_err(|e| StorageError::io("read", path, e))?;
+        if bytes.is_empty() {
+            // The file is shorter than its size said: nothing more to see.
+            break;
+        }
+        if bytes.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += bytes.len() as u64;
+    }
+    Ok(true)
+}
+
 impl Log {
     /// Opens the log in `dir` (creating it when empty), recovering from a
     /// crash if the last close was not clean. Must run inside the glommio
@@ -302,7 +328,12 @@ impl Log {
                     valid = 0;
                 }
             }
-            let zero_tail_of_last = is_last && stop == ScanStop::Zeros;
+            // Zeros that run to the end of the active segment are direct-I/O
+            // padding (or preallocated space). Zeros with bytes after them
+            // are a write that never reached the disk before later ones did:
+            // what follows is cut, and the report says so.
+            let zero_tail_of_last =
+                is_last && stop == ScanStop::Zeros && zeros_to_end(&seg, &path, valid, file_size).await?;
             if !stop.is_clean() {
                 if !zero_tail_of_last {
                     tracing::warn!(segment = base, position = valid, reason = ?stop, "log truncated by recovery");

@@ -19,8 +19,12 @@
 //! which a harness compares with the real directory to check that every
 //! change went through the seam.
 //!
-//! Only files in directories that exist for the whole recording are
-//! modelled; creating and removing directories is not.
+//! Directories are modelled too: one created during the recording is an
+//! entry of its parent like a file's, durable only after the parent's
+//! sync; a crash that loses the entry loses everything under it. A
+//! removed tree (`Op::RemoveDir`) goes or stays whole with its entry.
+//! The disk a crash leaves is given as its files: an empty directory that
+//! survives is not represented.
 //!
 //! Not part of the stable API: for tests and test tools.
 
@@ -74,17 +78,25 @@ struct Inode {
     pending: Vec<FileOp>,
 }
 
+/// What a directory entry names: a file (an index into the inodes) or a
+/// directory (an index into the directories).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    File(usize),
+    Dir(usize),
+}
+
 #[derive(Debug, Clone)]
 enum DirOp {
-    Link(OsString, usize),
+    Link(OsString, Node),
     Unlink(OsString),
     Rename(OsString, OsString),
 }
 
 #[derive(Debug, Clone, Default)]
 struct Dir {
-    durable: BTreeMap<OsString, usize>,
-    current: BTreeMap<OsString, usize>,
+    durable: BTreeMap<OsString, Node>,
+    current: BTreeMap<OsString, Node>,
     pending: Vec<DirOp>,
 }
 
@@ -107,7 +119,8 @@ pub struct SimDisk {
     pub dir_order: DirOrder,
     root: PathBuf,
     inodes: Vec<Inode>,
-    dirs: BTreeMap<PathBuf, Dir>,
+    /// Directories; the first is the root, which always exists.
+    dirs: Vec<Dir>,
     /// Paths a step touched that the model does not know (a file that
     /// existed before the recording, or a step outside the root).
     pub untracked: Vec<PathBuf>,
@@ -128,33 +141,60 @@ fn write_at(content: &mut Vec<u8>, pos: u64, data: &[u8]) {
     content[pos as usize..end].copy_from_slice(data);
 }
 
-fn apply_dir_op(entries: &mut BTreeMap<OsString, usize>, op: &DirOp) {
+fn apply_dir_op(entries: &mut BTreeMap<OsString, Node>, op: &DirOp) {
     match op {
-        DirOp::Link(name, ino) => {
-            entries.insert(name.clone(), *ino);
+        DirOp::Link(name, node) => {
+            entries.insert(name.clone(), *node);
         }
         DirOp::Unlink(name) => {
             entries.remove(name);
         }
         DirOp::Rename(from, to) => {
-            if let Some(ino) = entries.remove(from) {
-                entries.insert(to.clone(), ino);
+            if let Some(node) = entries.remove(from) {
+                entries.insert(to.clone(), node);
             }
         }
     }
 }
 
+/// Which view of the directories a walk follows.
+#[derive(Clone, Copy)]
+enum View {
+    Current,
+    Durable,
+}
+
 impl SimDisk {
     /// An empty disk: `root` and the directories in `dirs` (paths under
     /// `root`, or `root` itself) exist, durably, and hold nothing.
+    /// Directories created later (`Op::CreateDir`) are modelled like
+    /// files: their entry in their parent is durable only once the parent
+    /// is synced, and a directory whose entry a crash loses takes
+    /// everything in it along.
     pub fn new(root: &Path, dirs: &[PathBuf]) -> SimDisk {
         let mut disk = SimDisk {
             root: root.to_path_buf(),
+            dirs: vec![Dir::default()],
             ..Default::default()
         };
-        disk.dirs.insert(root.to_path_buf(), Dir::default());
         for d in dirs {
-            disk.dirs.insert(d.clone(), Dir::default());
+            let Ok(rel) = d.strip_prefix(root) else {
+                continue;
+            };
+            let mut at = 0;
+            for part in rel.iter() {
+                at = match disk.dirs[at].current.get(part) {
+                    Some(&Node::Dir(sub)) => sub,
+                    _ => {
+                        disk.dirs.push(Dir::default());
+                        let sub = disk.dirs.len() - 1;
+                        let parent = &mut disk.dirs[at];
+                        parent.durable.insert(part.to_os_string(), Node::Dir(sub));
+                        parent.current.insert(part.to_os_string(), Node::Dir(sub));
+                        sub
+                    }
+                };
+            }
         }
         disk
     }
@@ -165,8 +205,11 @@ impl SimDisk {
     /// runs on it).
     pub fn from_dir(root: &Path, dirs: &[PathBuf]) -> std::io::Result<SimDisk> {
         let mut disk = SimDisk::new(root, dirs);
-        let paths: Vec<PathBuf> = disk.dirs.keys().cloned().collect();
+        let paths: std::collections::BTreeSet<PathBuf> = std::iter::once(root.to_path_buf())
+            .chain(dirs.iter().cloned())
+            .collect();
         for path in paths {
+            let Some(d) = disk.dir_at(&path) else { continue };
             for entry in std::fs::read_dir(&path)? {
                 let entry = entry?;
                 if !entry.file_type()?.is_file() {
@@ -176,24 +219,41 @@ impl SimDisk {
                     durable: std::fs::read(entry.path())?,
                     pending: Vec::new(),
                 });
-                let ino = disk.inodes.len() - 1;
-                let dir = disk.dirs.get_mut(&path).expect("listed above");
-                dir.durable.insert(entry.file_name(), ino);
-                dir.current.insert(entry.file_name(), ino);
+                let node = Node::File(disk.inodes.len() - 1);
+                let dir = &mut disk.dirs[d];
+                dir.durable.insert(entry.file_name(), node);
+                dir.current.insert(entry.file_name(), node);
             }
         }
         Ok(disk)
     }
 
-    fn split<'a>(&self, path: &'a Path) -> Option<(&'a Path, OsString)> {
+    /// The directory at `path` as a reader sees it now.
+    fn dir_at(&self, path: &Path) -> Option<usize> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let mut at = 0;
+        for part in rel.iter() {
+            match self.dirs[at].current.get(part) {
+                Some(&Node::Dir(sub)) => at = sub,
+                _ => return None,
+            }
+        }
+        Some(at)
+    }
+
+    /// The directory holding `path`, and the name in it.
+    fn split(&self, path: &Path) -> Option<(usize, OsString)> {
         let parent = path.parent()?;
         let name = path.file_name()?.to_os_string();
-        self.dirs.contains_key(parent).then_some((parent, name))
+        Some((self.dir_at(parent)?, name))
     }
 
     fn inode_of(&self, path: &Path) -> Option<usize> {
         let (parent, name) = self.split(path)?;
-        self.dirs[parent].current.get(&name).copied()
+        match self.dirs[parent].current.get(&name) {
+            Some(&Node::File(ino)) => Some(ino),
+            _ => None,
+        }
     }
 
     fn untracked(&mut self, path: &Path) {
@@ -202,10 +262,17 @@ impl SimDisk {
         }
     }
 
+    /// Records a change of the entries of directory `d`.
+    fn dir_op(&mut self, d: usize, op: DirOp) {
+        let dir = &mut self.dirs[d];
+        apply_dir_op(&mut dir.current, &op);
+        dir.pending.push(op);
+    }
+
     /// Applies one recorded step.
     pub fn apply(&mut self, e: &Event) {
         match e.op {
-            Op::Read | Op::CreateDir | Op::RemoveDir => {}
+            Op::Read => {}
             Op::Create => match self.inode_of(&e.path) {
                 // Opening an existing file with O_TRUNC cuts it, like a truncation.
                 Some(ino) => self.inodes[ino].pending.push(FileOp::Truncate(0)),
@@ -213,12 +280,13 @@ impl SimDisk {
                     let Some((parent, name)) = self.split(&e.path) else {
                         return self.untracked(&e.path);
                     };
-                    let parent = parent.to_path_buf();
+                    if self.dirs[parent].current.contains_key(&name) {
+                        // A directory of that name: the create fails.
+                        return self.untracked(&e.path);
+                    }
                     self.inodes.push(Inode::default());
                     let ino = self.inodes.len() - 1;
-                    let dir = self.dirs.get_mut(&parent).expect("split checked it");
-                    dir.current.insert(name.clone(), ino);
-                    dir.pending.push(DirOp::Link(name, ino));
+                    self.dir_op(parent, DirOp::Link(name, Node::File(ino)));
                 }
             },
             Op::Write | Op::Truncate | Op::Fdatasync => {
@@ -245,30 +313,43 @@ impl SimDisk {
                 else {
                     return self.untracked(&e.path);
                 };
-                if from_dir != to_dir {
+                if from_dir != to_dir || !self.dirs[from_dir].current.contains_key(&from) {
                     return self.untracked(&e.path);
                 }
-                let from_dir = from_dir.to_path_buf();
-                let dir = self.dirs.get_mut(&from_dir).expect("split checked it");
-                if !dir.current.contains_key(&from) {
-                    return self.untracked(&e.path);
-                }
-                let op = DirOp::Rename(from, to_name);
-                apply_dir_op(&mut dir.current, &op);
-                dir.pending.push(op);
+                self.dir_op(from_dir, DirOp::Rename(from, to_name));
             }
             Op::Unlink => {
                 let Some((parent, name)) = self.split(&e.path) else {
                     return self.untracked(&e.path);
                 };
-                let parent = parent.to_path_buf();
-                let dir = self.dirs.get_mut(&parent).expect("split checked it");
-                let op = DirOp::Unlink(name);
-                apply_dir_op(&mut dir.current, &op);
-                dir.pending.push(op);
+                self.dir_op(parent, DirOp::Unlink(name));
+            }
+            Op::CreateDir => {
+                let Some((parent, name)) = self.split(&e.path) else {
+                    return self.untracked(&e.path);
+                };
+                match self.dirs[parent].current.get(&name) {
+                    Some(Node::Dir(_)) => {}
+                    Some(Node::File(_)) => self.untracked(&e.path),
+                    None => {
+                        self.dirs.push(Dir::default());
+                        let d = self.dirs.len() - 1;
+                        self.dir_op(parent, DirOp::Link(name, Node::Dir(d)));
+                    }
+                }
+            }
+            Op::RemoveDir => {
+                // A whole tree goes with its entry in its parent: a crash
+                // keeps the tree (as it was) or loses it, never a part. The
+                // engine removes only trees renamed out of the way first.
+                let Some((parent, name)) = self.split(&e.path) else {
+                    return self.untracked(&e.path);
+                };
+                self.dir_op(parent, DirOp::Unlink(name));
             }
             Op::SyncDir => {
-                if let Some(dir) = self.dirs.get_mut(&e.path) {
+                if let Some(d) = self.dir_at(&e.path) {
+                    let dir = &mut self.dirs[d];
                     dir.durable = dir.current.clone();
                     dir.pending.clear();
                 }
@@ -276,19 +357,35 @@ impl SimDisk {
         }
     }
 
+    /// Every file under directory `d` (at `path`) in one view.
+    fn walk(&self, d: usize, path: &Path, view: View, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let dir = &self.dirs[d];
+        let entries = match view {
+            View::Current => &dir.current,
+            View::Durable => &dir.durable,
+        };
+        for (name, &node) in entries {
+            let at = path.join(name);
+            match node {
+                Node::File(ino) => {
+                    let inode = &self.inodes[ino];
+                    let mut content = inode.durable.clone();
+                    if let View::Current = view {
+                        for op in &inode.pending {
+                            apply_op(&mut content, op);
+                        }
+                    }
+                    out.insert(self.relative(&at), content);
+                }
+                Node::Dir(sub) => self.walk(sub, &at, view, out),
+            }
+        }
+    }
+
     /// Every file as a reader sees it now: path relative to the root → bytes.
     pub fn current(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut out = BTreeMap::new();
-        for (path, dir) in &self.dirs {
-            for (name, &ino) in &dir.current {
-                let inode = &self.inodes[ino];
-                let mut content = inode.durable.clone();
-                for op in &inode.pending {
-                    apply_op(&mut content, op);
-                }
-                out.insert(self.relative(&path.join(name)), content);
-            }
-        }
+        self.walk(0, &self.root, View::Current, &mut out);
         out
     }
 
@@ -297,43 +394,57 @@ impl SimDisk {
         // Each inode's fate is drawn once, however many names it has.
         let mut contents: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         let mut out = BTreeMap::new();
-        for (path, dir) in &self.dirs {
-            let mut entries = dir.durable.clone();
-            match self.dir_order {
-                DirOrder::Prefix => {
-                    let kept = rng.below(dir.pending.len() as u64 + 1) as usize;
-                    for op in &dir.pending[..kept] {
+        self.crash_dir(0, &self.root, rng, &mut contents, &mut out);
+        out
+    }
+
+    /// The files under directory `d` (at `path`) after a crash: its entries
+    /// that survive, and in each surviving directory, the same again.
+    fn crash_dir(
+        &self,
+        d: usize,
+        path: &Path,
+        rng: &mut SimRng,
+        contents: &mut BTreeMap<usize, Vec<u8>>,
+        out: &mut BTreeMap<PathBuf, Vec<u8>>,
+    ) {
+        let dir = &self.dirs[d];
+        let mut entries = dir.durable.clone();
+        match self.dir_order {
+            DirOrder::Prefix => {
+                let kept = rng.below(dir.pending.len() as u64 + 1) as usize;
+                for op in &dir.pending[..kept] {
+                    apply_dir_op(&mut entries, op);
+                }
+            }
+            DirOrder::AnySubset => {
+                for op in &dir.pending {
+                    if rng.chance(1, 2) {
                         apply_dir_op(&mut entries, op);
                     }
                 }
-                DirOrder::AnySubset => {
-                    for op in &dir.pending {
-                        if rng.chance(1, 2) {
-                            apply_dir_op(&mut entries, op);
-                        }
-                    }
-                }
-            }
-            for (name, ino) in entries {
-                let content = contents
-                    .entry(ino)
-                    .or_insert_with(|| crash_content(&self.inodes[ino], rng))
-                    .clone();
-                out.insert(self.relative(&path.join(name)), content);
             }
         }
-        out
+        for (name, node) in entries {
+            let at = path.join(&name);
+            match node {
+                Node::File(ino) => {
+                    let content = contents
+                        .entry(ino)
+                        .or_insert_with(|| crash_content(&self.inodes[ino], rng))
+                        .clone();
+                    out.insert(self.relative(&at), content);
+                }
+                Node::Dir(sub) => self.crash_dir(sub, &at, rng, contents, out),
+            }
+        }
     }
 
     /// The disk after the worst crash now: nothing survives that was not
     /// made durable (no un-synced write, truncation or directory entry).
     pub fn durable(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut out = BTreeMap::new();
-        for (path, dir) in &self.dirs {
-            for (name, &ino) in &dir.durable {
-                out.insert(self.relative(&path.join(name)), self.inodes[ino].durable.clone());
-            }
-        }
+        self.walk(0, &self.root, View::Durable, &mut out);
         out
     }
 
@@ -469,6 +580,58 @@ mod tests {
         let subsets = outcomes(&d);
         assert_eq!(subsets.len(), 4, "{subsets:?}");
         assert!(subsets.contains(&vec![a]), "the later unlink alone survives");
+    }
+
+    #[test]
+    fn a_new_directory_survives_only_once_its_parent_is_synced() {
+        let root = PathBuf::from("/r");
+        let d = root.join("t-0");
+        let f = d.join("f");
+        let mut disk = SimDisk::new(&root, &[]);
+        disk.apply(&ev(Op::CreateDir, &d));
+        disk.apply(&ev(Op::Create, &f));
+        disk.apply(&Event {
+            data: b"hello".to_vec(),
+            len: 5,
+            ..ev(Op::Write, &f)
+        });
+        disk.apply(&ev(Op::Fdatasync, &f));
+        disk.apply(&ev(Op::SyncDir, &d));
+        assert!(disk.untracked.is_empty(), "{:?}", disk.untracked);
+        let name = PathBuf::from("t-0/f");
+        assert_eq!(disk.current().get(&name).map(Vec::as_slice), Some(&b"hello"[..]));
+        // The file and its entry are durable, the directory's entry is not.
+        assert!(disk.durable().is_empty());
+        let mut rng = SimRng::new(11);
+        let seen: std::collections::BTreeSet<usize> = (0..100).map(|_| disk.crash(&mut rng).len()).collect();
+        assert_eq!(
+            seen,
+            [0, 1].into_iter().collect(),
+            "the directory goes or stays, with its file"
+        );
+        disk.apply(&ev(Op::SyncDir, &root));
+        assert_eq!(disk.durable().get(&name).map(Vec::as_slice), Some(&b"hello"[..]));
+        // A tree renamed and removed: the old name, the new one, or none.
+        let gone = root.join("t-0.deleted");
+        disk.apply(&Event {
+            to: Some(gone.clone()),
+            ..ev(Op::Rename, &d)
+        });
+        disk.apply(&ev(Op::RemoveDir, &gone));
+        assert!(disk.untracked.is_empty(), "{:?}", disk.untracked);
+        assert!(disk.current().is_empty());
+        let mut outcomes = std::collections::BTreeSet::new();
+        for _ in 0..100 {
+            outcomes.insert(disk.crash(&mut rng).into_keys().collect::<Vec<_>>());
+        }
+        assert_eq!(
+            outcomes,
+            [vec![], vec![name], vec![PathBuf::from("t-0.deleted/f")]]
+                .into_iter()
+                .collect(),
+        );
+        disk.apply(&ev(Op::SyncDir, &root));
+        assert!(disk.durable().is_empty());
     }
 
     #[test]

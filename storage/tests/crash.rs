@@ -221,3 +221,48 @@ fn a_damaged_sealed_segment_after_the_recovery_point_drops_what_follows() {
         assert!(got.iter().all(|(o, v)| v == &c.values[*o as usize]));
     });
 }
+
+/// Issue 18, item 2's last remark: a write lost in the middle of the active
+/// segment (its batches read back as zeros, with batches a later write
+/// left after them) cuts the log there, and the report says so; only zeros
+/// that run to the end of the file are direct-I/O padding, cut silently.
+#[test]
+fn zeros_with_batches_after_them_are_reported_as_a_truncation() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            ..config()
+        };
+        let log = open(&path, config.clone()).await;
+        let mut ends = vec![0u64];
+        for i in 0..12u64 {
+            log.append(numbered_batch(i, 1, 300, 1000), LeaderEpoch::NONE)
+                .await
+                .unwrap();
+            let r = log.read(Offset(i), 1, None).await.unwrap();
+            ends.push(ends[i as usize] + r.bytes as u64);
+        }
+        assert_eq!(log.segment_count(), 1);
+        drop(log);
+        // Batches 5 and 6 never reached the disk; the ones after them did.
+        let segment = path.join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let (hole_pos, hole_end) = (ends[5], ends[7]);
+        bytes[hole_pos as usize..hole_end as usize].fill(0);
+        let file_size = bytes.len() as u64;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log = open(&path, config).await;
+        let report = log.recovery_report().clone();
+        assert_eq!(log.log_end_offset(), Offset(5), "{report:?}");
+        assert_eq!(read_all(&log, Offset(0), 1 << 20).await.len(), 5);
+        let t = report
+            .truncated
+            .clone()
+            .unwrap_or_else(|| panic!("a hole at {hole_pos} cut the log silently: {report:?}"));
+        assert_eq!(t.position, hole_pos);
+        assert_eq!(t.reason, ScanStop::Zeros);
+        assert_eq!(report.bytes_truncated, file_size - hole_pos);
+    });
+}

@@ -2,9 +2,10 @@
 //! crash undid, write errors seen first by a read, a sync racing a
 //! truncation, reads and file ranges across a truncation, a truncation
 //! interrupted before its segments went, and directory syncs around
-//! partition directories. Faults come from the storage seam
-//! (`borges_storage::seam`), which is per thread, so these tests run in
-//! parallel without seeing each other's faults.
+//! partition directories, a failed compaction swap before a truncation.
+//! Faults come from the storage seam (`borges_storage::seam`), which is per
+//! thread, so these tests run in parallel without seeing each other's
+//! faults.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use borges_net::batch::Compression;
-use borges_net::types::{LeaderEpoch, Offset, PartitionId};
+use borges_net::types::{LeaderEpoch, Offset, PartitionId, TimestampMs};
 use borges_storage::seam::{self, Op};
 use borges_storage::simdisk::{DirOrder, SimDisk, SimRng};
 use borges_storage::{
@@ -312,6 +313,77 @@ fn a_truncation_that_cannot_read_its_segment_fails_the_log() {
     });
 }
 
+/// Issue 18, item 4: a truncation whose scan of the cut segment meets a
+/// damaged batch below the target fails with a typed error and fails the
+/// log, instead of cutting the log at the damage, further than it was
+/// asked to, without a word.
+#[test]
+fn a_truncation_that_meets_damage_below_its_target_fails_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        // One segment with one index entry, so that the scan starts at 0.
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            index_interval_bytes: 1 << 20,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 20).await;
+        assert_eq!(log.segment_count(), 1);
+        // The magic byte of the header of the batch at offset 15.
+        let (mut position, mut next) = (0, Offset(0));
+        while next < Offset(15) {
+            let r = log.read(next, 1, None).await.unwrap();
+            position += r.bytes;
+            next = r.next_offset;
+        }
+        assert_eq!(next, Offset(15));
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[position + 16], 2, "magic v2 at {position}");
+        bytes[position + 16] = 7;
+        std::fs::write(&path, &bytes).unwrap();
+        let t = log.truncate_to(Offset(45)).await;
+        assert!(matches!(t, Err(StorageError::Corrupt { .. })), "{t:?}");
+        assert_eq!(log.log_end_offset(), Offset(60), "nothing was cut");
+        let again = log.append(numbered_batch(0, 1, 10, 0), LeaderEpoch::NONE).await;
+        assert!(matches!(again, Err(StorageError::LogFailed(..))), "{again:?}");
+    });
+}
+
+/// A timestamp lookup that meets a damaged batch fails with a typed error
+/// instead of answering as if every later record were older.
+#[test]
+fn a_timestamp_lookup_that_meets_damage_fails() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            index_interval_bytes: 1 << 20,
+            tail_cache_bytes_max: 0,
+            ..small()
+        };
+        let log = open(dir.path(), config).await;
+        fill(&log, 20).await;
+        log.roll().await.unwrap();
+        let found = log.offset_for_timestamp(TimestampMs(1015)).await.unwrap();
+        assert!(found.is_some_and(|f| f.0 > Offset(15)), "{found:?}");
+        let (mut position, mut next) = (0, Offset(0));
+        while next < Offset(15) {
+            let r = log.read(next, 1, None).await.unwrap();
+            position += r.bytes;
+            next = r.next_offset;
+        }
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[position + 16], 2, "magic v2 at {position}");
+        bytes[position + 16] = 7;
+        std::fs::write(&path, &bytes).unwrap();
+        let found = log.offset_for_timestamp(TimestampMs(1015)).await;
+        assert!(matches!(found, Err(StorageError::Corrupt { .. })), "{found:?}");
+    });
+}
+
 /// Issue 18, item 4: a file range handed out before a truncation never
 /// sends bytes appended after it: it sends what it was handed out with, or
 /// comes up short.
@@ -433,6 +505,54 @@ fn partition_directories_are_synced_into_their_data_directory() {
     );
     DataDirs::new(vec![data.clone()]).unwrap();
     assert!(!left.exists());
+}
+
+/// Issue 18, item 7: a partition directory that already exists may exist
+/// only un-synced (a crash after its mkdir, before its parent's fsync), so
+/// placing it again syncs it into its data directory all the same, and its
+/// caller never writes into a directory a power loss could take away.
+#[test]
+fn placing_an_existing_partition_directory_syncs_it_into_its_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let data = std::path::absolute(root.path().join("data")).unwrap();
+    let dirs = DataDirs::new(vec![data.clone()]).unwrap();
+    let p = dirs.place("orders", PartitionId(1)).unwrap();
+    seam::record();
+    assert_eq!(dirs.place("orders", PartitionId(1)).unwrap(), p);
+    let ev = seam::take_events();
+    seam::reset();
+    assert!(ev.iter().any(|e| e.op == Op::SyncDir && e.path == data), "{ev:?}");
+}
+
+/// Issue 18, item 7, through the disk model: a new topic's data directory
+/// and partition directory, created while the steps are recorded, survive
+/// the worst crash after acks=all appends to it, with every record.
+#[test]
+fn a_new_partition_and_its_acknowledged_records_survive_the_worst_crash() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::path::absolute(tmp.path()).unwrap();
+        seam::reset();
+        seam::record();
+        let dirs = DataDirs::new(vec![root.join("data")]).unwrap();
+        let dir = dirs.place("orders", PartitionId(0)).unwrap();
+        let log = open(&dir, small()).await;
+        let all = fill(&log, 20).await;
+        let events = seam::take_events();
+        seam::reset();
+        let mut disk = SimDisk::new(&root, &[]);
+        for e in &events {
+            disk.apply(e);
+        }
+        assert!(disk.untracked.is_empty(), "{:?}", disk.untracked);
+        let copy = tempfile::tempdir().unwrap();
+        let copy_root = std::path::absolute(copy.path()).unwrap();
+        SimDisk::materialize(&disk.durable(), &copy_root).unwrap();
+        let copy_dir = copy_root.join("data").join("orders-0");
+        assert!(copy_dir.is_dir(), "the partition directory was lost");
+        let log = open(&copy_dir, small()).await;
+        assert_eq!(read_all(&log, Offset(0), 1 << 20).await, all);
+    });
 }
 
 /// Issue 18, item 7: a log opened in a new directory syncs it into its parent.
@@ -777,5 +897,89 @@ fn a_segment_write_is_recorded_once_it_is_in_the_file() {
         seam::reset();
         assert!(checked > 0, "no write was recorded");
         log.sync().await.unwrap();
+    });
+}
+
+/// Cold-review gap: a compaction swap whose cleaner checkpoint write
+/// fails after its rename (the directory sync fails) must not leave the
+/// log believing in a lower checkpoint than the disk holds. If it goes on,
+/// a later truncation does not lower the disk's checkpoint, and a crash
+/// after that truncation cut its segment, before its unlinks are durable,
+/// lets the segments it removed come back across a gap the checkpoint
+/// allows. At every crash point from the compaction on, the reopened log
+/// is a prefix of what was appended that holds every record below the
+/// truncation point.
+#[test]
+fn a_failed_compaction_swap_never_lets_a_later_truncation_leave_a_hole() {
+    run(|| async {
+        let (_tmp, root, dir) = fresh_dir();
+        let now = 10_000_000;
+        let clock = Rc::new(ManualClock::new(now));
+        let open_at = |d: PathBuf| Log::open(d, small(), clock.clone() as Rc<dyn Clock>);
+        seam::reset();
+        seam::record();
+        let log = open_at(dir.clone()).await.unwrap();
+        let mut all = Vec::new();
+        for i in 0..150u64 {
+            // Ten keys, so that compaction has old values to remove.
+            let k = format!("k{}", i % 10);
+            let v = format!("value-{i:04}-{}", "y".repeat(40));
+            let mut b = borges_net::batch::RecordBatchBuilder::new(Compression::None);
+            b.push(now - 1000, Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+            let info = append(&log, b.build().unwrap()).await;
+            all.push((info.base_offset.0, v.into_bytes()));
+        }
+        log.roll().await.unwrap();
+        let bases = log.segment_bases();
+        assert!(bases.len() >= 4, "{bases:?}");
+        let from = seam::event_count();
+        // The run's first directory sync is the one of its cleaner
+        // checkpoint, after the checkpoint's rename.
+        seam::fail(Op::SyncDir, 0, 1, libc::EIO, None);
+        let cfg = CompactionConfig {
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+            max_bytes_per_sec: None,
+        };
+        let compacted = log.compact(&cfg, None).await;
+        assert_eq!(seam::faults_left(), 0, "the fault fired");
+        assert!(compacted.is_err(), "{compacted:?}");
+        seam::reset_faults();
+        let target = (bases[0].0 + bases[1].0) / 2;
+        let truncated = log.truncate_to(Offset(target)).await;
+        let events = seam::take_events();
+        seam::reset();
+        drop(log);
+
+        let mut disk = SimDisk::new(&root, std::slice::from_ref(&dir));
+        for e in &events[..from] {
+            disk.apply(e);
+        }
+        assert!(disk.untracked.is_empty(), "{:?}", disk.untracked);
+        for c in from..=events.len() {
+            if c > from {
+                disk.apply(&events[c - 1]);
+            }
+            let copy = tempfile::tempdir().unwrap();
+            let copy_root = std::path::absolute(copy.path()).unwrap();
+            SimDisk::materialize(&disk.durable(), &copy_root).unwrap();
+            let log = open_at(copy_root.join("p-0")).await.unwrap();
+            let got = read_all(&log, Offset(0), 1 << 20).await;
+            let offsets: Vec<u64> = got.iter().map(|r| r.0).collect();
+            assert!(
+                got.len() as u64 >= target && got[..] == all[..got.len()],
+                "crash after step {c} of {} ({:?}), truncation {truncated:?}: reopened with offsets \
+                 {:?}..={:?} ({} records), not a prefix of the {} appended holding the {target} \
+                 below the truncation: {:?}",
+                events.len(),
+                c.checked_sub(1)
+                    .map(|i| (events[i].op, events[i].path.file_name().unwrap_or_default())),
+                offsets.first(),
+                offsets.last(),
+                got.len(),
+                all.len(),
+                log.recovery_report()
+            );
+        }
     });
 }
