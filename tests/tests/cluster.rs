@@ -687,3 +687,129 @@ fn a_recreated_topic_does_not_inherit_a_deleted_topics_records() {
         assert!(b.terminate().success());
     }
 }
+
+#[test]
+fn a_producer_and_a_consumer_ride_through_losing_the_controller() {
+    use borges_client::{
+        Acks, AutoOffsetReset, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
+        ProducerRecord,
+    };
+    use std::collections::{HashMap, HashSet};
+    const RECORDS: u32 = 2000;
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3);
+    let mut brokers = start_all(&nodes);
+    let all_alive: Vec<(i32, BrokerState)> = (0..3).map(|i| (i, BrokerState::Alive)).collect();
+    let (controller, _) = until(Duration::from_secs(20), "three alive", || {
+        let d = describe(nodes[0].client)?;
+        (d.controller_id >= 0 && states(&d) == all_alive).then_some(d.controller_id)
+    });
+    let (code, _, message) = create(nodes[0].client, "live", 6);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    until(Duration::from_secs(10), "every broker knows the topic", || {
+        nodes
+            .iter()
+            .all(|n| metadata(n.client, "live").is_some_and(|m| m.topics[0].partitions.len() == 6))
+            .then_some(())
+    });
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.client.to_string()).collect();
+    let bootstrap = bootstrap.join(",");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dead = controller as usize;
+    let (acked, failed, down_for) = rt.block_on(async {
+        let client = Client::connect(&bootstrap, ClientConfig::default())
+            .await
+            .expect("connect");
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                acks: Acks::All,
+                ..ProducerConfig::default()
+            },
+        )
+        .expect("producer");
+        let mut pending = Vec::new();
+        let mut down_for = Duration::ZERO;
+        let mut killed_at = None;
+        for i in 0..RECORDS {
+            if i == RECORDS / 3 {
+                // The controller dies with a third sent.
+                brokers[dead].kill();
+                killed_at = Some(Instant::now());
+            }
+            if i == 2 * RECORDS / 3 {
+                // It comes back with two thirds sent (its partitions were
+                // offline meanwhile: replication factor 1).
+                brokers[dead].restart();
+                down_for = killed_at.expect("killed").elapsed();
+            }
+            let rec = ProducerRecord::new("live").partition(i % 6).value(i.to_string());
+            pending.push((i, producer.send(rec).await.expect("enqueue")));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut acked = HashSet::new();
+        let mut failed = 0;
+        for (i, f) in pending {
+            match tokio::time::timeout(Duration::from_secs(150), f).await {
+                Ok(Ok(_)) => {
+                    acked.insert(i);
+                }
+                Ok(Err(e)) => {
+                    failed += 1;
+                    eprintln!("record {i} failed: {e}");
+                }
+                Err(_) => panic!("record {i} neither delivered nor failed within 150 s"),
+            }
+        }
+        (acked, failed, down_for)
+    });
+    let (read, duplicated) = rt.block_on(async {
+        let client = Client::connect(&bootstrap, ClientConfig::default())
+            .await
+            .expect("connect");
+        let mut consumer = Consumer::new(
+            client,
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                fetch_max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer.assign((0..6).map(|p| ("live".to_string(), p)));
+        let mut seen: HashMap<u32, u32> = HashMap::new();
+        let mut idle = 0;
+        while acked.iter().any(|i| !seen.contains_key(i)) && idle < 10 {
+            let batch = consumer.poll(Duration::from_secs(1)).await.expect("poll");
+            if batch.is_empty() {
+                idle += 1;
+            }
+            for r in batch {
+                let v: u32 = String::from_utf8(r.value.expect("a value").to_vec())
+                    .expect("utf-8")
+                    .parse()
+                    .expect("a number");
+                *seen.entry(v).or_default() += 1;
+            }
+        }
+        let duplicated: u32 = seen.values().map(|n| n - 1).sum();
+        (seen, duplicated)
+    });
+    let lost = acked.iter().filter(|i| !read.contains_key(i)).count();
+    println!(
+        "{RECORDS} sent through a controller SIGKILL (down {down_for:?}): acknowledged {}, failed {failed}, read {}, lost {lost}, duplicated {duplicated}",
+        acked.len(),
+        read.len()
+    );
+    assert_eq!(lost, 0, "an acknowledged record was lost");
+    assert_eq!(
+        failed, 0,
+        "the producer gave up on records within its delivery timeout"
+    );
+    for b in &mut brokers {
+        assert!(b.terminate().success());
+    }
+}
