@@ -87,30 +87,12 @@ pub async fn answer(shard: &Rc<Shard>, req: Request) -> Result<Response, (ErrorC
                 image,
             })
         }
+        // Decided only where the controller is active; elsewhere the
+        // decision itself answers NOT_CONTROLLER, with the leader known.
         Request::BrokerRegistration(r) => {
-            if !host.is_active() {
-                return Ok(Response::BrokerRegistration(
-                    borges_net::protocol::BrokerRegistrationResponse {
-                        error: ErrorCode::NotController,
-                        message: Some("this node is not the active controller".into()),
-                        epoch: borges_net::types::BrokerEpoch(-1),
-                        controller: host.leader().0,
-                    },
-                ));
-            }
             Response::BrokerRegistration(crate::membership::registration(&host, &r).await)
         }
         Request::BrokerHeartbeat(r) => {
-            if !host.is_active() {
-                return Ok(Response::BrokerHeartbeat(
-                    borges_net::protocol::BrokerHeartbeatResponse {
-                        error: ErrorCode::NotController,
-                        message: Some("this node is not the active controller".into()),
-                        controller: host.leader().0,
-                        ..Default::default()
-                    },
-                ));
-            }
             Response::BrokerHeartbeat(crate::membership::heartbeat_here(&host, &r).await)
         }
         // Topic changes forwarded by a broker that is not the controller:

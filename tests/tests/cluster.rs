@@ -111,6 +111,22 @@ fn states(d: &DescribeClusterResponse) -> Vec<(i32, BrokerState)> {
     s
 }
 
+/// Every broker of `n` alive.
+fn alive(n: usize) -> Vec<(i32, BrokerState)> {
+    (0..n as i32).map(|i| (i, BrokerState::Alive)).collect()
+}
+
+/// Waits until `addr` describes `n` alive brokers and a controller; the
+/// controller.
+fn until_all_alive(addr: SocketAddr, n: usize) -> i32 {
+    let want = alive(n);
+    let (controller, _) = until(Duration::from_secs(20), "every broker alive", || {
+        let d = describe(addr)?;
+        (d.controller_id >= 0 && states(&d) == want).then_some(d.controller_id)
+    });
+    controller
+}
+
 fn create(addr: SocketAddr, name: &str, partitions: u32) -> (ErrorCode, TopicId, Option<String>) {
     let resp = call(
         addr,
@@ -467,11 +483,7 @@ fn five_voters_survive_losing_two_and_refuse_changes_without_a_majority() {
     let tmp = tempfile::tempdir().unwrap();
     let nodes = nodes(tmp.path(), 5);
     let mut brokers = start_all(&nodes);
-    let all_alive: Vec<(i32, BrokerState)> = (0..5).map(|i| (i, BrokerState::Alive)).collect();
-    let (controller, _) = until(Duration::from_secs(20), "five alive brokers", || {
-        let d = describe(nodes[0].client)?;
-        (d.controller_id >= 0 && states(&d) == all_alive).then_some(d.controller_id)
-    });
+    let controller = until_all_alive(nodes[0].client, 5);
     println!("5 voters, controller {controller}");
 
     // Lose the controller and one more: three of five are a majority.
@@ -533,7 +545,7 @@ fn brokers_that_are_not_voters_observe_the_metadata_and_host_partitions() {
         })
         .collect();
     let mut brokers: Vec<Broker> = launches.into_iter().map(|l| l.wait().expect("starts")).collect();
-    let all_alive: Vec<(i32, BrokerState)> = (0..5).map(|i| (i, BrokerState::Alive)).collect();
+    let all_alive = alive(5);
     let (controller, took) = until(Duration::from_secs(20), "five alive brokers", || {
         let d = describe(nodes[4].client)?;
         (d.controller_id >= 0 && states(&d) == all_alive && d.voters == vec![0, 1, 2])
@@ -621,11 +633,8 @@ fn a_recreated_topic_does_not_inherit_a_deleted_topics_records() {
     let tmp = tempfile::tempdir().unwrap();
     let nodes = nodes(tmp.path(), 3);
     let mut brokers = start_all(&nodes);
-    let all_alive: Vec<(i32, BrokerState)> = (0..3).map(|i| (i, BrokerState::Alive)).collect();
-    let (controller, _) = until(Duration::from_secs(20), "three alive", || {
-        let d = describe(nodes[0].client)?;
-        (d.controller_id >= 0 && states(&d) == all_alive).then_some(d.controller_id)
-    });
+    let all_alive = alive(3);
+    let controller = until_all_alive(nodes[0].client, 3);
     let via = nodes[controller as usize].client;
     // A one-partition topic on a broker that is not the controller.
     let mut victim = None;
@@ -699,11 +708,7 @@ fn a_producer_and_a_consumer_ride_through_losing_the_controller() {
     let tmp = tempfile::tempdir().unwrap();
     let nodes = nodes(tmp.path(), 3);
     let mut brokers = start_all(&nodes);
-    let all_alive: Vec<(i32, BrokerState)> = (0..3).map(|i| (i, BrokerState::Alive)).collect();
-    let (controller, _) = until(Duration::from_secs(20), "three alive", || {
-        let d = describe(nodes[0].client)?;
-        (d.controller_id >= 0 && states(&d) == all_alive).then_some(d.controller_id)
-    });
+    let controller = until_all_alive(nodes[0].client, 3);
     let (code, _, message) = create(nodes[0].client, "live", 6);
     assert_eq!(code, ErrorCode::None, "{message:?}");
     until(Duration::from_secs(10), "every broker knows the topic", || {

@@ -66,28 +66,31 @@ fn free_port() -> u16 {
     }
 }
 
+/// Starts `node`'s broker: a voter of `controllers`, or (`None`) a
+/// single-node broker of its own.
 fn spawn(
     bin: &Path,
     node: &Node,
-    controllers: &str,
+    controllers: Option<&str>,
     session_ms: u64,
 ) -> (Child, std::sync::mpsc::Receiver<()>) {
-    let mut child = Command::new(bin)
-        .args(["start", "--cores", "1", "--node-id", &node.id.to_string()])
-        .args(["--listen", &node.addr.to_string(), "--controllers", controllers])
+    let mut cmd = Command::new(bin);
+    cmd.args(["start", "--cores", "1", "--node-id", &node.id.to_string()])
+        .args(["--listen", &node.addr.to_string()])
         .args(["--broker-session-timeout-ms", &session_ms.to_string()])
         .arg("--data-dir")
         .arg(&node.dir)
         .env("BORGES_LOG", "error")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start borges");
+        .stderr(Stdio::inherit());
+    if let Some(c) = controllers {
+        cmd.args(["--controllers", c]);
+    }
+    let mut child = cmd.spawn().expect("start borges");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains("listening on") {
                 let _ = tx.send(());
             }
@@ -218,33 +221,13 @@ fn main() {
     // Baseline: the same topic on a single-node broker.
     let mut single = Vec::new();
     for r in 0..args.rounds {
-        let dir = scratch.child(&format!("single{r}"));
-        let port = free_port();
-        let node = Node {
+        let mut node = Node {
             id: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir: scratch.child(&format!("single{r}")),
             child: None,
         };
-        let mut node = node;
-        let mut child = Command::new(&bin)
-            .args(["start", "--cores", "1", "--listen", &node.addr.to_string()])
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .env("BORGES_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start borges");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
+        let (child, rx) = spawn(&bin, &node, None, args.session_timeout_ms);
         wait_listening(&rx);
         node.child = Some(child);
         let took = rt.block_on(async {
@@ -276,7 +259,7 @@ fn main() {
     let controllers = controllers.join(",");
     let pending: Vec<_> = nodes
         .iter()
-        .map(|n| spawn(&bin, n, &controllers, args.session_timeout_ms))
+        .map(|n| spawn(&bin, n, Some(&controllers), args.session_timeout_ms))
         .collect();
     for (n, (child, rx)) in nodes.iter_mut().zip(pending) {
         wait_listening(&rx);
@@ -339,7 +322,7 @@ fn main() {
             ms(to_fenced)
         );
         fenced.push(ms(to_fenced));
-        let (child, rx) = spawn(&bin, &nodes[victim], &controllers, args.session_timeout_ms);
+        let (child, rx) = spawn(&bin, &nodes[victim], Some(&controllers), args.session_timeout_ms);
         wait_listening(&rx);
         nodes[victim].child = Some(child);
         let controller = rt.block_on(all_alive(&nodes));
@@ -370,7 +353,7 @@ fn main() {
             ms(took)
         );
         failover.push(ms(took));
-        let (child, rx) = spawn(&bin, &nodes[dead], &controllers, args.session_timeout_ms);
+        let (child, rx) = spawn(&bin, &nodes[dead], Some(&controllers), args.session_timeout_ms);
         wait_listening(&rx);
         nodes[dead].child = Some(child);
     }
