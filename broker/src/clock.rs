@@ -78,6 +78,14 @@ impl Clock for ManualClock {
     }
 }
 
+/// Milliseconds of monotonic time since this process first asked: the
+/// time the replication state machines are given.
+pub fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,6 +246,43 @@ pub struct BrokerConfig {
         value_parser = controller_voter
     )]
     pub controllers: Vec<ControllerVoter>,
+    /// Replication factor of a topic created without one (or by a produce);
+    /// Kafka's default.replication.factor.
+    #[arg(long, env = "BORGES_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    pub default_replication_factor: usize,
+    /// Broker default of `min.insync.replicas`: acks=all writes need this
+    /// many in-sync replicas; unset, a majority of each partition's
+    /// replicas (2 of 3).
+    #[arg(long, env = "BORGES_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<usize>,
+    /// An in-sync follower that has not caught up with its leader for this
+    /// long leaves the ISR (`replica.lag.time.max.ms`).
+    #[arg(
+        id = "replica_lag_time_max_ms",
+        long = "replica-lag-time-max-ms",
+        env = "BORGES_REPLICA_LAG_TIME_MAX_MS",
+        value_parser = millis,
+        default_value = "30000"
+    )]
+    pub replica_lag_time_max: Duration,
+    /// Longest a follower's fetch waits at its leader for new records
+    /// (`replica.fetch.wait.max.ms`).
+    #[arg(
+        id = "replica_fetch_wait_max_ms",
+        long = "replica-fetch-wait-max-ms",
+        env = "BORGES_REPLICA_FETCH_WAIT_MAX_MS",
+        value_parser = millis,
+        default_value = "500"
+    )]
+    pub replica_fetch_wait_max: Duration,
+    /// Most record bytes a follower asks per partition in one fetch
+    /// (`replica.fetch.max.bytes`).
+    #[arg(long, env = "BORGES_REPLICA_FETCH_MAX_BYTES", default_value_t = 4 << 20)]
+    pub replica_fetch_max_bytes: u32,
+    /// Most record bytes in one replica fetch response
+    /// (`replica.fetch.response.max.bytes`).
+    #[arg(long, env = "BORGES_REPLICA_FETCH_RESPONSE_MAX_BYTES", default_value_t = 32 << 20)]
+    pub replica_fetch_response_max_bytes: u32,
     /// A broker that has not heartbeated for this long is fenced
     /// (`broker.session.timeout.ms`).
     #[arg(
@@ -647,6 +684,27 @@ impl BrokerConfig {
                     self.broker_heartbeat_interval.as_millis(),
                     self.broker_session_timeout.as_millis()
                 ),
+            ));
+        }
+        if self.default_replication_factor == 0
+            || self.default_replication_factor > borges_meta::record::MAX_REPLICAS
+        {
+            return Err(ConfigError::Invalid(
+                "default_replication_factor",
+                format!(
+                    "{} (1 to {})",
+                    self.default_replication_factor,
+                    borges_meta::record::MAX_REPLICAS
+                ),
+            ));
+        }
+        if self
+            .min_insync_replicas
+            .is_some_and(|n| n == 0 || n > borges_meta::record::MAX_REPLICAS)
+        {
+            return Err(ConfigError::Invalid(
+                "min_insync_replicas",
+                format!("{:?}", self.min_insync_replicas),
             ));
         }
         if self.default_partitions == 0 {

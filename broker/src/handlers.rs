@@ -10,11 +10,12 @@ use borges_net::protocol::{
     encode_error_response, encode_fetch_response_frame, encode_response, ApiKey, ApiVersionRange,
     ApiVersionsResponse, BrokerMeta, ConfigEntry, DeleteGroupsRequest, DeleteGroupsResponse,
     DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeConfigsResult,
-    DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, ErrorCode, FetchPartitionHead,
-    FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse, GroupResult, ListGroupsResponse,
-    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
-    MetadataRequest, MetadataResponse, PartitionMeta, ProducePartitionResponse, ProduceRequest,
-    ProduceResponse, ProduceTopicResponse, Request, RequestHeader, Response, TopicMeta as WireTopicMeta,
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, EpochEndPartition, EpochEndTopic,
+    ErrorCode, FetchPartitionHead, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupResult, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, PartitionMeta, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+    ProduceTopicResponse, ReplicaFetchRequest, Request, RequestHeader, Response, TopicMeta as WireTopicMeta,
 };
 use borges_net::types::TopicId;
 use borges_storage::Chunk;
@@ -22,7 +23,9 @@ use bytes::{Bytes, BytesMut};
 use glommio::sync::StaticPermit;
 
 use crate::conn::ConnState;
-use crate::shard::calls::{Fetch, GroupRequest, ListGroups, ListOffsets, Produce, WaitForData};
+use crate::shard::calls::{
+    EpochEnd, Fetch, GroupRequest, ListGroups, ListOffsets, Produce, ReplicaOf, WaitForData,
+};
 use crate::shard::{Admin, PartKey, SendChunk, Shard, Unavailable};
 use crate::topics;
 
@@ -172,7 +175,8 @@ pub async fn handle(
         r @ (Request::RaftMessages(_)
         | Request::BrokerRegistration(_)
         | Request::BrokerHeartbeat(_)
-        | Request::MetadataFetch(_)) => {
+        | Request::MetadataFetch(_)
+        | Request::AlterPartition(_)) => {
             return Some(peer(shard, corr, r).await);
         }
         Request::CreateTopics(r) => return Some(admin(shard, corr, Admin::Create(r)).await),
@@ -201,6 +205,8 @@ pub async fn handle(
         }
         Request::ListOffsets(r) => Response::ListOffsets(list_offsets(shard, r).await),
         Request::Fetch(r) => return Some(fetch(shard, corr, r, ctx.conn).await),
+        Request::ReplicaFetch(r) => return Some(replica_fetch(shard, corr, r, ctx.conn).await),
+        Request::OffsetForLeaderEpoch(r) => Response::OffsetForLeaderEpoch(epoch_ends(shard, r).await),
     };
     Some(Outgoing::whole(corr, &resp))
 }
@@ -587,6 +593,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> Prod
             let key: PartKey = (t.topic_id, p.partition);
             let shard = shard.clone();
             let acks = r.acks;
+            let timeout = Duration::from_millis(u64::from(r.timeout_ms));
             let recompress_budget = recompress_budget.clone();
             parts.push((
                 p.partition,
@@ -600,6 +607,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, frame_len: usize) -> Prod
                                 key,
                                 records: p.records,
                                 acks,
+                                timeout,
                                 recompress_budget,
                             },
                         )
@@ -701,6 +709,8 @@ struct FetchSlot {
     max_bytes: u32,
     /// The log end the last read saw: the wait is for bytes past it.
     seen_end: i64,
+    /// Set for a follower's fetch.
+    replica: Option<ReplicaOf>,
 }
 
 /// One partition's part of a fetch response.
@@ -724,7 +734,7 @@ async fn read_slot(shard: &Rc<Shard>, s: &FetchSlot, max: u32) -> SlotRead {
     }
     let owner = shard.owner(key);
     if owner == shard.id {
-        let f = shard.fetch_local(key, s.offset, max).await;
+        let f = shard.fetch_local(key, s.offset, max, s.replica).await;
         let pieces = f
             .chunks
             .into_iter()
@@ -748,6 +758,7 @@ async fn read_slot(shard: &Rc<Shard>, s: &FetchSlot, max: u32) -> SlotRead {
         key,
         offset: s.offset,
         max_bytes: max,
+        replica: s.replica,
     };
     match shard.call(owner, call).await {
         Ok(f) => SlotRead {
@@ -786,35 +797,157 @@ async fn read_slot(shard: &Rc<Shard>, s: &FetchSlot, max: u32) -> SlotRead {
 /// with data returns at least one whole batch; the wait is at most
 /// `fetch_max_wait`.
 async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) -> Outgoing {
-    let wait = Duration::from_millis(r.max_wait_ms as u64).min(shard.config.fetch_max_wait);
-    let deadline = Instant::now() + wait;
-    let mut named = std::collections::HashSet::new();
     let mut slots: Vec<FetchSlot> = Vec::new();
     for t in &r.topics {
         for p in &t.partitions {
-            if named.len() % 4096 == 4095 {
-                glommio::yield_if_needed().await;
-            }
-            if !named.insert((t.topic_id, p.partition)) {
-                return Outgoing::error(
-                    corr,
-                    ErrorCode::InvalidRequest,
-                    &format!(
-                        "partition {} of topic id {} is named twice in one fetch",
-                        p.partition, t.topic_id
-                    ),
-                );
-            }
             slots.push(FetchSlot {
                 topic: t.topic_id,
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
                 seen_end: p.fetch_offset,
+                replica: None,
             });
         }
     }
+    let limits = FetchLimits {
+        max_wait_ms: r.max_wait_ms,
+        min_bytes: r.min_bytes,
+        max_bytes: r.max_bytes,
+    };
+    serve_fetch(shard, corr, slots, limits, conn).await
+}
+
+/// A follower's fetch: the same long poll as a consumer's, with each
+/// partition checked against the follower's leader epoch and read to the
+/// log end. A follower whose broker epoch is not the image's (a restarted
+/// broker the image has not registered again yet) is refused whole.
+async fn replica_fetch(shard: &Rc<Shard>, corr: u32, r: ReplicaFetchRequest, conn: &ConnState) -> Outgoing {
+    let node = borges_meta::NodeId(r.replica);
+    let topics = shard.topics();
+    match topics.cluster.image.broker(node) {
+        None => {
+            return Outgoing::error(
+                corr,
+                ErrorCode::BrokerIdNotRegistered,
+                &format!("node {} is not a registered broker", r.replica),
+            )
+        }
+        Some(b) if b.reg.epoch != r.broker_epoch => {
+            return Outgoing::error(
+                corr,
+                ErrorCode::StaleBrokerEpoch,
+                &format!(
+                    "node {} fetched with broker epoch {}; its registration has {}",
+                    r.replica, r.broker_epoch.0, b.reg.epoch.0
+                ),
+            )
+        }
+        Some(_) => {}
+    }
+    drop(topics);
+    let mut slots: Vec<FetchSlot> = Vec::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            slots.push(FetchSlot {
+                topic: t.topic_id,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                seen_end: p.fetch_offset,
+                replica: Some(ReplicaOf {
+                    node,
+                    leader_epoch: p.leader_epoch,
+                }),
+            });
+        }
+    }
+    let limits = FetchLimits {
+        max_wait_ms: r.max_wait_ms,
+        min_bytes: r.min_bytes,
+        max_bytes: r.max_bytes,
+    };
+    serve_fetch(shard, corr, slots, limits, conn).await
+}
+
+/// The end of each asked partition's leader epoch (OffsetForLeaderEpoch).
+async fn epoch_ends(shard: &Rc<Shard>, r: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let key = (t.topic_id, p.partition);
+            let result = match known(shard, key.0, key.1) {
+                Err(c) => Err(c),
+                Ok(()) => {
+                    let call = EpochEnd {
+                        key,
+                        current_epoch: p.current_leader_epoch,
+                        epoch: p.leader_epoch,
+                    };
+                    match shard.call(shard.owner(key), call).await {
+                        Ok(r) => r,
+                        Err(Unavailable) => Err(ErrorCode::NotLeaderOrFollower),
+                    }
+                }
+            };
+            partitions.push(match result {
+                Ok((leader_epoch, end_offset)) => EpochEndPartition {
+                    partition: p.partition,
+                    error: ErrorCode::None,
+                    leader_epoch,
+                    end_offset,
+                },
+                Err(error) => EpochEndPartition {
+                    partition: p.partition,
+                    error,
+                    leader_epoch: -1,
+                    end_offset: -1,
+                },
+            });
+        }
+        topics.push(EpochEndTopic {
+            topic_id: t.topic_id,
+            partitions,
+        });
+    }
+    OffsetForLeaderEpochResponse { topics }
+}
+
+/// What a fetch asks of its response as a whole.
+struct FetchLimits {
+    max_wait_ms: u32,
+    min_bytes: u32,
+    max_bytes: u32,
+}
+
+async fn serve_fetch(
+    shard: &Rc<Shard>,
+    corr: u32,
+    mut slots: Vec<FetchSlot>,
+    r: FetchLimits,
+    conn: &ConnState,
+) -> Outgoing {
+    let wait = Duration::from_millis(r.max_wait_ms as u64).min(shard.config.fetch_max_wait);
+    let deadline = Instant::now() + wait;
+    let mut named = std::collections::HashSet::new();
+    for s in &slots {
+        if named.len() % 4096 == 4095 {
+            glommio::yield_if_needed().await;
+        }
+        if !named.insert((s.topic, s.partition)) {
+            return Outgoing::error(
+                corr,
+                ErrorCode::InvalidRequest,
+                &format!(
+                    "partition {} of topic id {} is named twice in one fetch",
+                    s.partition, s.topic
+                ),
+            );
+        }
+    }
     drop(named);
+    let replica = slots.first().is_some_and(|s| s.replica.is_some());
     let max_bytes = (r.max_bytes as u64).min(shard.config.fetch_max_bytes as u64);
     // A response can never hold more than max_bytes: asking for more
     // would only wait out the deadline.
@@ -850,7 +983,11 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) 
                 len = 0;
                 full = true;
             }
-            s.seen_end = s.seen_end.max(read.high_watermark);
+            if !replica {
+                // A consumer waits for the high watermark to pass what it
+                // saw; a follower for the log end to pass its offset.
+                s.seen_end = s.seen_end.max(read.high_watermark);
+            }
             budget = budget.saturating_sub(len);
             total += len;
             errors |= read.error != ErrorCode::None;
@@ -878,7 +1015,11 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) 
             };
         }
         drop(records);
-        futures_lite::future::or(wait_for_any(shard, &slots, deadline - now), conn.closed()).await;
+        futures_lite::future::or(
+            wait_for_any(shard, &slots, deadline - now, replica),
+            conn.closed(),
+        )
+        .await;
     }
 }
 
@@ -886,7 +1027,7 @@ async fn fetch(shard: &Rc<Shard>, corr: u32, r: FetchRequest, conn: &ConnState) 
 /// read saw, asking each owning shard at once, or until `wait` passes. The
 /// waits still running on shards when this returns (or is dropped, when
 /// its connection closes) are cancelled there.
-async fn wait_for_any(shard: &Rc<Shard>, slots: &[FetchSlot], wait: Duration) {
+async fn wait_for_any(shard: &Rc<Shard>, slots: &[FetchSlot], wait: Duration, replica: bool) {
     let mut by_owner: std::collections::BTreeMap<usize, Vec<(PartKey, i64)>> = Default::default();
     for s in slots {
         let key = (s.topic, s.partition);
@@ -909,6 +1050,7 @@ async fn wait_for_any(shard: &Rc<Shard>, slots: &[FetchSlot], wait: Duration) {
                 id,
                 parts,
                 wait,
+                replica,
             };
             Box::pin(shard.call(owner, req))
         })

@@ -15,12 +15,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use borges_meta::controller::{ControllerConfig, Heartbeat, ImportedTopic, NewTopic, Registration};
+use borges_meta::controller::{AlterIsr, ControllerConfig, Heartbeat, ImportedTopic, NewTopic, Registration};
 use borges_meta::seams::SplitMix64;
 use borges_meta::{NodeId, TopicId};
 use borges_net::protocol::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
-    ErrorCode, LogDirId, Request, Response,
+    AlterPartitionRequest, AlterPartitionResponse, AlterPartitionResult, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, ErrorCode, LogDirId,
+    Request, Response,
 };
 use borges_net::types::BrokerEpoch;
 
@@ -59,6 +60,8 @@ pub async fn start(shard: &Rc<Shard>, stop: &StopFlag) -> Result<(), String> {
     let controller = ControllerConfig {
         default_partitions: config.default_partitions,
         session_timeout_ms: u64::try_from(config.broker_session_timeout.as_millis()).unwrap_or(u64::MAX),
+        max_replication_factor: borges_meta::record::MAX_REPLICAS,
+        default_replication_factor: config.default_replication_factor,
         ..ControllerConfig::default()
     };
     let voters: Vec<NodeId> = config.controllers.iter().map(|v| NodeId(v.node)).collect();
@@ -278,6 +281,7 @@ async fn to_controller(shard: &Shard, host: &QuorumHost, req: Request) -> Result
         return Ok(match req {
             Request::BrokerRegistration(r) => Response::BrokerRegistration(registration(host, &r).await),
             Request::BrokerHeartbeat(r) => Response::BrokerHeartbeat(heartbeat_here(host, &r).await),
+            Request::AlterPartition(r) => Response::AlterPartition(alter_partition_here(host, &r).await),
             other => unreachable!("{} is not asked of the controller", other.api_key()),
         });
     }
@@ -361,6 +365,90 @@ pub async fn heartbeat_here(host: &QuorumHost, r: &BrokerHeartbeatRequest) -> Br
             controller: host.leader().0,
             ..BrokerHeartbeatResponse::default()
         },
+    }
+}
+
+/// Sends ISR changes that leaders on this broker's shards ask for to the
+/// active controller (here or on its broker), with this broker's epoch.
+pub async fn alter_partition(shard: &Shard, mut req: AlterPartitionRequest) -> AlterPartitionResponse {
+    let refused = |code: ErrorCode, message: String| AlterPartitionResponse {
+        error: code,
+        message: Some(message),
+        partitions: Vec::new(),
+    };
+    let Some(host) = shard.quorum.get() else {
+        return refused(
+            ErrorCode::NotController,
+            "the metadata quorum has not started".into(),
+        );
+    };
+    let Some(epoch) = shard.broker_epoch.get() else {
+        return refused(
+            ErrorCode::BrokerIdNotRegistered,
+            "this broker is not registered".into(),
+        );
+    };
+    req.node = shard.config.node_id;
+    req.broker_epoch = epoch;
+    match to_controller(shard, host, Request::AlterPartition(req)).await {
+        Ok(Response::AlterPartition(r)) => r,
+        Ok(other) => refused(
+            ErrorCode::UnknownServerError,
+            format!("the controller answered {} to AlterPartition", other.api_key()),
+        ),
+        Err(e) => refused(e.code(), e.to_string()),
+    }
+}
+
+/// Decides ISR changes on the active controller (this node), each a
+/// compare-and-set on the epochs its leader saw.
+pub async fn alter_partition_here(host: &QuorumHost, r: &AlterPartitionRequest) -> AlterPartitionResponse {
+    let mut partitions = Vec::with_capacity(r.partitions.len());
+    for item in &r.partitions {
+        let req = AlterIsr {
+            node: NodeId(r.node),
+            broker_epoch: r.broker_epoch,
+            topic: TopicId(item.topic_id.0),
+            partition: item.partition,
+            leader_epoch: borges_meta::LeaderEpoch(item.leader_epoch),
+            partition_epoch: borges_meta::PartitionEpoch(item.partition_epoch),
+            isr: item.isr.iter().map(|&n| NodeId(n)).collect(),
+        };
+        let result = host.decide(DECIDE_TIMEOUT, |c, _| c.alter_isr(&req)).await;
+        partitions.push(match result {
+            Ok(state) => AlterPartitionResult {
+                topic_id: item.topic_id,
+                partition: item.partition,
+                error: ErrorCode::None,
+                message: None,
+                leader: state.leader.0,
+                leader_epoch: state.leader_epoch.0,
+                partition_epoch: state.partition_epoch.0,
+                isr: state.isr.iter().map(|n| n.0).collect(),
+            },
+            Err(DecideError::NotController) => {
+                return AlterPartitionResponse {
+                    error: ErrorCode::NotController,
+                    message: Some(format!("the active controller is node {}", host.leader().0)),
+                    partitions: Vec::new(),
+                }
+            }
+            Err(e) => AlterPartitionResult {
+                topic_id: item.topic_id,
+                partition: item.partition,
+                error: e.code(),
+                message: Some(e.to_string()),
+                leader: -1,
+                leader_epoch: -1,
+                partition_epoch: -1,
+                isr: Vec::new(),
+            },
+        });
+    }
+    AlterPartitionResponse {
+        error: ErrorCode::None,
+        message: None,
+        partitions,
     }
 }
 

@@ -31,7 +31,7 @@ pub enum Refusal {
     AlreadyExists(String),
     #[error("at most {MAX_PARTITIONS} partitions")]
     TooManyPartitions(u32),
-    #[error("replication factor {0} > 1 brokers")]
+    #[error("replication factor {0} is above the most replicas a partition may have")]
     ReplicationFactor(u16),
     #[error("{0}")]
     InvalidConfig(String),
@@ -95,7 +95,9 @@ pub fn validate_new_topic(topics: &Topics, t: &CreatableTopic, rules: &Rules) ->
     if partitions > MAX_PARTITIONS {
         return Err(Refusal::TooManyPartitions(partitions));
     }
-    if t.replication_factor > 1 {
+    // 0 is the cluster's default; whether enough brokers live to place
+    // the replicas is the controller's decision.
+    if t.replication_factor as usize > borges_meta::record::MAX_REPLICAS {
         return Err(Refusal::ReplicationFactor(t.replication_factor));
     }
     if let Some(msg) = t.configs.iter().find_map(|(k, v)| validate_config(k, v).err()) {
@@ -404,9 +406,11 @@ mod tests {
             topic("t", MAX_PARTITIONS + 1),
             ErrorCode::InvalidPartitions,
         );
-        let mut rf = topic("t", 1);
-        rf.replication_factor = 3;
-        refused(&topics, rf, ErrorCode::InvalidReplicationFactor);
+        for bad in [(borges_meta::record::MAX_REPLICAS + 1) as u16, u16::MAX] {
+            let mut rf = topic("t", 1);
+            rf.replication_factor = bad;
+            refused(&topics, rf, ErrorCode::InvalidReplicationFactor);
+        }
         // 0 partitions: the broker's default.
         let mut next = topics.clone();
         create_topic(&mut next, &topic("t", 0), &RULES).unwrap();

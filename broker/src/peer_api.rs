@@ -28,7 +28,9 @@ pub const PEER_CLIENT_ID: &str = "borges-peer";
 /// Whether a request is for [`answer`] (shard 0) rather than the ordinary
 /// handlers: the peer-only apis, and topic changes a peer forwarded.
 pub fn is_for_peers(client_id: &str, req: &Request) -> bool {
-    req.api_key().is_controller_only()
+    // Replication's data requests are served where their partitions are.
+    let data = matches!(req, Request::ReplicaFetch(_) | Request::OffsetForLeaderEpoch(_));
+    (req.api_key().is_controller_only() && !data)
         || (client_id == PEER_CLIENT_ID
             && matches!(
                 req,
@@ -94,6 +96,9 @@ pub async fn answer(shard: &Rc<Shard>, req: Request) -> Result<Response, (ErrorC
         }
         Request::BrokerHeartbeat(r) => {
             Response::BrokerHeartbeat(crate::membership::heartbeat_here(&host, &r).await)
+        }
+        Request::AlterPartition(r) => {
+            Response::AlterPartition(crate::membership::alter_partition_here(&host, &r).await)
         }
         // Topic changes forwarded by a broker that is not the controller:
         // decided here, never forwarded on.

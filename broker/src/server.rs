@@ -495,9 +495,10 @@ async fn shard_main(
     Ok(())
 }
 
-/// Periodic work on every shard: interval flushes, retention, and the log
-/// cleaner of compacted topics.
+/// Periodic work on every shard: interval flushes, retention, the log
+/// cleaner of compacted topics, and the replication tick.
 fn spawn_housekeeping(shard: &Rc<Shard>) {
+    glommio::spawn_local(shard.clone().replication_ticker()).detach();
     let s = shard.clone();
     glommio::spawn_local(async move {
         loop {

@@ -142,6 +142,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "delete.retention.ms",
     "max.message.bytes",
     "min.compaction.lag.ms",
+    "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -168,6 +169,13 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
         },
         "segment.ms" => int(1),
         "max.message.bytes" => int(1024),
+        "min.insync.replicas" => match value.parse::<i64>() {
+            Ok(v) if (1..=borges_meta::record::MAX_REPLICAS as i64).contains(&v) => Ok(()),
+            _ => Err(format!(
+                "min.insync.replicas must be in [1, {}], not {value:?}",
+                borges_meta::record::MAX_REPLICAS
+            )),
+        },
         "cleanup.policy" => match value {
             "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
             _ => Err(format!(
@@ -199,6 +207,8 @@ pub struct TopicSettings {
     pub delete_retention_ms: i64,
     /// Compacted topics: records younger than this are never cleaned.
     pub min_compaction_lag_ms: i64,
+    /// `min.insync.replicas`; `None`: a majority of the replicas.
+    pub min_insync_replicas: Option<usize>,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -214,6 +224,7 @@ pub fn settings(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Top
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
         min_compaction_lag_ms: 0,
+        min_insync_replicas: None,
     };
     for (k, v) in configs {
         match (k.as_str(), v.parse::<i64>()) {
@@ -224,6 +235,7 @@ pub fn settings(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Top
             ("max.message.bytes", Ok(b)) => s.max_message_bytes = b as usize,
             ("delete.retention.ms", Ok(ms)) => s.delete_retention_ms = ms,
             ("min.compaction.lag.ms", Ok(ms)) => s.min_compaction_lag_ms = ms,
+            ("min.insync.replicas", Ok(n)) if n >= 1 => s.min_insync_replicas = Some(n as usize),
             ("cleanup.policy", _) => {
                 s.cleanup = match v.as_str() {
                     "compact" => CleanupPolicy::Compact,
@@ -261,6 +273,7 @@ pub fn describe(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Vec
             "max.message.bytes" => DEFAULT_MAX_MESSAGE_BYTES.to_string(),
             "delete.retention.ms" => DEFAULT_DELETE_RETENTION_MS.to_string(),
             "min.compaction.lag.ms" => "0".into(),
+            "min.insync.replicas" => "a majority of the replicas".into(),
             "retention.bytes" => opt(defaults.retention_bytes.map(|b| b as i64)),
             "retention.ms" => opt(defaults.retention_ms),
             "segment.bytes" => defaults.segment_bytes_max.to_string(),

@@ -19,6 +19,7 @@ pub mod image;
 pub mod placement;
 pub mod quorum;
 pub mod record;
+pub mod replica;
 pub mod seams;
 
 pub use borges_net::types::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, TopicId};

@@ -687,7 +687,7 @@ impl Log {
     }
 
     /// Persists a higher cleaner checkpoint. Caller holds the segments lock.
-    async fn write_checkpoint(&self, to: u64) -> Result<()> {
+    pub(crate) async fn write_checkpoint(&self, to: u64) -> Result<()> {
         if self.st().cleaned_to >= to {
             return Ok(());
         }

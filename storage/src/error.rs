@@ -34,6 +34,8 @@ pub enum StorageError {
     },
     #[error("cannot truncate to offset {requested}: log starts at {log_start}")]
     InvalidTruncation { requested: Offset, log_start: Offset },
+    #[error("a replicated batch at base offset {base} is below the log end {expected_at_least} or the batch before it")]
+    NonMonotonicOffset { base: i64, expected_at_least: Offset },
     #[error("append under leader epoch {epoch}, older than the log's latest epoch {latest}")]
     StaleLeaderEpoch {
         epoch: borges_net::types::LeaderEpoch,

@@ -34,6 +34,8 @@ pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 pub(crate) const EPOCH_FILE: &str = "leader-epoch-checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// The replicated high watermark, checkpointed by the broker.
+pub(crate) const HIGH_WATERMARK_FILE: &str = "high-watermark";
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +238,39 @@ fn validate_records(records: &[u8], batch_max: u64) -> Result<Vec<BatchHeader>> 
     Ok(headers)
 }
 
+/// How an append sets the offsets and epochs of its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    /// A leader's append: offsets from the log end, this epoch stamped.
+    Leader(LeaderEpoch),
+    /// A follower's: the leader's offsets and epochs, as they are.
+    AsGiven,
+}
+
+/// Checks a follower's batches against the log end and the latest epoch;
+/// returns the offsets they move the log end by.
+fn check_replicated(headers: &[BatchHeader], leo: u64, latest: Option<LeaderEpoch>) -> Result<u64> {
+    let mut next = leo;
+    let mut epoch = latest.map_or(-1, |e| e.0);
+    for h in headers {
+        if h.base_offset < 0 || (h.base_offset as u64) < next {
+            return Err(StorageError::NonMonotonicOffset {
+                base: h.base_offset,
+                expected_at_least: Offset(next),
+            });
+        }
+        if h.partition_leader_epoch >= 0 && h.partition_leader_epoch < epoch {
+            return Err(StorageError::StaleLeaderEpoch {
+                epoch: LeaderEpoch(h.partition_leader_epoch),
+                latest: LeaderEpoch(epoch),
+            });
+        }
+        epoch = epoch.max(h.partition_leader_epoch);
+        next = h.last_offset() as u64 + 1;
+    }
+    Ok(next - leo)
+}
+
 impl Log {
     pub(crate) fn st(&self) -> RefMut<'_, State> {
         self.inner.state.borrow_mut()
@@ -353,6 +388,26 @@ impl Log {
         self.check_writable(st)
     }
 
+    /// The high watermark last checkpointed (0 when none was), never above
+    /// the log end or below the log start: a restarted replica exposes
+    /// nothing beyond it until replication moves it on.
+    pub fn checkpointed_high_watermark(&self) -> Result<Offset> {
+        let hw = crate::fsutil::read_u64_checkpoint(&self.inner.dir.join(HIGH_WATERMARK_FILE))?.unwrap_or(0);
+        let st = self.st();
+        Ok(Offset(hw.clamp(st.log_start, st.leo)))
+    }
+
+    /// Checkpoints the high watermark (written, synced, renamed into place).
+    /// A failure here leaves the log usable: the checkpoint is only ever a
+    /// lower bound, and the next one may succeed.
+    pub async fn checkpoint_high_watermark(&self, hw: Offset) -> Result<()> {
+        write_file_atomic(
+            &self.inner.dir.join(HIGH_WATERMARK_FILE),
+            hw.0.to_string().as_bytes(),
+        )
+        .await
+    }
+
     /// Appends one or more record batches (concatenated, as a producer sends
     /// them). Each is validated first, and nothing is stored unless all
     /// pass. Offsets are assigned from the log end by rewriting each batch's
@@ -362,10 +417,24 @@ impl Log {
     ///
     /// Returns once the batches are readable and, under
     /// [`FlushPolicy::EveryBatch`], on disk.
-    pub async fn append(&self, mut records: BytesMut, epoch: LeaderEpoch) -> Result<AppendInfo> {
+    pub async fn append(&self, records: BytesMut, epoch: LeaderEpoch) -> Result<AppendInfo> {
+        self.append_as(records, Stamp::Leader(epoch)).await
+    }
+
+    /// Appends a leader's batches on a follower, at the offsets and under
+    /// the epochs they carry, byte for byte. They must start at or past the
+    /// log end (a compacted leader's log has gaps), each past the one
+    /// before, with epochs that never go down and none older than the
+    /// log's latest; nothing is stored unless all of them pass. Each new
+    /// epoch enters the history at its first batch's base offset.
+    pub async fn append_replicated(&self, records: BytesMut) -> Result<AppendInfo> {
+        self.append_as(records, Stamp::AsGiven).await
+    }
+
+    async fn append_as(&self, mut records: BytesMut, stamp: Stamp) -> Result<AppendInfo> {
         let config = &self.config();
         let headers = validate_records(&records, config.segment_bytes_max)?;
-        let span: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
+        let mut span: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let permit = self
             .inner
             .append_lock
@@ -373,6 +442,27 @@ impl Log {
             .await
             .map_err(lock_closed(&self.inner.dir))?;
         let now = self.inner.clock.now_ms();
+        if stamp == Stamp::AsGiven {
+            let leo = {
+                let st = self.st();
+                self.check_writable(&st)?;
+                span = check_replicated(&headers, st.leo, st.epochs.latest().map(|e| e.epoch))?;
+                st.leo
+            };
+            let first = headers[0].base_offset as u64;
+            if first > leo {
+                // The leader compacted these offsets away. Recovery accepts
+                // a gap only below the cleaner checkpoint, so the checkpoint
+                // covers it before the batch after it can be on disk.
+                let _segments = self
+                    .inner
+                    .segments_lock
+                    .acquire_permit(1)
+                    .await
+                    .map_err(lock_closed(&self.inner.dir))?;
+                self.write_checkpoint(first).await.map_err(|e| self.fail(e))?;
+            }
+        }
         let roll = {
             let st = self.st();
             self.check_writable(&st)?;
@@ -396,20 +486,35 @@ impl Log {
             let st = self.st();
             self.check_writable(&st)?;
             let latest = st.epochs.latest().map(|e| e.epoch);
-            let epoch = match latest {
-                Some(l) if epoch.0 >= 0 && epoch < l => {
-                    return Err(StorageError::StaleLeaderEpoch { epoch, latest: l })
+            match stamp {
+                Stamp::Leader(epoch) => {
+                    let epoch = match latest {
+                        Some(l) if epoch.0 >= 0 && epoch < l => {
+                            return Err(StorageError::StaleLeaderEpoch { epoch, latest: l })
+                        }
+                        Some(l) if epoch.0 < 0 => l,
+                        _ => epoch,
+                    };
+                    let mut history = None;
+                    if epoch.0 >= 0 && latest.is_none_or(|l| epoch > l) {
+                        let mut epochs = st.epochs.clone();
+                        epochs.assign(epoch, Offset(st.leo));
+                        history = Some(epochs);
+                    }
+                    (Some(epoch), history)
                 }
-                Some(l) if epoch.0 < 0 => l,
-                _ => epoch,
-            };
-            let mut history = None;
-            if epoch.0 >= 0 && latest.is_none_or(|l| epoch > l) {
-                let mut epochs = st.epochs.clone();
-                epochs.assign(epoch, Offset(st.leo));
-                history = Some(epochs);
+                Stamp::AsGiven => {
+                    let mut epochs = st.epochs.clone();
+                    let mut changed = false;
+                    for h in &headers {
+                        let e = LeaderEpoch(h.partition_leader_epoch);
+                        if e.0 >= 0 && epochs.latest().is_none_or(|l| e > l.epoch) {
+                            changed |= epochs.assign(e, Offset(h.base_offset as u64));
+                        }
+                    }
+                    (None, changed.then_some(epochs))
+                }
             }
-            (epoch, history)
         };
         // A new epoch is checkpointed before its first batch is copied in:
         // from then on a concurrent `sync_to` may make the batch durable,
@@ -429,17 +534,22 @@ impl Log {
             }
             self.check_writable(&st)?;
             let st = &mut *st;
-            let base = st.leo;
+            let base = match epoch {
+                Some(_) => st.leo,
+                None => headers[0].base_offset as u64,
+            };
             let mut next = base;
             let mut pos = 0;
             let mut stamped = Vec::with_capacity(headers.len());
             for h in &headers {
                 let mut h = *h;
                 let len = h.total_len();
-                h.base_offset = next as i64;
-                set_base_offset(&mut records[pos..pos + len], h.base_offset);
-                h.partition_leader_epoch = epoch.0.max(-1);
-                set_partition_leader_epoch(&mut records[pos..pos + len], h.partition_leader_epoch);
+                if let Some(epoch) = epoch {
+                    h.base_offset = next as i64;
+                    set_base_offset(&mut records[pos..pos + len], h.base_offset);
+                    h.partition_leader_epoch = epoch.0.max(-1);
+                    set_partition_leader_epoch(&mut records[pos..pos + len], h.partition_leader_epoch);
+                }
                 next = h.last_offset() as u64 + 1;
                 stamped.push((h, pos));
                 pos += len;
@@ -473,8 +583,10 @@ impl Log {
             st.leo = next;
             st.evict(config.tail_cache_bytes_max);
             debug_assert!(
-                epoch.0 < 0 || st.epochs.epoch_for(Offset(base)) == Some(epoch),
-                "the history covers the batch"
+                stamped.iter().all(|(h, _)| h.partition_leader_epoch < 0
+                    || st.epochs.epoch_for(Offset(h.base_offset as u64))
+                        == Some(LeaderEpoch(h.partition_leader_epoch))),
+                "the history covers every batch"
             );
             AppendInfo {
                 base_offset: Offset(base),

@@ -441,3 +441,109 @@ fn a_relative_directory_works() {
         assert_eq!(log.log_end_offset(), Offset(3));
     });
 }
+
+/// The bytes of every batch in `log` from offset 0, concatenated.
+async fn stored_bytes(log: &Log) -> Vec<u8> {
+    let r = log.read(Offset(0), 1 << 24, None).await.unwrap();
+    let mut out = Vec::new();
+    for c in r.chunks {
+        match c {
+            borges_storage::Chunk::Memory(b) => out.extend_from_slice(&b),
+            borges_storage::Chunk::File(f) => out.extend_from_slice(&f.read_to_vec().unwrap()),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_follower_appends_the_leaders_batches_byte_for_byte() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("leader")).unwrap();
+        std::fs::create_dir_all(dir.path().join("follower")).unwrap();
+        let leader = open(&dir.path().join("leader"), small_config()).await;
+        let follower = open(&dir.path().join("follower"), small_config()).await;
+        let mut seq = 0;
+        for epoch in [0, 0, 3, 3, 4] {
+            leader
+                .append(numbered_batch(seq, 5, 40, 0), LeaderEpoch(epoch))
+                .await
+                .unwrap();
+            seq += 5;
+        }
+        // The follower copies the leader's bytes in two fetches.
+        let all = stored_bytes(&leader).await;
+        let headers: Vec<_> = borges_net::batch::BatchIter::new(&all)
+            .map(|b| b.unwrap())
+            .collect();
+        let cut = headers[2].1.start;
+        let info = follower
+            .append_replicated(BytesMut::from(&all[..cut]))
+            .await
+            .unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(9)));
+        follower
+            .append_replicated(BytesMut::from(&all[cut..]))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored_bytes(&follower).await,
+            all,
+            "the follower's log is the leader's"
+        );
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(
+            follower.epoch_history().entries(),
+            leader.epoch_history().entries()
+        );
+        // What does not follow the log end is refused and nothing changes:
+        // records the follower has, and a deposed leader's older epoch.
+        assert!(matches!(
+            follower.append_replicated(BytesMut::from(&all[cut..])).await,
+            Err(StorageError::NonMonotonicOffset { .. })
+        ));
+        let mut stale = numbered_batch(25, 1, 40, 0);
+        borges_net::batch::set_base_offset(&mut stale, 25);
+        borges_net::batch::set_partition_leader_epoch(&mut stale, 2);
+        assert!(matches!(
+            follower.append_replicated(stale).await,
+            Err(StorageError::StaleLeaderEpoch { .. })
+        ));
+        assert_eq!(stored_bytes(&follower).await, all);
+        // A compacted leader's gap is kept: the next batch starts past the end.
+        let mut later = numbered_batch(40, 2, 40, 0);
+        borges_net::batch::set_base_offset(&mut later, 40);
+        borges_net::batch::set_partition_leader_epoch(&mut later, 6);
+        follower.append_replicated(later).await.unwrap();
+        assert_eq!(follower.log_end_offset(), Offset(42));
+        assert_eq!(
+            follower.end_offset_for_epoch(LeaderEpoch(4)),
+            Some((LeaderEpoch(4), Offset(40)))
+        );
+        follower.close().await.unwrap();
+        let follower = open(&dir.path().join("follower"), small_config()).await;
+        assert_eq!(follower.latest_epoch(), Some(LeaderEpoch(6)));
+        assert_eq!(follower.log_end_offset(), Offset(42));
+    });
+}
+
+#[test]
+fn the_high_watermark_checkpoint_is_kept_within_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        assert_eq!(log.checkpointed_high_watermark().unwrap(), Offset(0));
+        log.append(numbered_batch(0, 10, 40, 0), LeaderEpoch(0))
+            .await
+            .unwrap();
+        log.checkpoint_high_watermark(Offset(7)).await.unwrap();
+        log.close().await.unwrap();
+        let log = open(dir.path(), small_config()).await;
+        assert_eq!(log.checkpointed_high_watermark().unwrap(), Offset(7));
+        // A checkpoint beyond what survived is cut to the log end.
+        log.checkpoint_high_watermark(Offset(70)).await.unwrap();
+        assert_eq!(log.checkpointed_high_watermark().unwrap(), Offset(10));
+        log.truncate_to(Offset(0)).await.unwrap();
+        assert_eq!(log.checkpointed_high_watermark().unwrap(), Offset(0));
+    });
+}

@@ -333,7 +333,7 @@ async fn commit(
     next: &Topics,
 ) -> Result<Response, NotCommitted> {
     match (req, response) {
-        (Admin::Create(_), Response::CreateTopics(mut r)) => {
+        (Admin::Create(asked), Response::CreateTopics(mut r)) => {
             let new: Vec<NewTopic> = r
                 .topics
                 .iter()
@@ -342,7 +342,13 @@ async fn commit(
                 .map(|t| NewTopic {
                     name: t.name.clone(),
                     partitions: t.partitions as i32,
-                    replication_factor: 1,
+                    replication_factor: asked
+                        .topics
+                        .iter()
+                        .find(|a| a.name == t.name)
+                        .and_then(|a| i16::try_from(a.replication_factor).ok())
+                        .filter(|&rf| rf > 0)
+                        .unwrap_or(-1),
                     configs: t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 })
                 .collect();

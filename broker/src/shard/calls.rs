@@ -63,6 +63,8 @@ pub struct Produce {
     pub key: PartKey,
     pub records: BytesMut,
     pub acks: i8,
+    /// How long an acks=all write may wait for the in-sync replicas.
+    pub timeout: Duration,
     /// Decompressed bytes the whole produce may still recompress, shared by
     /// its partitions on every shard.
     pub recompress_budget: Arc<AtomicUsize>,
@@ -73,6 +75,24 @@ pub struct Fetch {
     pub key: PartKey,
     pub offset: i64,
     pub max_bytes: u32,
+    /// A follower's fetch: it reads up to the log end, not the high
+    /// watermark, and reports the follower's progress to the leader.
+    pub replica: Option<ReplicaOf>,
+}
+
+/// Who fetches as a follower, and under which leader epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaOf {
+    pub node: borges_meta::NodeId,
+    pub leader_epoch: i32,
+}
+
+/// The end of a leader epoch in a partition's log (OffsetForLeaderEpoch),
+/// asked by a replica that believes `current_epoch` is the leader's.
+pub struct EpochEnd {
+    pub key: PartKey,
+    pub current_epoch: i32,
+    pub epoch: i32,
 }
 
 /// The offset for a timestamp (or the earliest or latest offset).
@@ -81,13 +101,15 @@ pub struct ListOffsets {
     pub timestamp: i64,
 }
 
-/// Answered when any partition's visible end passes the offset given with
-/// it, after `wait`, or when shard `from` cancels wait `id`.
+/// Answered when any partition's visible end (its log end, for a
+/// follower's fetch) passes the offset given with it, after `wait`, or when
+/// shard `from` cancels wait `id`.
 pub struct WaitForData {
     pub from: usize,
     pub id: u64,
     pub parts: Vec<(PartKey, i64)>,
     pub wait: Duration,
+    pub replica: bool,
 }
 
 /// Ends wait `id` of shard `from` (its fetch was answered or its
@@ -141,7 +163,13 @@ impl ShardCall for Produce {
 
     async fn serve(self, shard: &Rc<Shard>) -> Self::Reply {
         shard
-            .produce_local(self.key, self.records, self.acks, &self.recompress_budget)
+            .produce_local(
+                self.key,
+                self.records,
+                self.acks,
+                self.timeout,
+                &self.recompress_budget,
+            )
             .await
     }
 
@@ -158,7 +186,9 @@ impl ShardCall for Fetch {
     type Reply = Fetched<SendChunk>;
 
     async fn serve(self, shard: &Rc<Shard>) -> Self::Reply {
-        let f = shard.fetch_local(self.key, self.offset, self.max_bytes).await;
+        let f = shard
+            .fetch_local(self.key, self.offset, self.max_bytes, self.replica)
+            .await;
         let (error, chunks) = match SendChunk::from_chunks(f.chunks) {
             Ok(chunks) => (f.error, chunks),
             Err(e) => {
@@ -206,7 +236,7 @@ impl ShardCall for WaitForData {
 
     async fn serve(self, shard: &Rc<Shard>) {
         shard
-            .wait_for_data(self.from, self.id, &self.parts, self.wait)
+            .wait_for_data(self.from, self.id, &self.parts, self.wait, self.replica)
             .await
     }
 
@@ -216,6 +246,24 @@ impl ShardCall for WaitForData {
 
     fn waiting(pending: &Pending) -> &Slots<Self::Reply> {
         &pending.wait_for_data
+    }
+}
+
+impl ShardCall for EpochEnd {
+    /// (epoch, end offset): the largest epoch at or below the one asked and
+    /// where it ends; (-1, -1) when the log has none.
+    type Reply = Result<(i32, i64), ErrorCode>;
+
+    async fn serve(self, shard: &Rc<Shard>) -> Self::Reply {
+        shard.epoch_end_local(self.key, self.current_epoch, self.epoch)
+    }
+
+    fn into_call(self) -> Call {
+        Call::Data(DataCall::EpochEnd(self))
+    }
+
+    fn waiting(pending: &Pending) -> &Slots<Self::Reply> {
+        &pending.epoch_end
     }
 }
 
@@ -266,6 +314,26 @@ impl ShardCall for PeerRequest {
     }
 }
 
+/// ISR changes that leaders on any shard ask of the active controller,
+/// for shard 0, which knows where it is.
+pub struct AlterIsr(pub borges_net::protocol::AlterPartitionRequest);
+
+impl ShardCall for AlterIsr {
+    type Reply = borges_net::protocol::AlterPartitionResponse;
+
+    async fn serve(self, shard: &Rc<Shard>) -> Self::Reply {
+        crate::membership::alter_partition(shard, self.0).await
+    }
+
+    fn into_call(self) -> Call {
+        Call::Meta(MetaCall::AlterIsr(self))
+    }
+
+    fn waiting(pending: &Pending) -> &Slots<Self::Reply> {
+        &pending.alter_isr
+    }
+}
+
 /// A new metadata snapshot from shard 0: open, close and reconfigure the
 /// partitions to match it.
 pub struct Apply(pub Arc<Topics>);
@@ -290,7 +358,8 @@ impl ShardCall for Apply {
     type Reply = ();
 
     async fn serve(self, shard: &Rc<Shard>) {
-        shard.apply(self.0).await
+        shard.apply(self.0).await;
+        shard.start_fetchers();
     }
 
     fn into_call(self) -> Call {
@@ -352,6 +421,7 @@ pub enum DataCall {
     Produce(Produce),
     Fetch(Fetch),
     ListOffsets(ListOffsets),
+    EpochEnd(EpochEnd),
     WaitForData(WaitForData),
     CancelWait(CancelWait),
 }
@@ -360,6 +430,7 @@ pub enum DataReply {
     Produce(<Produce as ShardCall>::Reply),
     Fetch(<Fetch as ShardCall>::Reply),
     ListOffsets(<ListOffsets as ShardCall>::Reply),
+    EpochEnd(<EpochEnd as ShardCall>::Reply),
     WaitForData,
     CancelWait,
 }
@@ -368,12 +439,14 @@ pub enum MetaCall {
     Admin(Admin),
     Apply(Apply),
     Peer(PeerRequest),
+    AlterIsr(AlterIsr),
 }
 
 pub enum MetaReply {
     Admin(<Admin as ShardCall>::Reply),
     Apply,
     Peer(<PeerRequest as ShardCall>::Reply),
+    AlterIsr(<AlterIsr as ShardCall>::Reply),
 }
 
 pub enum GroupCall {
@@ -423,6 +496,7 @@ impl DataCall {
             DataCall::Produce(c) => DataReply::Produce(c.serve(shard).await),
             DataCall::Fetch(c) => DataReply::Fetch(c.serve(shard).await),
             DataCall::ListOffsets(c) => DataReply::ListOffsets(c.serve(shard).await),
+            DataCall::EpochEnd(c) => DataReply::EpochEnd(c.serve(shard).await),
             DataCall::WaitForData(c) => {
                 c.serve(shard).await;
                 DataReply::WaitForData
@@ -440,6 +514,7 @@ impl MetaCall {
         match self {
             MetaCall::Admin(c) => MetaReply::Admin(c.serve(shard).await),
             MetaCall::Peer(c) => MetaReply::Peer(c.serve(shard).await),
+            MetaCall::AlterIsr(c) => MetaReply::AlterIsr(c.serve(shard).await),
             MetaCall::Apply(c) => {
                 c.serve(shard).await;
                 MetaReply::Apply
@@ -508,11 +583,13 @@ pub struct Pending {
     produce: Slots<<Produce as ShardCall>::Reply>,
     fetch: Slots<<Fetch as ShardCall>::Reply>,
     list_offsets: Slots<<ListOffsets as ShardCall>::Reply>,
+    epoch_end: Slots<<EpochEnd as ShardCall>::Reply>,
     wait_for_data: Slots<<WaitForData as ShardCall>::Reply>,
     cancel_wait: Slots<<CancelWait as ShardCall>::Reply>,
     admin: Slots<<Admin as ShardCall>::Reply>,
     apply: Slots<<Apply as ShardCall>::Reply>,
     peer: Slots<<PeerRequest as ShardCall>::Reply>,
+    alter_isr: Slots<<AlterIsr as ShardCall>::Reply>,
     group: Slots<<GroupRequest as ShardCall>::Reply>,
     list_groups: Slots<<ListGroups as ShardCall>::Reply>,
 }
@@ -532,6 +609,7 @@ impl Pending {
                 DataReply::Produce(r) => self.produce.answer(id, r),
                 DataReply::Fetch(r) => self.fetch.answer(id, r),
                 DataReply::ListOffsets(r) => self.list_offsets.answer(id, r),
+                DataReply::EpochEnd(r) => self.epoch_end.answer(id, r),
                 DataReply::WaitForData => self.wait_for_data.answer(id, ()),
                 DataReply::CancelWait => self.cancel_wait.answer(id, ()),
             },
@@ -539,6 +617,7 @@ impl Pending {
                 MetaReply::Admin(r) => self.admin.answer(id, r),
                 MetaReply::Apply => self.apply.answer(id, ()),
                 MetaReply::Peer(r) => self.peer.answer(id, r),
+                MetaReply::AlterIsr(r) => self.alter_isr.answer(id, r),
             },
             Reply::Group(r) => match r {
                 GroupReply::Request(r) => self.group.answer(id, r),

@@ -9,12 +9,16 @@
 
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use borges_meta::replica::{Replica, Role};
 
 use borges_net::protocol::ErrorCode;
 use borges_net::types::{LeaderEpoch, Offset, TimestampMs};
 use borges_storage::{Chunk, StorageError};
 use bytes::BytesMut;
 
+use super::calls::ReplicaOf;
 use super::{Fetched, PartError, PartKey, Partition, Produced, Shard};
 use crate::config::FlushMode;
 
@@ -48,8 +52,21 @@ pub(super) fn start_visibility_sync(p: &Rc<Partition>) {
     .detach();
 }
 
+/// The error for a request only a leader serves, on a replica that is not one.
+pub(super) fn not_leader(p: &Partition, r: &Replica) -> PartError {
+    let why = match r.role() {
+        Role::Follower { leader } => format!("follows node {} (leader epoch {})", leader.0, r.leader_epoch()),
+        Role::Offline => "has no leader".to_string(),
+        Role::Leader => "leads under another epoch now".to_string(),
+    };
+    (
+        ErrorCode::NotLeaderOrFollower,
+        format!("partition {} of {} {why}", p.key.1, p.topic),
+    )
+}
+
 /// The error a client gets for a storage error.
-fn storage_error(e: StorageError) -> PartError {
+pub(super) fn storage_error(e: StorageError) -> PartError {
     let code = match &e {
         StorageError::InvalidBatch(borges_net::batch::BatchError::CrcMismatch { .. }) => {
             ErrorCode::CorruptMessage
@@ -57,7 +74,7 @@ fn storage_error(e: StorageError) -> PartError {
         StorageError::InvalidBatch(_) | StorageError::EmptyAppend => ErrorCode::InvalidRecord,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        StorageError::Closed(_) => ErrorCode::NotLeaderOrFollower,
+        StorageError::Closed(_) | StorageError::StaleLeaderEpoch { .. } => ErrorCode::NotLeaderOrFollower,
         _ => ErrorCode::KafkaStorageError,
     };
     (code, e.to_string())
@@ -71,9 +88,27 @@ impl Shard {
         key: PartKey,
         records: BytesMut,
         acks: i8,
+        timeout: Duration,
         recompress_budget: &AtomicUsize,
     ) -> Result<Produced, PartError> {
         let p = self.partition(key)?;
+        let epoch = {
+            let r = p.replica.borrow();
+            if !r.is_leader() {
+                return Err(not_leader(&p, &r));
+            }
+            if acks == -1 && !r.enough_replicas() {
+                return Err((
+                    ErrorCode::NotEnoughReplicas,
+                    format!(
+                        "the ISR {:?} has fewer than min.insync.replicas {} members",
+                        r.isr().iter().map(|n| n.0).collect::<Vec<_>>(),
+                        r.config().min_isr
+                    ),
+                ));
+            }
+            r.leader_epoch()
+        };
         let (max, compression) = {
             let s = p.settings.borrow();
             (s.max_message_bytes, s.compression)
@@ -116,9 +151,10 @@ impl Shard {
         };
         let info = p
             .log
-            .append(records, LeaderEpoch(0))
+            .append(records, LeaderEpoch(epoch))
             .await
             .map_err(storage_error)?;
+        p.appended.notify();
         let end = info.last_offset.0 + 1;
         match self.config.flush {
             FlushMode::AcksAll if acks == -1 => {
@@ -143,13 +179,97 @@ impl Shard {
                 }
             }
         }
+        if self.advance_hw(&p) {
+            p.notify.notify();
+        }
+        if acks == -1 {
+            self.wait_committed(&p, end, epoch, timeout).await?;
+        }
         Ok(Produced {
             base_offset: info.base_offset.0 as i64,
             log_start_offset: p.log.log_start_offset().0 as i64,
         })
     }
 
-    pub async fn fetch_local(&self, key: PartKey, offset: i64, max_bytes: u32) -> Fetched<Chunk> {
+    /// Waits until the high watermark reaches `end` (an acks=all write is
+    /// on every in-sync replica), for at most `timeout`. Fails at once if
+    /// the partition gets another leader or epoch meanwhile, or if the ISR
+    /// falls below `min.insync.replicas` (the records stay appended: a
+    /// retry may duplicate them).
+    async fn wait_committed(
+        &self,
+        p: &Rc<Partition>,
+        end: u64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), PartError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.visible_end(p) >= end {
+                return Ok(());
+            }
+            {
+                let r = p.replica.borrow();
+                if !r.is_leader() || r.leader_epoch() != epoch {
+                    return Err(not_leader(p, &r));
+                }
+                if !r.enough_replicas() {
+                    return Err((
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!(
+                            "the ISR {:?} fell below min.insync.replicas {} before the records reached it",
+                            r.isr().iter().map(|n| n.0).collect::<Vec<_>>(),
+                            r.config().min_isr
+                        ),
+                    ));
+                }
+            }
+            // (The leader's own copy is on disk already where that counts:
+            // an acks=all append is synced before it waits here.)
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err((
+                    ErrorCode::RequestTimedOut,
+                    format!("the in-sync replicas did not reach offset {end} within {timeout:?}"),
+                ));
+            }
+            let notifies = [&p.notify];
+            futures_lite::future::or(crate::notify::changed_any(&notifies), async {
+                glommio::timer::sleep(deadline - now).await;
+            })
+            .await;
+        }
+    }
+
+    /// The end of leader epoch `epoch` in partition `key`'s log, for a
+    /// replica that believes `current_epoch` is the leader's.
+    pub fn epoch_end_local(
+        &self,
+        key: PartKey,
+        current_epoch: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), ErrorCode> {
+        let p = self.partition(key).map_err(|(code, _)| code)?;
+        p.replica.borrow().check_epoch(current_epoch)?;
+        Ok(match p.log.end_offset_for_epoch(LeaderEpoch(epoch)) {
+            Some((e, end)) => (e.0, end.0 as i64),
+            None => (-1, -1),
+        })
+    }
+
+    /// Moves `p`'s high watermark as far as its replicas allow; whether it moved.
+    pub fn advance_hw(&self, p: &Partition) -> bool {
+        let end = self.leader_end(p);
+        p.replica.borrow_mut().advance_hw(end)
+    }
+
+    pub async fn fetch_local(
+        self: &Rc<Self>,
+        key: PartKey,
+        offset: i64,
+        max_bytes: u32,
+        replica: Option<ReplicaOf>,
+    ) -> Fetched<Chunk> {
         let empty = |error| Fetched {
             error,
             high_watermark: -1,
@@ -160,6 +280,12 @@ impl Shard {
             Ok(p) => p,
             Err((code, _)) => return empty(code),
         };
+        if let Some(of) = replica {
+            return self.replica_read(&p, of, offset, max_bytes).await;
+        }
+        if !p.replica.borrow().is_leader() {
+            return empty(ErrorCode::NotLeaderOrFollower);
+        }
         let visible = self.visible_end(&p);
         let mut out = Fetched {
             error: ErrorCode::None,
@@ -192,12 +318,28 @@ impl Shard {
         out
     }
 
-    /// The end of what consumers may read: in the flush modes where an
-    /// acknowledgement promises durability, only what is on disk (a record
-    /// read and then lost to a power loss would let a later append reuse its
-    /// offset for a different record); with `flush = never`, the log end.
-    /// Replication's high watermark takes this place in cluster part 2.
+    /// The end of what consumers may read: the high watermark (the
+    /// smallest log end of the in-sync replicas, while there are at least
+    /// `min.insync.replicas` of them), and never past what of this leader's
+    /// own log counts ([`Shard::leader_end`]: a record read and then lost to
+    /// a power loss would let a later append reuse its offset for a
+    /// different record).
     pub fn visible_end(&self, p: &Partition) -> u64 {
+        let end = self.leader_end(p);
+        let mut r = p.replica.borrow_mut();
+        r.advance_hw(end);
+        let hw = r.high_watermark();
+        debug_assert!(
+            !r.is_leader() || hw <= p.log.log_end_offset().0,
+            "a leader's high watermark past its log end"
+        );
+        hw.min(end)
+    }
+
+    /// What of the leader's own log counts for the high watermark: in the
+    /// flush modes where an acknowledgement promises durability, only what
+    /// is on disk; with `flush = never`, the log end.
+    pub(super) fn leader_end(&self, p: &Partition) -> u64 {
         match self.config.flush {
             FlushMode::AcksAll | FlushMode::EveryBatch => {
                 let durable = p.log.durable_offset().0;
@@ -213,9 +355,32 @@ impl Shard {
 
     pub async fn list_offsets_local(&self, key: PartKey, timestamp: i64) -> Result<(i64, i64), PartError> {
         let p = self.partition(key)?;
+        {
+            let r = p.replica.borrow();
+            if !r.is_leader() {
+                return Err(not_leader(&p, &r));
+            }
+        }
         match timestamp {
             borges_net::protocol::EARLIEST_TIMESTAMP => Ok((-1, p.log.log_start_offset().0 as i64)),
-            borges_net::protocol::LATEST_TIMESTAMP => Ok((-1, self.visible_end(&p) as i64)),
+            borges_net::protocol::LATEST_TIMESTAMP => {
+                let visible = self.visible_end(&p);
+                let r = p.replica.borrow();
+                if !r.latest_offset_available() {
+                    // KIP-207: until the new leader's high watermark reaches
+                    // its epoch's start, the latest offset could go back.
+                    return Err((
+                        ErrorCode::OffsetNotAvailable,
+                        format!(
+                            "the high watermark {} has not reached the start {} of leader epoch {}",
+                            r.high_watermark(),
+                            r.epoch_start(),
+                            r.leader_epoch()
+                        ),
+                    ));
+                }
+                Ok((-1, visible as i64))
+            }
             ts if ts < 0 => Err((ErrorCode::InvalidRequest, format!("timestamp {ts} is not a time"))),
             ts => match p.log.offset_for_timestamp(TimestampMs(ts)).await {
                 Ok(Some((o, t))) => Ok((t.0, o.0 as i64)),

@@ -18,6 +18,9 @@
 //!   follow the metadata snapshots.
 //! - `data.rs`: produce, fetch and list offsets on the partitions owned here.
 //! - `waits.rs`: long-poll fetch waits and their cancellation.
+//! - `leader.rs`: a leader's side of replication: followers' fetches, ISR
+//!   proposals, the replication tick (the rules: `borges_meta::replica`).
+//! - `follower.rs`: a follower's side: one fetcher per leader node.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -34,6 +37,8 @@ use crate::topics::{shard_for, Topics};
 mod admin;
 pub mod calls;
 mod data;
+mod follower;
+mod leader;
 pub mod registry;
 mod waits;
 
@@ -41,6 +46,10 @@ pub use crate::topics::PartKey;
 pub use calls::{Admin, Envelope, Fetched, Produced, SendChunk, ShardCall, Unavailable};
 pub use registry::{Partition, Registry};
 pub use waits::{WaitEntry, Waits};
+
+/// How long a group coordinator's write waits for the in-sync replicas
+/// (Kafka's offsets.commit.timeout.ms).
+const GROUP_APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A failure for one partition: the code the client gets and a message.
 pub type PartError = (ErrorCode, String);
@@ -73,6 +82,8 @@ pub struct Shard {
     pending: calls::Pending,
     /// Fetch waits running here, to cancel.
     pub waits: Waits,
+    /// The replica fetchers of this shard's followed partitions.
+    pub fetchers: follower::Fetchers,
     next_wait: Cell<u64>,
     admin_lock: Semaphore,
     /// One recompression at a time on this shard: each may hold up to
@@ -115,6 +126,7 @@ impl Shard {
             senders,
             pending: calls::Pending::default(),
             waits: Waits::default(),
+            fetchers: follower::Fetchers::default(),
             next_wait: Cell::new(0),
             admin_lock: Semaphore::new(1),
             recompress_lock: Semaphore::new(1),
@@ -229,7 +241,7 @@ impl crate::group::Host for Shard {
 
     async fn append_durable(&self, key: PartKey, batch: bytes::BytesMut) -> Result<(), PartError> {
         let recompress_budget = std::sync::atomic::AtomicUsize::new(self.config.recompress_max_bytes);
-        self.produce_local(key, batch, -1, &recompress_budget)
+        self.produce_local(key, batch, -1, GROUP_APPEND_TIMEOUT, &recompress_budget)
             .await
             .map(|_| ())
     }

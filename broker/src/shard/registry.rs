@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use borges_meta::image::PartitionState;
+use borges_meta::replica::{Replica, ReplicaConfig, Transition};
 use borges_net::protocol::ErrorCode;
 use borges_net::types::PartitionId;
 use borges_storage::{Clock, DataDirs, Log};
@@ -33,10 +35,42 @@ pub struct Partition {
     pub topic: String,
     pub key: PartKey,
     pub log: Log,
+    /// Woken when what consumers may read moves (the high watermark), and
+    /// when the partition's role changes or it closes.
     pub notify: Notify,
+    /// Woken when the log end moves (followers long-poll on it), and when
+    /// the partition's role changes or it closes.
+    pub appended: Notify,
+    /// Its replication state (`borges_meta::replica`).
+    pub replica: RefCell<Replica>,
+    /// A follower truncates by leader epoch before it fetches: set when it
+    /// starts following a leader or an epoch, cleared once it has.
+    pub needs_truncation: Cell<bool>,
+    /// The high watermark last checkpointed to its log directory.
+    pub checkpointed_hw: Cell<u64>,
     pub settings: RefCell<TopicSettings>,
     /// A task syncs the log for consumers waiting on records not yet on disk.
     pub visibility_sync: Cell<bool>,
+}
+
+impl Partition {
+    /// Checkpoints the high watermark if it moved since the last time.
+    pub async fn checkpoint_hw(&self) {
+        let hw = self.replica.borrow().high_watermark();
+        if hw == self.checkpointed_hw.get() {
+            return;
+        }
+        match self
+            .log
+            .checkpoint_high_watermark(borges_net::types::Offset(hw))
+            .await
+        {
+            Ok(()) => self.checkpointed_hw.set(hw),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.key.1, error = %e, "high watermark checkpoint failed")
+            }
+        }
+    }
 }
 
 /// The partitions of one shard, by key, and the snapshot they were opened for.
@@ -166,8 +200,72 @@ impl Registry {
                 }
                 None => self.open(key, t, settings, coordinator).await,
             }
+            if let Some(p) = self.local(key) {
+                self.follow_image(&p, &snap);
+            }
         }
         *self.topics.borrow_mut() = snap;
+    }
+
+    /// The replication settings of `p` with `replicas` replicas.
+    fn replica_config(&self, p: &Partition, replicas: usize) -> ReplicaConfig {
+        let majority = replicas / 2 + 1;
+        let mut min_isr = p
+            .settings
+            .borrow()
+            .min_insync_replicas
+            .or(self.config.min_insync_replicas)
+            .unwrap_or(majority);
+        if p.topic == OFFSETS_TOPIC {
+            // Group commits are acks=all writes: the internal topic never
+            // asks for more replicas than it has.
+            min_isr = min_isr.min(replicas);
+        }
+        ReplicaConfig {
+            lag_max_ms: u64::try_from(self.config.replica_lag_time_max.as_millis()).unwrap_or(u64::MAX),
+            min_isr,
+        }
+    }
+
+    /// Moves `p`'s replication state to what `snap`'s image says of it
+    /// (a partition the image does not place is led here alone).
+    fn follow_image(&self, p: &Partition, snap: &Topics) {
+        let me = borges_meta::NodeId(self.config.node_id);
+        let state = snap
+            .cluster
+            .image
+            .partition(borges_meta::TopicId(p.key.0 .0), p.key.1)
+            .cloned()
+            .unwrap_or_else(|| PartitionState {
+                replicas: vec![me],
+                isr: vec![me],
+                leader: me,
+                leader_epoch: borges_meta::LeaderEpoch(0),
+                partition_epoch: borges_meta::PartitionEpoch(0),
+            });
+        let config = self.replica_config(p, state.replicas.len());
+        let now = crate::clock::monotonic_ms();
+        let transition = {
+            let mut r = p.replica.borrow_mut();
+            r.set_config(config);
+            r.apply(&state, p.log.log_end_offset().0, now)
+        };
+        match transition {
+            Transition::Unchanged => return,
+            Transition::BecameFollower { leader } => {
+                tracing::info!(topic = %p.topic, partition = p.key.1, leader = leader.0, epoch = state.leader_epoch.0, "following");
+                p.needs_truncation.set(true);
+            }
+            Transition::BecameLeader => {
+                tracing::info!(topic = %p.topic, partition = p.key.1, epoch = state.leader_epoch.0, isr = ?state.isr, "leading");
+                p.needs_truncation.set(false);
+            }
+            Transition::IsrChanged => {}
+            Transition::WentOffline => p.needs_truncation.set(false),
+        }
+        // Waiting produces, fetches and followers look again.
+        p.notify.notify();
+        p.appended.notify();
     }
 
     /// Closes and removes the partitions no longer wanted here.
@@ -193,10 +291,12 @@ impl Registry {
                 let partitions = self.topics().topics.get(&p.topic).map_or(1, |t| t.partitions);
                 coordinator.unload(p.key.1, partitions);
             }
+            p.checkpoint_hw().await;
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %p.topic, partition = p.key.1, error = %e, "closing a deleted partition");
             }
             p.notify.notify();
+            p.appended.notify();
             let kept = snap
                 .topics
                 .get(&p.topic)
@@ -266,11 +366,30 @@ impl Registry {
         if r.truncated.is_some() || !r.segments_deleted.is_empty() {
             tracing::warn!(topic = %t.name, partition = key.1, report = ?r, "partition recovered with truncation");
         }
+        let hw = match log.checkpointed_high_watermark() {
+            Ok(hw) => hw.0,
+            Err(e) => {
+                tracing::warn!(topic = %t.name, partition = key.1, error = %e, "unreadable high watermark checkpoint; starting from 0");
+                0
+            }
+        };
+        let me = borges_meta::NodeId(self.config.node_id);
         let p = Rc::new(Partition {
             topic: t.name.clone(),
             key,
             log,
             notify: Notify::default(),
+            appended: Notify::default(),
+            replica: RefCell::new(Replica::new(
+                me,
+                hw,
+                ReplicaConfig {
+                    lag_max_ms: u64::MAX,
+                    min_isr: 1,
+                },
+            )),
+            needs_truncation: Cell::new(false),
+            checkpointed_hw: Cell::new(hw),
             settings: RefCell::new(settings),
             visibility_sync: Cell::new(false),
         });
@@ -291,10 +410,12 @@ impl Registry {
         drop(guard);
         let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
         for p in parts {
+            p.checkpoint_hw().await;
             if let Err(e) = p.log.close().await {
                 tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "close failed");
             }
             p.notify.notify();
+            p.appended.notify();
         }
     }
 }

@@ -94,27 +94,47 @@ impl Shard {
     /// (the end the fetch last saw: data below it did not satisfy the
     /// fetch, so it is no reason to read again), `wait` passes, or the
     /// wait is cancelled. A partition closed meanwhile wakes it too.
-    pub async fn wait_for_data(&self, from: usize, id: u64, parts: &[(PartKey, i64)], wait: Duration) {
+    pub async fn wait_for_data(
+        &self,
+        from: usize,
+        id: u64,
+        parts: &[(PartKey, i64)],
+        wait: Duration,
+        replica: bool,
+    ) {
         let ps: Vec<(Rc<Partition>, i64)> = parts
             .iter()
             .filter_map(|(k, o)| self.partition(*k).ok().map(|p| (p, *o)))
             .collect();
-        let ready = || ps.iter().any(|(p, o)| self.visible_end(p) as i64 > *o);
+        // A follower waits for the log end, a consumer for what it may see.
+        let end = |p: &Partition| {
+            if replica {
+                p.log.log_end_offset().0
+            } else {
+                self.visible_end(p)
+            }
+        };
+        let ready = || ps.iter().any(|(p, o)| end(p) as i64 > *o);
         if ps.is_empty() || ready() {
             return;
         }
         // Records appended but not yet on disk are not visible: have them
         // synced now, which wakes this wait when it is done.
-        for (p, _) in &ps {
-            if p.log.log_end_offset().0 > self.visible_end(p) {
-                start_visibility_sync(p);
+        if !replica {
+            for (p, _) in &ps {
+                if p.log.log_end_offset().0 > p.log.durable_offset().0 {
+                    start_visibility_sync(p);
+                }
             }
         }
         // Leaves the registry however this ends: woken, timed out,
         // cancelled, or dropped unfinished (a wait served in place, on the
         // asking shard, is dropped when the fetch stops waiting).
         let entry = self.waits.register((from, id));
-        let mut notifies: Vec<&Notify> = ps.iter().map(|(p, _)| &p.notify).collect();
+        let mut notifies: Vec<&Notify> = ps
+            .iter()
+            .map(|(p, _)| if replica { &p.appended } else { &p.notify })
+            .collect();
         notifies.push(&entry.cancel);
         futures_lite::future::or(changed_any(&notifies), glommio::timer::sleep(wait)).await;
     }

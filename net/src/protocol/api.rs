@@ -63,11 +63,17 @@ pub enum ApiKey {
     BrokerHeartbeat = 23,
     /// Between brokers only.
     MetadataFetch = 24,
+    /// Between brokers only: a follower's fetch from its leader.
+    ReplicaFetch = 25,
+    /// Between brokers only: the end offset of a leader epoch.
+    OffsetForLeaderEpoch = 26,
+    /// Between brokers only: a leader's ISR change, to the controller.
+    AlterPartition = 27,
 }
 
 impl ApiKey {
     /// Every api, in key order.
-    pub const ALL: [ApiKey; 25] = [
+    pub const ALL: [ApiKey; 28] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -93,6 +99,9 @@ impl ApiKey {
         ApiKey::BrokerRegistration,
         ApiKey::BrokerHeartbeat,
         ApiKey::MetadataFetch,
+        ApiKey::ReplicaFetch,
+        ApiKey::OffsetForLeaderEpoch,
+        ApiKey::AlterPartition,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -123,6 +132,9 @@ impl ApiKey {
                 | ApiKey::BrokerRegistration
                 | ApiKey::BrokerHeartbeat
                 | ApiKey::MetadataFetch
+                | ApiKey::ReplicaFetch
+                | ApiKey::OffsetForLeaderEpoch
+                | ApiKey::AlterPartition
         )
     }
 
@@ -153,6 +165,9 @@ impl ApiKey {
             ApiKey::BrokerRegistration => "BrokerRegistration",
             ApiKey::BrokerHeartbeat => "BrokerHeartbeat",
             ApiKey::MetadataFetch => "MetadataFetch",
+            ApiKey::ReplicaFetch => "ReplicaFetch",
+            ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+            ApiKey::AlterPartition => "AlterPartition",
         }
     }
 }

@@ -57,11 +57,15 @@ pub enum ErrorCode {
     BrokerIdNotRegistered = 102,
     IneligibleReplica = 107,
     NewLeaderElected = 106,
+    ReplicaNotAvailable = 9,
+    NotEnoughReplicasAfterAppend = 20,
+    UnknownLeaderEpoch = 75,
+    OffsetNotAvailable = 78,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order of their Kafka numbers (`UnknownServerError` first).
-    pub const ALL: [ErrorCode; 51] = [
+    pub const ALL: [ErrorCode; 55] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -113,6 +117,10 @@ impl ErrorCode {
         ErrorCode::BrokerIdNotRegistered,
         ErrorCode::IneligibleReplica,
         ErrorCode::NewLeaderElected,
+        ErrorCode::ReplicaNotAvailable,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::OffsetNotAvailable,
     ];
 
     /// The code for a number read off the wire. A number this build does not
@@ -156,6 +164,10 @@ impl ErrorCode {
             102 => ErrorCode::BrokerIdNotRegistered,
             107 => ErrorCode::IneligibleReplica,
             106 => ErrorCode::NewLeaderElected,
+            9 => ErrorCode::ReplicaNotAvailable,
+            20 => ErrorCode::NotEnoughReplicasAfterAppend,
+            75 => ErrorCode::UnknownLeaderEpoch,
+            78 => ErrorCode::OffsetNotAvailable,
             12 => ErrorCode::OffsetMetadataTooLarge,
             14 => ErrorCode::CoordinatorLoadInProgress,
             15 => ErrorCode::CoordinatorNotAvailable,
@@ -189,6 +201,10 @@ impl ErrorCode {
                 | ErrorCode::NotLeaderOrFollower
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::OffsetNotAvailable
+                | ErrorCode::ReplicaNotAvailable
                 | ErrorCode::KafkaStorageError
                 | ErrorCode::UnknownTopicOrPartition
                 | ErrorCode::ThrottlingQuotaExceeded
@@ -258,6 +274,14 @@ impl ErrorCode {
             ErrorCode::BrokerIdNotRegistered => "no broker with this node id is registered",
             ErrorCode::IneligibleReplica => "a proposed in-sync replica is fenced or shutting down",
             ErrorCode::NewLeaderElected => "a new leader was elected while the request was in flight",
+            ErrorCode::ReplicaNotAvailable => "the sender is not a replica of the partition",
+            ErrorCode::NotEnoughReplicasAfterAppend => {
+                "the records were appended but too few in-sync replicas remained to acknowledge them"
+            }
+            ErrorCode::UnknownLeaderEpoch => "the leader epoch in the request is newer than the broker's",
+            ErrorCode::OffsetNotAvailable => {
+                "the new leader's high watermark has not yet reached its epoch's start"
+            }
         }
     }
 }

@@ -80,6 +80,9 @@ pub enum Request {
     BrokerRegistration(BrokerRegistrationRequest),
     BrokerHeartbeat(BrokerHeartbeatRequest),
     MetadataFetch(MetadataFetchRequest),
+    ReplicaFetch(ReplicaFetchRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    AlterPartition(AlterPartitionRequest),
 }
 
 impl Request {
@@ -110,6 +113,9 @@ impl Request {
             Request::BrokerRegistration(_) => ApiKey::BrokerRegistration,
             Request::BrokerHeartbeat(_) => ApiKey::BrokerHeartbeat,
             Request::MetadataFetch(_) => ApiKey::MetadataFetch,
+            Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            Request::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
+            Request::AlterPartition(_) => ApiKey::AlterPartition,
         }
     }
 
@@ -140,6 +146,9 @@ impl Request {
             Request::BrokerRegistration(m) => m.encode(out),
             Request::BrokerHeartbeat(m) => m.encode(out),
             Request::MetadataFetch(m) => m.encode(out),
+            Request::ReplicaFetch(m) => m.encode(out),
+            Request::OffsetForLeaderEpoch(m) => m.encode(out),
+            Request::AlterPartition(m) => m.encode(out),
         }
     }
 
@@ -170,6 +179,9 @@ impl Request {
             ApiKey::BrokerRegistration => Request::BrokerRegistration(Decode::decode(r)?),
             ApiKey::BrokerHeartbeat => Request::BrokerHeartbeat(Decode::decode(r)?),
             ApiKey::MetadataFetch => Request::MetadataFetch(Decode::decode(r)?),
+            ApiKey::ReplicaFetch => Request::ReplicaFetch(Decode::decode(r)?),
+            ApiKey::OffsetForLeaderEpoch => Request::OffsetForLeaderEpoch(Decode::decode(r)?),
+            ApiKey::AlterPartition => Request::AlterPartition(Decode::decode(r)?),
         })
     }
 }
@@ -202,6 +214,10 @@ pub enum Response {
     BrokerRegistration(BrokerRegistrationResponse),
     BrokerHeartbeat(BrokerHeartbeatResponse),
     MetadataFetch(MetadataFetchResponse),
+    /// A replica fetch is answered with a fetch response's body.
+    ReplicaFetch(FetchResponse),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochResponse),
+    AlterPartition(AlterPartitionResponse),
 }
 
 impl Response {
@@ -232,6 +248,9 @@ impl Response {
             Response::BrokerRegistration(_) => ApiKey::BrokerRegistration,
             Response::BrokerHeartbeat(_) => ApiKey::BrokerHeartbeat,
             Response::MetadataFetch(_) => ApiKey::MetadataFetch,
+            Response::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            Response::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
+            Response::AlterPartition(_) => ApiKey::AlterPartition,
         }
     }
 
@@ -262,6 +281,9 @@ impl Response {
             Response::BrokerRegistration(m) => m.encode(out),
             Response::BrokerHeartbeat(m) => m.encode(out),
             Response::MetadataFetch(m) => m.encode(out),
+            Response::ReplicaFetch(m) => m.encode(out),
+            Response::OffsetForLeaderEpoch(m) => m.encode(out),
+            Response::AlterPartition(m) => m.encode(out),
         }
     }
 
@@ -292,6 +314,9 @@ impl Response {
             ApiKey::BrokerRegistration => Response::BrokerRegistration(Decode::decode(r)?),
             ApiKey::BrokerHeartbeat => Response::BrokerHeartbeat(Decode::decode(r)?),
             ApiKey::MetadataFetch => Response::MetadataFetch(Decode::decode(r)?),
+            ApiKey::ReplicaFetch => Response::ReplicaFetch(Decode::decode(r)?),
+            ApiKey::OffsetForLeaderEpoch => Response::OffsetForLeaderEpoch(Decode::decode(r)?),
+            ApiKey::AlterPartition => Response::AlterPartition(Decode::decode(r)?),
         })
     }
 }

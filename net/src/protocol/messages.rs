@@ -860,6 +860,8 @@ wire_struct! { AlterConfigsResponse, min = 1,
 mod cluster;
 mod group;
 mod quorum;
+mod replication;
 pub use cluster::*;
 pub use group::*;
 pub use quorum::*;
+pub use replication::*;
