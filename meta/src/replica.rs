@@ -360,7 +360,10 @@ impl Replica {
     /// A follower fetched from `fetch_offset` (checked with
     /// [`Replica::check_fetch`]); the leader's log ends at `leader_leo`, of
     /// which `leader_end` counts for the high watermark. Returns whether
-    /// the high watermark moved, and an ISR addition to propose.
+    /// the high watermark moved, and an ISR addition to propose: only for
+    /// an `eligible` follower (registered, unfenced, not shutting down, as
+    /// the image has it: KIP-903), which the controller would refuse
+    /// otherwise.
     pub fn on_follower_fetch(
         &mut self,
         node: NodeId,
@@ -368,6 +371,7 @@ impl Replica {
         leader_leo: u64,
         leader_end: u64,
         now_ms: u64,
+        eligible: bool,
     ) -> (bool, Option<IsrProposal>) {
         let Some(p) = self.followers.get_mut(&node) else {
             return (false, None);
@@ -385,7 +389,8 @@ impl Replica {
         p.leader_leo_at_last_fetch = leader_leo;
         p.leo = Some(fetch_offset);
         let moved = self.advance_hw(leader_end);
-        let join = !self.isr.contains(&node)
+        let join = eligible
+            && !self.isr.contains(&node)
             && self.pending.is_none()
             && fetch_offset >= self.hw
             && fetch_offset >= self.epoch_start;
@@ -552,19 +557,19 @@ mod tests {
         let mut r = leader();
         // The leader alone has records: nothing is committed.
         assert!(!r.advance_hw(10));
-        let (moved, _) = r.on_follower_fetch(n(2), 10, 10, 10, 1);
+        let (moved, _) = r.on_follower_fetch(n(2), 10, 10, 10, 1, true);
         assert!(!moved, "member 3 has not fetched");
-        let (moved, _) = r.on_follower_fetch(n(3), 4, 10, 10, 1);
+        let (moved, _) = r.on_follower_fetch(n(3), 4, 10, 10, 1, true);
         assert!(moved);
         assert_eq!(r.high_watermark(), 4);
         // A slower fetch never moves it back.
-        r.on_follower_fetch(n(3), 2, 10, 10, 2);
+        r.on_follower_fetch(n(3), 2, 10, 10, 2, true);
         assert_eq!(r.high_watermark(), 4);
-        r.on_follower_fetch(n(3), 10, 10, 10, 3);
+        r.on_follower_fetch(n(3), 10, 10, 10, 3, true);
         assert_eq!(r.high_watermark(), 10);
         // The leader's own durable end bounds it.
-        r.on_follower_fetch(n(2), 12, 12, 11, 4);
-        r.on_follower_fetch(n(3), 12, 12, 11, 4);
+        r.on_follower_fetch(n(2), 12, 12, 11, 4, true);
+        r.on_follower_fetch(n(3), 12, 12, 11, 4, true);
         assert_eq!(r.high_watermark(), 11);
     }
 
@@ -578,7 +583,7 @@ mod tests {
             "an ISR of 1 under min.insync.replicas 2 commits nothing"
         );
         r.apply(&state(1, &[1, 2], 0, 1), 5, 0);
-        r.on_follower_fetch(n(2), 5, 5, 5, 1);
+        r.on_follower_fetch(n(2), 5, 5, 5, 1, true);
         assert_eq!(r.high_watermark(), 5);
         assert!(r.enough_replicas());
     }
@@ -586,18 +591,18 @@ mod tests {
     #[test]
     fn lagging_members_are_proposed_for_removal_and_caught_up_ones_for_addition() {
         let mut r = leader();
-        r.on_follower_fetch(n(2), 0, 0, 0, 1_000);
-        r.on_follower_fetch(n(3), 0, 0, 0, 1_000);
+        r.on_follower_fetch(n(2), 0, 0, 0, 1_000, true);
+        r.on_follower_fetch(n(3), 0, 0, 0, 1_000, true);
         assert_eq!(r.shrink_check(20_000), None);
         // Node 2 keeps fetching the leader's end; node 3 stops.
-        r.on_follower_fetch(n(2), 0, 5, 5, 29_000);
-        r.on_follower_fetch(n(2), 5, 5, 5, 31_500);
+        r.on_follower_fetch(n(2), 0, 5, 5, 29_000, true);
+        r.on_follower_fetch(n(2), 5, 5, 5, 31_500, true);
         let p = r.shrink_check(31_500).expect("node 3 lags");
         assert_eq!(p.isr, vec![n(1), n(2)]);
         r.proposed(&p, 31_500);
         assert_eq!(r.shrink_check(32_000), None, "one change in flight");
         // While the shrink is pending the HW still counts the committed ISR.
-        r.on_follower_fetch(n(2), 9, 9, 9, 32_000);
+        r.on_follower_fetch(n(2), 9, 9, 9, 32_000, true);
         assert_eq!(r.high_watermark(), 0);
         // The controller commits it.
         assert_eq!(
@@ -605,20 +610,20 @@ mod tests {
             Transition::IsrChanged
         );
         assert!(r.pending().is_none());
-        r.on_follower_fetch(n(2), 9, 9, 9, 32_200);
+        r.on_follower_fetch(n(2), 9, 9, 9, 32_200, true);
         assert_eq!(r.high_watermark(), 9);
         // Node 3 returns: behind the HW it does not join; at it, it does.
-        let (_, join) = r.on_follower_fetch(n(3), 5, 9, 9, 33_000);
+        let (_, join) = r.on_follower_fetch(n(3), 5, 9, 9, 33_000, true);
         assert_eq!(join, None);
-        let (_, join) = r.on_follower_fetch(n(3), 9, 9, 9, 33_100);
+        let (_, join) = r.on_follower_fetch(n(3), 9, 9, 9, 33_100, true);
         let join = join.expect("caught up");
         assert_eq!(join.isr, vec![n(1), n(2), n(3)]);
         assert_eq!(join.partition_epoch, 1);
         r.proposed(&join, 33_100);
         // While the expansion is pending the HW waits for the new member too.
-        r.on_follower_fetch(n(2), 12, 12, 12, 33_200);
+        r.on_follower_fetch(n(2), 12, 12, 12, 33_200, true);
         assert_eq!(r.high_watermark(), 9);
-        r.on_follower_fetch(n(3), 12, 12, 12, 33_300);
+        r.on_follower_fetch(n(3), 12, 12, 12, 33_300, true);
         assert_eq!(r.high_watermark(), 12);
     }
 
@@ -632,11 +637,13 @@ mod tests {
             !r.latest_offset_available(),
             "KIP-207: HW 3 is below the epoch start 8"
         );
-        let (_, join) = r.on_follower_fetch(n(3), 3, 8, 8, 20);
+        let (_, join) = r.on_follower_fetch(n(3), 3, 8, 8, 20, true);
         assert_eq!(join, None, "at the HW but below the epoch start");
-        r.on_follower_fetch(n(2), 8, 8, 8, 30);
+        r.on_follower_fetch(n(2), 8, 8, 8, 30, true);
         assert!(r.latest_offset_available());
-        let (_, join) = r.on_follower_fetch(n(3), 8, 8, 8, 40);
+        let (_, join) = r.on_follower_fetch(n(3), 8, 8, 8, 40, false);
+        assert_eq!(join, None, "a fenced follower is not proposed");
+        let (_, join) = r.on_follower_fetch(n(3), 8, 8, 8, 41, true);
         assert!(join.is_some());
     }
 

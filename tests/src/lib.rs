@@ -7,6 +7,10 @@
 //! Layout:
 //! - `lib.rs`: [`Broker`] (a broker process) and [`RawConn`] (a blocking
 //!   protocol connection for tests that send malformed input on purpose).
+//! - `cluster.rs`: several brokers on their own addresses, and what tests
+//!   ask of them.
+
+pub mod cluster;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

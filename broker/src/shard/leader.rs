@@ -51,10 +51,17 @@ impl Shard {
             return out;
         }
         let end = self.leader_end(p);
-        let (moved, proposal) =
-            p.replica
-                .borrow_mut()
-                .on_follower_fetch(of.node, offset as u64, leo, end, monotonic_ms());
+        // A restarted follower copies the log before the controller
+        // unfences it; it is proposed for the ISR only once it is eligible.
+        let eligible = self.topics().cluster.image.is_eligible(of.node);
+        let (moved, proposal) = p.replica.borrow_mut().on_follower_fetch(
+            of.node,
+            offset as u64,
+            leo,
+            end,
+            monotonic_ms(),
+            eligible,
+        );
         if moved {
             p.notify.notify();
         }
