@@ -4,11 +4,13 @@
 # quorum, each with its own data directory and log under $BORGES_CLUSTER_DIR
 # (default ./borges-cluster).
 #
-# Usage: scripts/cluster.sh start|stop|status
+# Usage: scripts/cluster.sh start|stop|status|kill NODE
 #   start   builds the release binary if needed, starts the brokers that are
 #           not running, and waits until the cluster has a controller
 #   stop    stops them (SIGTERM: each asks the controller to fence it first)
 #   status  the cluster as `borges cluster describe` sees it
+#   kill N  SIGKILLs broker N (0, 1 or 2), as a crash would; `start` brings
+#           it back
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,12 +97,30 @@ status() {
     fi
 }
 
+crash() { # node
+    case "${1:-}" in
+    0 | 1 | 2) ;;
+    *)
+        echo "usage: $0 kill 0|1|2" >&2
+        exit 2
+        ;;
+    esac
+    if running "$1"; then
+        kill -KILL "$(cat "$DIR/node$1.pid")"
+        rm -f "$DIR/node$1.pid"
+        echo "broker $1 SIGKILLed"
+    else
+        echo "broker $1 is not running"
+    fi
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
+kill) crash "${2:-}" ;;
 *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status|kill NODE" >&2
     exit 2
     ;;
 esac

@@ -25,6 +25,7 @@ if [ "${1:-}" != "--no-bench" ]; then
     cargo run --release -p borges-bench --bin consume-bench -- --quick
     cargo run --release -p borges-bench --bin group-bench -- --quick
     cargo run --release -p borges-bench --bin cluster-bench -- --quick
+    cargo run --release -p borges-bench --bin replication-bench -- --quick
     cargo run --release -p borges-bench --bin request-path-bench -- --quick
     GLOMMIO_MAX_SLEEP_MS=0 cargo run --release -p borges-bench --bin stall-stress -- --secs 10
 fi

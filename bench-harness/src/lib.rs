@@ -12,12 +12,18 @@
 //! - `net_baseline.rs`: raw loopback TCP throughput between pinned threads.
 //! - `broker_proc.rs`: a release broker process pinned to one core, and a
 //!   pinned tokio runtime for the load generator.
+//! - `cluster.rs`: three brokers on 127.0.0.1-3, every one a voter.
+//! - `load.rs`: a producer's timed run (records/s, delivery latency).
 //! - `bin/produce-bench.rs`, `bin/consume-bench.rs`: the broker through the
 //!   native client, against raw loopback TCP.
 //! - `bin/storage-bench.rs`: the storage engine's append throughput and
 //!   latency against raw O_DIRECT writes to the same disk.
+//! - `bin/cluster-bench.rs`, `bin/replication-bench.rs`: three brokers:
+//!   the controller, and replicated produce and failover.
 
 pub mod broker_proc;
+pub mod cluster;
+pub mod load;
 pub mod net_baseline;
 
 use std::io;

@@ -963,7 +963,12 @@ async fn serve_fetch(
             // A fetch may name millions of partitions (unknown ones are
             // answered without awaiting anything): the shard turns between.
             glommio::yield_if_needed().await;
-            let mut read = if budget == 0 {
+            let mut read = if budget == 0 && s.replica.is_some() {
+                // A follower's progress counts even when the response is
+                // full: the partition is read with no room for records.
+                full = true;
+                read_slot(shard, s, 0).await
+            } else if budget == 0 {
                 full = true;
                 SlotRead {
                     error: ErrorCode::None,

@@ -295,7 +295,16 @@ async fn to_controller(shard: &Shard, host: &QuorumHost, req: Request) -> Result
             error: "not among the configured controllers".into(),
         });
     };
-    call_once(voter.addr, &req, shard.config.max_frame_bytes, CALL_TIMEOUT)
+    // A heartbeat stuck on a controller that stopped answering (a paused
+    // process) must not outlast this broker's own session: the next
+    // heartbeat goes to whichever controller is active by then.
+    let timeout = match req {
+        Request::BrokerHeartbeat(_) => {
+            (shard.config.broker_session_timeout / 3).clamp(Duration::from_millis(200), CALL_TIMEOUT)
+        }
+        _ => CALL_TIMEOUT,
+    };
+    call_once(voter.addr, &req, shard.config.max_frame_bytes, timeout)
         .await
         .map_err(|e| DecideError::Unreachable {
             node: leader.0,

@@ -108,6 +108,11 @@ pub struct Replica {
     replicas: Vec<NodeId>,
     isr: Vec<NodeId>,
     pending: Option<PendingIsr>,
+    /// Replicas of additions whose outcome is unknown (the controller's
+    /// answer was lost or ambiguous): the change may yet commit, so they
+    /// count for the high watermark until an image with a newer partition
+    /// epoch says what the ISR is.
+    maybe_added: Vec<NodeId>,
     followers: BTreeMap<NodeId, Progress>,
     hw: u64,
     /// The log end when this replica became leader of its epoch.
@@ -127,6 +132,7 @@ impl Replica {
             replicas: Vec::new(),
             isr: Vec::new(),
             pending: None,
+            maybe_added: Vec::new(),
             followers: BTreeMap::new(),
             hw,
             epoch_start: 0,
@@ -224,6 +230,11 @@ impl Replica {
             // still needed is proposed again against the new state.
             self.pending = None;
         }
+        if st.partition_epoch.0 > self.partition_epoch || new_epoch {
+            // The image says what the ISR is: no change asked against an
+            // older partition epoch can commit any more.
+            self.maybe_added.clear();
+        }
         self.partition_epoch = st.partition_epoch.0;
         let role = if !st.replicas.contains(&self.me) || !st.has_leader() {
             Role::Offline
@@ -259,12 +270,15 @@ impl Replica {
                 Transition::BecameLeader
             }
             Role::Leader => {
-                // Replicas added by a reassignment get a progress entry.
+                // Replicas added by a reassignment (or placed at last, for
+                // a partition led alone until now) get a progress entry;
+                // ISR members a full lag window, as on becoming leader.
                 for &n in &self.replicas {
                     if n != self.me {
+                        let caught = if self.isr.contains(&n) { now_ms } else { 0 };
                         self.followers.entry(n).or_insert(Progress {
                             leo: None,
-                            last_caught_up_ms: 0,
+                            last_caught_up_ms: caught,
                             last_fetch_ms: 0,
                             leader_leo_at_last_fetch: 0,
                         });
@@ -306,6 +320,7 @@ impl Replica {
             .pending
             .iter()
             .flat_map(|p| p.isr.iter().copied())
+            .chain(self.maybe_added.iter().copied())
             .filter(|n| !self.isr.contains(n));
         self.isr.iter().copied().chain(added)
     }
@@ -314,7 +329,10 @@ impl Replica {
     /// own end at `leader_end` (its log end, or what of it is durable where
     /// acknowledgements promise durability). Returns whether it moved.
     pub fn advance_hw(&mut self, leader_end: u64) -> bool {
-        if self.role != Role::Leader || self.isr.len() < self.config.min_isr.max(1) {
+        // A topic whose min.insync.replicas exceeds its replicas refuses
+        // acks=all, but its high watermark still moves with a full ISR.
+        let needed = self.config.min_isr.clamp(1, self.replicas.len().max(1));
+        if self.role != Role::Leader || self.isr.len() < needed {
             return false;
         }
         let mut candidate = leader_end;
@@ -426,7 +444,8 @@ impl Replica {
             if now_ms.saturating_sub(p.sent_ms) < PENDING_RETRY_MS {
                 return None;
             }
-            self.pending = None;
+            // Unanswered: it may still commit.
+            self.proposal_failed(false);
         }
         let lagging = |n: &NodeId| {
             *n != self.me
@@ -452,10 +471,20 @@ impl Replica {
         });
     }
 
-    /// The controller refused or could not be reached: the change may be
-    /// proposed again.
-    pub fn proposal_failed(&mut self) {
-        self.pending = None;
+    /// The change was not seen to commit, and may be proposed again.
+    /// `definite`: the controller refused it, so it cannot commit; else
+    /// (a lost or ambiguous answer) the replicas it added keep counting for
+    /// the high watermark until an image settles the ISR.
+    pub fn proposal_failed(&mut self, definite: bool) {
+        if let Some(p) = self.pending.take() {
+            if !definite {
+                for n in p.isr {
+                    if !self.isr.contains(&n) && !self.maybe_added.contains(&n) {
+                        self.maybe_added.push(n);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether an acks=all write may be appended: the committed ISR has at
@@ -478,9 +507,20 @@ impl Replica {
         }
     }
 
-    /// The log was truncated to `leo`.
+    /// The log was truncated to `leo` (a truncation that began while this
+    /// replica followed may end after it leads).
     pub fn truncated(&mut self, leo: u64) {
         self.hw = self.hw.min(leo);
+        self.epoch_start = self.epoch_start.min(leo);
+    }
+
+    /// A follower's append of the previous leader's records ended at `end`,
+    /// and may have finished after this replica became leader: its epoch
+    /// starts after them.
+    pub fn appended_as_follower(&mut self, end: u64) {
+        if self.role == Role::Leader {
+            self.epoch_start = self.epoch_start.max(end);
+        }
     }
 }
 
@@ -502,10 +542,12 @@ pub fn truncation_point(
     own_hw: u64,
 ) -> u64 {
     let (epoch, end) = leader;
-    if epoch < 0 || end < 0 {
+    if epoch < 0 {
         // The leader knows no epoch this far back: only what was committed
-        // (below the follower's high watermark) is known to be shared.
-        return own_hw.min(own_leo);
+        // (below the follower's high watermark) is known to be shared, and
+        // never past the leader's end (`end`, when it gave one).
+        let target = own_hw.min(own_leo);
+        return if end >= 0 { target.min(end as u64) } else { target };
     }
     let end = end as u64;
     let target = match own_end {
@@ -628,6 +670,67 @@ mod tests {
     }
 
     #[test]
+    fn an_addition_whose_outcome_is_unknown_keeps_counting() {
+        let mut r = Replica::new(n(1), 0, CFG);
+        r.apply(&state(1, &[1, 2], 0, 0), 0, 0);
+        r.on_follower_fetch(n(2), 0, 0, 0, 1, true);
+        let (_, join) = r.on_follower_fetch(n(3), 0, 0, 0, 2, true);
+        let join = join.expect("caught up");
+        r.proposed(&join, 2);
+        // The answer is lost: node 3 still counts, so the high watermark
+        // does not pass what it holds.
+        r.proposal_failed(false);
+        r.on_follower_fetch(n(2), 10, 10, 10, 3, true);
+        assert_eq!(r.high_watermark(), 0, "node 3 may be in the ISR");
+        r.on_follower_fetch(n(3), 10, 10, 10, 4, true);
+        assert_eq!(r.high_watermark(), 10);
+        // Unanswered past the retry time: the same.
+        let mut q = Replica::new(n(1), 0, CFG);
+        q.apply(&state(1, &[1, 2], 0, 0), 0, 0);
+        q.on_follower_fetch(n(2), 0, 0, 0, 1, true);
+        let (_, join) = q.on_follower_fetch(n(3), 0, 0, 0, 2, true);
+        q.proposed(&join.unwrap(), 2);
+        q.shrink_check(2 + PENDING_RETRY_MS);
+        assert!(q.pending().is_none());
+        q.on_follower_fetch(n(2), 10, 10, 10, 3 + PENDING_RETRY_MS, true);
+        assert_eq!(q.high_watermark(), 0);
+        // An image settles it: the ISR without node 3.
+        q.apply(&state(1, &[1, 2], 0, 1), 10, 4 + PENDING_RETRY_MS);
+        q.on_follower_fetch(n(2), 10, 10, 10, 5 + PENDING_RETRY_MS, true);
+        assert_eq!(q.high_watermark(), 10);
+        // A definite refusal stops counting at once.
+        let mut d = Replica::new(n(1), 0, CFG);
+        d.apply(&state(1, &[1, 2], 0, 0), 0, 0);
+        let (_, join) = d.on_follower_fetch(n(3), 0, 0, 0, 2, true);
+        d.proposed(&join.unwrap(), 2);
+        d.proposal_failed(true);
+        d.on_follower_fetch(n(2), 10, 10, 10, 3, true);
+        assert_eq!(d.high_watermark(), 10);
+    }
+
+    #[test]
+    fn a_replication_factor_below_min_isr_still_commits_with_a_full_isr() {
+        let mut r = Replica::new(
+            n(1),
+            0,
+            ReplicaConfig {
+                lag_max_ms: 30_000,
+                min_isr: 3,
+            },
+        );
+        let one = PartitionState {
+            replicas: vec![n(1)],
+            isr: vec![n(1)],
+            leader: n(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+        };
+        r.apply(&one, 0, 0);
+        assert!(!r.enough_replicas(), "acks=all is refused");
+        assert!(r.advance_hw(4), "but what is appended becomes visible");
+    }
+
+    #[test]
     fn a_new_leader_joins_no_replica_before_its_epoch_start() {
         let mut r = Replica::new(n(1), 3, CFG);
         r.apply(&state(2, &[1, 2, 3], 0, 0), 8, 0);
@@ -699,8 +802,10 @@ mod tests {
         assert_eq!(truncation_point((2, 60), Some((1, 40)), 0, 70, 30), 40);
         // Every epoch of the follower is newer than the leader's answer.
         assert_eq!(truncation_point((1, 50), None, 20, 70, 10), 20);
-        // The leader has no epochs: keep only what was committed.
+        // The leader has no epochs: keep only what was committed, and no
+        // more than the leader has.
         assert_eq!(truncation_point((-1, -1), Some((5, 70)), 0, 70, 33), 33);
+        assert_eq!(truncation_point((-1, 20), Some((5, 70)), 0, 70, 33), 20);
         // Never past the follower's own end.
         assert_eq!(truncation_point((3, 100), Some((3, 100)), 0, 60, 60), 60);
     }

@@ -131,6 +131,9 @@ pub(crate) struct State {
     /// Truncations since the log opened; a compaction that sees this change
     /// under it stops, because the records it counted on may be gone.
     pub truncations: u64,
+    /// Leader appends under an older epoch are refused
+    /// ([`Log::fence_leader_epoch`]).
+    pub min_leader_epoch: i32,
 }
 
 impl State {
@@ -248,10 +251,16 @@ enum Stamp {
 }
 
 /// Checks a follower's batches against the log end and the latest epoch;
-/// returns the offsets they move the log end by.
-fn check_replicated(headers: &[BatchHeader], leo: u64, latest: Option<LeaderEpoch>) -> Result<u64> {
+/// returns the offsets they move the log end by, and the base offset of the
+/// last batch that follows a gap (a compacted leader's), if any.
+fn check_replicated(
+    headers: &[BatchHeader],
+    leo: u64,
+    latest: Option<LeaderEpoch>,
+) -> Result<(u64, Option<u64>)> {
     let mut next = leo;
     let mut epoch = latest.map_or(-1, |e| e.0);
+    let mut last_gap = None;
     for h in headers {
         if h.base_offset < 0 || (h.base_offset as u64) < next {
             return Err(StorageError::NonMonotonicOffset {
@@ -265,10 +274,13 @@ fn check_replicated(headers: &[BatchHeader], leo: u64, latest: Option<LeaderEpoc
                 latest: LeaderEpoch(epoch),
             });
         }
+        if h.base_offset as u64 > next {
+            last_gap = Some(h.base_offset as u64);
+        }
         epoch = epoch.max(h.partition_leader_epoch);
         next = h.last_offset() as u64 + 1;
     }
-    Ok(next - leo)
+    Ok((next - leo, last_gap))
 }
 
 impl Log {
@@ -388,6 +400,20 @@ impl Log {
         self.check_writable(st)
     }
 
+    /// Refuses from now on every leader append under an epoch older than
+    /// `epoch` (the partition's current one): an append that read its
+    /// epoch before the partition moved on cannot land after the move. Kept
+    /// in memory; the metadata image sets it again after a restart.
+    pub fn fence_leader_epoch(&self, epoch: LeaderEpoch) {
+        let mut st = self.st();
+        st.min_leader_epoch = st.min_leader_epoch.max(epoch.0);
+    }
+
+    /// Why the log failed, if it did (it takes no more writes).
+    pub fn failure(&self) -> Option<String> {
+        self.st().failed.clone()
+    }
+
     /// The high watermark last checkpointed (0 when none was), never above
     /// the log end or below the log start: a restarted replica exposes
     /// nothing beyond it until replication moves it on.
@@ -443,24 +469,24 @@ impl Log {
             .map_err(lock_closed(&self.inner.dir))?;
         let now = self.inner.clock.now_ms();
         if stamp == Stamp::AsGiven {
-            let leo = {
+            let gap = {
                 let st = self.st();
                 self.check_writable(&st)?;
-                span = check_replicated(&headers, st.leo, st.epochs.latest().map(|e| e.epoch))?;
-                st.leo
+                let (s, gap) = check_replicated(&headers, st.leo, st.epochs.latest().map(|e| e.epoch))?;
+                span = s;
+                gap
             };
-            let first = headers[0].base_offset as u64;
-            if first > leo {
-                // The leader compacted these offsets away. Recovery accepts
-                // a gap only below the cleaner checkpoint, so the checkpoint
-                // covers it before the batch after it can be on disk.
+            if let Some(last_gap) = gap {
+                // The leader compacted offsets away. Recovery accepts a gap
+                // only below the cleaner checkpoint, so the checkpoint covers
+                // every gap of these batches before they can be on disk.
                 let _segments = self
                     .inner
                     .segments_lock
                     .acquire_permit(1)
                     .await
                     .map_err(lock_closed(&self.inner.dir))?;
-                self.write_checkpoint(first).await.map_err(|e| self.fail(e))?;
+                self.write_checkpoint(last_gap).await.map_err(|e| self.fail(e))?;
             }
         }
         let roll = {
@@ -488,6 +514,14 @@ impl Log {
             let latest = st.epochs.latest().map(|e| e.epoch);
             match stamp {
                 Stamp::Leader(epoch) => {
+                    if epoch.0 >= 0 && epoch.0 < st.min_leader_epoch {
+                        // The partition moved to a newer epoch while this
+                        // append waited: its leader is another now.
+                        return Err(StorageError::StaleLeaderEpoch {
+                            epoch,
+                            latest: LeaderEpoch(st.min_leader_epoch),
+                        });
+                    }
                     let epoch = match latest {
                         Some(l) if epoch.0 >= 0 && epoch < l => {
                             return Err(StorageError::StaleLeaderEpoch { epoch, latest: l })

@@ -466,6 +466,7 @@ impl Log {
             last_sync_ms: now,
             cleaned_to,
             truncations: 0,
+            min_leader_epoch: -1,
         };
         Ok(Log {
             inner: Rc::new(Inner {

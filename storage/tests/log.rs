@@ -520,10 +520,49 @@ fn a_follower_appends_the_leaders_batches_byte_for_byte() {
             follower.end_offset_for_epoch(LeaderEpoch(4)),
             Some((LeaderEpoch(4), Offset(40)))
         );
-        follower.close().await.unwrap();
+        // Two gaps in one fetch: both survive a crash (the cleaner
+        // checkpoint covers the last).
+        let mut two = BytesMut::new();
+        for (base, n) in [(50, 1), (60, 2)] {
+            let mut b = numbered_batch(base, n, 40, 0);
+            borges_net::batch::set_base_offset(&mut b, base as i64);
+            borges_net::batch::set_partition_leader_epoch(&mut b, 6);
+            two.extend_from_slice(&b);
+        }
+        follower.append_replicated(two).await.unwrap();
+        assert_eq!(follower.log_end_offset(), Offset(62));
+        drop(follower);
         let follower = open(&dir.path().join("follower"), small_config()).await;
         assert_eq!(follower.latest_epoch(), Some(LeaderEpoch(6)));
-        assert_eq!(follower.log_end_offset(), Offset(42));
+        assert_eq!(follower.log_end_offset(), Offset(62), "recovery kept every gap");
+        assert_eq!(read_all(&follower, Offset(0), 1 << 20).await.len(), 30);
+    });
+}
+
+#[test]
+fn a_leader_append_under_a_fenced_epoch_is_refused() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        log.append(numbered_batch(0, 2, 40, 0), LeaderEpoch(3))
+            .await
+            .unwrap();
+        // The partition moved to epoch 4 (this replica follows now).
+        log.fence_leader_epoch(LeaderEpoch(4));
+        assert!(matches!(
+            log.append(numbered_batch(2, 2, 40, 0), LeaderEpoch(3)).await,
+            Err(StorageError::StaleLeaderEpoch { .. })
+        ));
+        assert_eq!(log.log_end_offset(), Offset(2), "nothing was stored");
+        // A follower's copy of the new leader's records is not fenced.
+        let mut b = numbered_batch(2, 1, 40, 0);
+        borges_net::batch::set_base_offset(&mut b, 2);
+        borges_net::batch::set_partition_leader_epoch(&mut b, 3);
+        log.append_replicated(b).await.unwrap();
+        log.append(numbered_batch(3, 1, 40, 0), LeaderEpoch(4))
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), Offset(4));
     });
 }
 

@@ -15,13 +15,14 @@
 //! Each is repeated `--rounds` times (the killed broker restarted in
 //! between) and the median quoted. The last line is one JSON object.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use borges_bench::broker_proc::broker_binary;
+use borges_bench::cluster::{
+    free_port, kill, ms, spawn, terminate, three_nodes, until, wait_listening, Node,
+};
 use borges_bench::{median, ScratchDir};
 use borges_client::{BrokerState, Client, ClientConfig};
 use clap::Parser;
@@ -45,81 +46,6 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
-struct Node {
-    id: i32,
-    addr: SocketAddr,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    // The same port must be free on all three addresses.
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = l.local_addr().expect("address").port();
-        drop(l);
-        let free =
-            (2..=3).all(|i| std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, i], port))).is_ok());
-        if free {
-            return port;
-        }
-    }
-}
-
-/// Starts `node`'s broker: a voter of `controllers`, or (`None`) a
-/// single-node broker of its own.
-fn spawn(
-    bin: &Path,
-    node: &Node,
-    controllers: Option<&str>,
-    session_ms: u64,
-) -> (Child, std::sync::mpsc::Receiver<()>) {
-    let mut cmd = Command::new(bin);
-    cmd.args(["start", "--cores", "1", "--node-id", &node.id.to_string()])
-        .args(["--listen", &node.addr.to_string()])
-        .args(["--broker-session-timeout-ms", &session_ms.to_string()])
-        .arg("--data-dir")
-        .arg(&node.dir)
-        .env("BORGES_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(c) = controllers {
-        cmd.args(["--controllers", c]);
-    }
-    let mut child = cmd.spawn().expect("start borges");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn wait_listening(rx: &std::sync::mpsc::Receiver<()>) {
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("a broker listens within 60 s");
-}
-
-fn kill(node: &mut Node) {
-    if let Some(mut c) = node.child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-fn terminate(node: &mut Node) {
-    if let Some(mut c) = node.child.take() {
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let _ = c.wait();
-    }
-}
-
 async fn client(addr: SocketAddr) -> Option<Client> {
     let config = ClientConfig {
         request_timeout: Duration::from_secs(120),
@@ -135,21 +61,6 @@ async fn describe(addr: SocketAddr) -> Option<(i32, Vec<(i32, BrokerState)>)> {
     let mut s: Vec<(i32, BrokerState)> = d.brokers.iter().map(|b| (b.node_id, b.state)).collect();
     s.sort_by_key(|(id, _)| *id);
     Some((d.controller_id, s))
-}
-
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> (T, Duration) {
-    let began = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return (v, began.elapsed());
-        }
-        assert!(began.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn all_alive(nodes: &[Node]) -> i32 {
@@ -196,10 +107,6 @@ async fn until_led(addrs: &[SocketAddr], topic: &str, partitions: u32) -> Durati
     took
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn main() {
     let mut args = Args::parse();
     if args.quick {
@@ -227,7 +134,7 @@ fn main() {
             dir: scratch.child(&format!("single{r}")),
             child: None,
         };
-        let (child, rx) = spawn(&bin, &node, None, args.session_timeout_ms);
+        let (child, rx) = spawn(&bin, &node, None, args.session_timeout_ms, &[]);
         wait_listening(&rx);
         node.child = Some(child);
         let took = rt.block_on(async {
@@ -246,20 +153,11 @@ fn main() {
         terminate(&mut node);
     }
 
-    let port = free_port();
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node {
-            id: i,
-            addr: SocketAddr::from(([127, 0, 0, i as u8 + 1], port)),
-            dir: scratch.child(&format!("node{i}")),
-            child: None,
-        })
-        .collect();
-    let controllers: Vec<String> = nodes.iter().map(|n| format!("{}@{}", n.id, n.addr)).collect();
-    let controllers = controllers.join(",");
+    let mut nodes = three_nodes(|i| scratch.child(&format!("node{i}")));
+    let controllers = borges_bench::cluster::controllers(&nodes);
     let pending: Vec<_> = nodes
         .iter()
-        .map(|n| spawn(&bin, n, Some(&controllers), args.session_timeout_ms))
+        .map(|n| spawn(&bin, n, Some(&controllers), args.session_timeout_ms, &[]))
         .collect();
     for (n, (child, rx)) in nodes.iter_mut().zip(pending) {
         wait_listening(&rx);
@@ -322,7 +220,13 @@ fn main() {
             ms(to_fenced)
         );
         fenced.push(ms(to_fenced));
-        let (child, rx) = spawn(&bin, &nodes[victim], Some(&controllers), args.session_timeout_ms);
+        let (child, rx) = spawn(
+            &bin,
+            &nodes[victim],
+            Some(&controllers),
+            args.session_timeout_ms,
+            &[],
+        );
         wait_listening(&rx);
         nodes[victim].child = Some(child);
         let controller = rt.block_on(all_alive(&nodes));
@@ -353,7 +257,13 @@ fn main() {
             ms(took)
         );
         failover.push(ms(took));
-        let (child, rx) = spawn(&bin, &nodes[dead], Some(&controllers), args.session_timeout_ms);
+        let (child, rx) = spawn(
+            &bin,
+            &nodes[dead],
+            Some(&controllers),
+            args.session_timeout_ms,
+            &[],
+        );
         wait_listening(&rx);
         nodes[dead].child = Some(child);
     }

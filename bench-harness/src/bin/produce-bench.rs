@@ -4,13 +4,13 @@
 //! and the bandwidth of a raw loopback TCP stream measured in the same run.
 //! The last line of output is one JSON object of the headline figures.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use borges_bench::broker_proc::{broker_binary, run_pinned, BrokerProc};
+use borges_bench::load::{produce_timed, Load, Measured};
 use borges_bench::net_baseline::loopback_tcp_mib_per_s;
-use borges_bench::{latency_histogram, median, ScratchDir, XorShift};
-use borges_client::{Acks, Client, ClientConfig, Compression, Producer, ProducerConfig, ProducerRecord};
-use bytes::Bytes;
+use borges_bench::{median, ScratchDir};
+use borges_client::{Acks, Client, ClientConfig, Compression};
 use clap::Parser;
 
 #[derive(Parser, Debug, Clone)]
@@ -71,15 +71,6 @@ const SCENARIOS: [Scenario; 4] = [
     },
 ];
 
-#[derive(Debug, Clone, Copy)]
-struct Measured {
-    records_per_s: f64,
-    mib_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-}
-
 /// Produces `records` records and measures; runs on the pinned client core.
 async fn produce_run(addr: String, args: Args, acks: Acks, compression: Compression) -> Measured {
     let client = Client::connect(&addr, ClientConfig::default())
@@ -90,71 +81,15 @@ async fn produce_run(addr: String, args: Args, acks: Acks, compression: Compress
         .create_topic("bench", args.partitions, 1, &[])
         .await
         .expect("create topic");
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks,
-            compression,
-            batch_size_bytes: args.batch_bytes,
-            linger: Duration::from_millis(5),
-            ..ProducerConfig::default()
-        },
-    )
-    .expect("producer");
-    // Values are made before the clock starts: 64 distinct ones, reused.
-    let mut rng = XorShift::new(42);
-    // Static payloads, as load generators reuse theirs: cloning one costs
-    // nothing, so the figure measures the producer, not the allocator.
-    let values: Vec<Bytes> = (0..64)
-        .map(|_| {
-            let v: Vec<u8> = (0..args.record_bytes)
-                .map(|_| b'a' + (rng.next_u64() % 26) as u8)
-                .collect();
-            Bytes::from_static(Box::leak(v.into_boxed_slice()))
-        })
-        .collect();
-    let topic: std::sync::Arc<str> = "bench".into();
-    // Delivery latency is sampled on every 64th record by a task that
-    // awaits the sampled deliveries in send order.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, borges_client::DeliveryFuture)>();
-    let sampler = tokio::spawn(async move {
-        let mut h = latency_histogram();
-        while let Some((sent, d)) = rx.recv().await {
-            d.await.expect("delivered");
-            let _ = h.record(sent.elapsed().as_micros() as u64);
-        }
-        h
-    });
-    let start = Instant::now();
-    let mut last = None;
-    for i in 0..args.records {
-        let r = ProducerRecord::new(topic.clone()).value(values[(i % 64) as usize].clone());
-        let sampled = i % 64 == 0;
-        let sent = sampled.then(Instant::now);
-        let d = producer.send(r).await.expect("send");
-        if let Some(sent) = sent {
-            let _ = tx.send((sent, d));
-        } else if i + 1 == args.records {
-            last = Some(d);
-        }
-    }
-    producer.flush().await;
-    if let Some(d) = last {
-        d.await.expect("last record delivered");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    drop(tx);
-    let h = sampler.await.expect("sampler");
-    producer.close().await;
-    let bytes = args.records as f64 * args.record_bytes as f64;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Measured {
-        records_per_s: args.records as f64 / secs,
-        mib_per_s: bytes / secs / (1 << 20) as f64,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-    }
+    let load = Load {
+        records: args.records,
+        record_bytes: args.record_bytes,
+        acks,
+        compression,
+        batch_bytes: args.batch_bytes,
+        linger: Duration::from_millis(5),
+    };
+    produce_timed(client, "bench", load).await
 }
 
 fn main() {

@@ -238,9 +238,14 @@ async fn slow_reader(
     let mut buf = vec![0u8; chunk];
     let mut got = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n as u64,
+        // A response smaller than what the reader takes in the round (a
+        // read ends where the tail cache begins) is read whole before the
+        // round ends: the reader then waits for nothing, and must still see
+        // `stop`.
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got += n as u64,
         }
         tokio::time::sleep(pause).await;
     }

@@ -205,14 +205,19 @@ impl Shard {
     ) -> Result<(), PartError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if self.visible_end(p) >= end {
-                return Ok(());
-            }
+            // Leadership first: a replica that follows now may have cut
+            // these records and learned a high watermark past them.
             {
                 let r = p.replica.borrow();
                 if !r.is_leader() || r.leader_epoch() != epoch {
                     return Err(not_leader(p, &r));
                 }
+            }
+            if self.visible_end(p) >= end {
+                return Ok(());
+            }
+            {
+                let r = p.replica.borrow();
                 if !r.enough_replicas() {
                     return Err((
                         ErrorCode::NotEnoughReplicasAfterAppend,
@@ -253,7 +258,8 @@ impl Shard {
         p.replica.borrow().check_epoch(current_epoch)?;
         Ok(match p.log.end_offset_for_epoch(LeaderEpoch(epoch)) {
             Some((e, end)) => (e.0, end.0 as i64),
-            None => (-1, -1),
+            // No epoch that old: the asker keeps no more than this log has.
+            None => (-1, p.log.log_end_offset().0 as i64),
         })
     }
 
@@ -300,7 +306,14 @@ impl Shard {
         if offset as u64 >= visible && p.log.log_end_offset().0 > visible {
             // Nothing this consumer may see yet, but records wait for a
             // sync: have them synced now rather than at the interval sync.
-            start_visibility_sync(&p);
+            if p.log.durable_offset().0 < p.log.log_end_offset().0 {
+                start_visibility_sync(&p);
+            }
+        }
+        if offset as u64 >= visible && offset as u64 <= p.log.log_end_offset().0 {
+            // At or past the high watermark but within the log (a consumer
+            // ahead of a new leader's high watermark): nothing to see yet.
+            return out;
         }
         match p
             .log
@@ -326,13 +339,21 @@ impl Shard {
     /// different record).
     pub fn visible_end(&self, p: &Partition) -> u64 {
         let end = self.leader_end(p);
-        let mut r = p.replica.borrow_mut();
-        r.advance_hw(end);
-        let hw = r.high_watermark();
-        debug_assert!(
-            !r.is_leader() || hw <= p.log.log_end_offset().0,
-            "a leader's high watermark past its log end"
-        );
+        let (moved, hw) = {
+            let mut r = p.replica.borrow_mut();
+            let moved = r.advance_hw(end);
+            let hw = r.high_watermark();
+            debug_assert!(
+                !r.is_leader() || hw <= p.log.log_end_offset().0,
+                "a leader's high watermark past its log end"
+            );
+            (moved, hw)
+        };
+        if moved {
+            // It moved here (the leader's own sync was the last to land):
+            // whoever waits for it looks again.
+            p.notify.notify();
+        }
         hw.min(end)
     }
 
@@ -383,6 +404,9 @@ impl Shard {
             }
             ts if ts < 0 => Err((ErrorCode::InvalidRequest, format!("timestamp {ts} is not a time"))),
             ts => match p.log.offset_for_timestamp(TimestampMs(ts)).await {
+                // Records above the high watermark are not there yet for a
+                // consumer (and may be cut by the next leader).
+                Ok(Some((o, _))) if o.0 >= self.visible_end(&p) => Ok((-1, -1)),
                 Ok(Some((o, t))) => Ok((t.0, o.0 as i64)),
                 Ok(None) => Ok((-1, -1)),
                 Err(e) => Err(storage_error(e)),

@@ -14,7 +14,7 @@
 //! starts over with the partitions the image gives it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,11 +42,20 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// (it has not seen the image that makes it leader, or it is fenced).
 const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
-/// The fetcher tasks of a shard, by leader, with the signal that makes
-/// each look at its partitions again.
+/// How long a partition its leader refused stays out of the fetches.
+const PARTITION_PAUSE_MS: u64 = 100;
+/// ... and one that cannot catch up by fetching at all.
+const PARTITION_STUCK_MS: u64 = 1000;
+
+/// What a fetcher follows: each partition with its leader epoch.
+type Following = Vec<((TopicId, u32), i32)>;
+
+/// The fetcher tasks of a shard, by leader: the signal that makes each
+/// look at its partitions again, and what it was last told it follows (a
+/// fetcher is woken only when that changes).
 #[derive(Default)]
 pub struct Fetchers {
-    tasks: RefCell<HashMap<NodeId, Rc<Notify>>>,
+    tasks: RefCell<HashMap<NodeId, (Rc<Notify>, Following)>>,
 }
 
 impl Fetchers {
@@ -64,25 +73,43 @@ impl Shard {
     /// After an image: a fetcher for every leader this shard's partitions
     /// follow, and every running fetcher told to look again.
     pub fn start_fetchers(self: &Rc<Self>) {
-        let leaders: BTreeSet<NodeId> = self
-            .local_partitions()
-            .iter()
-            .filter_map(|p| match p.replica.borrow().role() {
-                Role::Follower { leader } => Some(leader),
-                _ => None,
-            })
-            .collect();
-        for leader in leaders {
-            let started = self.fetchers.tasks.borrow().contains_key(&leader);
-            if !started {
-                let wake = Rc::new(Notify::default());
-                self.fetchers.tasks.borrow_mut().insert(leader, wake.clone());
-                let shard = self.clone();
-                glommio::spawn_local(async move { shard.fetch_from(leader, wake).await }).detach();
+        let mut following: BTreeMap<NodeId, Following> = BTreeMap::new();
+        for p in self.local_partitions() {
+            let r = p.replica.borrow();
+            if let Role::Follower { leader } = r.role() {
+                following
+                    .entry(leader)
+                    .or_default()
+                    .push((p.key, r.leader_epoch()));
             }
         }
-        let wakes: Vec<Rc<Notify>> = self.fetchers.tasks.borrow().values().cloned().collect();
-        for w in wakes {
+        for f in following.values_mut() {
+            f.sort();
+        }
+        let mut wake = Vec::new();
+        let mut start = Vec::new();
+        {
+            let mut tasks = self.fetchers.tasks.borrow_mut();
+            for (&leader, (notify, known)) in tasks.iter_mut() {
+                let now = following.remove(&leader).unwrap_or_default();
+                if *known != now {
+                    *known = now;
+                    wake.push(notify.clone());
+                }
+            }
+            for (leader, now) in following {
+                let notify = Rc::new(Notify::default());
+                tasks.insert(leader, (notify.clone(), now));
+                start.push((leader, notify));
+            }
+        }
+        // Spawned with the table released: a task may run at once (and
+        // end at once, when the broker stops), taking itself out of it.
+        for (leader, notify) in start {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.fetch_from(leader, notify).await }).detach();
+        }
+        for w in wake {
             w.notify();
         }
     }
@@ -123,14 +150,20 @@ impl Shard {
         tracing::info!(shard = self.id, leader = leader.0, "replica fetcher started");
         let mut conn: Option<PeerConn> = None;
         let mut backoff = BACKOFF_MIN;
+        let mut round = 0usize;
         loop {
-            let parts = self.followed(leader);
+            let mut parts = self.followed(leader);
             if parts.is_empty() || self.stopping.get() {
                 break;
             }
-            // Made before anything is read, so that no image is missed.
+            // Each round starts at another partition, so that a response
+            // that fills up never starves the same ones.
+            round = round.wrapping_add(1);
+            let n = parts.len();
+            parts.rotate_left(round % n);
+            // Taken before anything is read, so that no image is missed.
             let version = wake.version();
-            let pause = match self.fetch_round(leader, &parts, &mut conn, &wake).await {
+            let pause = match self.fetch_round(leader, &parts, &mut conn, &wake, version).await {
                 Ok(Round::Again) => {
                     backoff = BACKOFF_MIN;
                     None
@@ -167,6 +200,7 @@ impl Shard {
         parts: &[Rc<Partition>],
         conn: &mut Option<PeerConn>,
         wake: &Notify,
+        version: u64,
     ) -> Result<Round, PeerError> {
         let Some(addr) = self.broker_addr(leader) else {
             return Ok(Round::Pause);
@@ -186,7 +220,21 @@ impl Shard {
         if !truncating.is_empty() {
             paused |= self.truncate(c, &truncating).await?;
         }
-        let fetching: Vec<&Rc<Partition>> = parts.iter().filter(|p| !p.needs_truncation.get()).collect();
+        let now = crate::clock::monotonic_ms();
+        let fetching: Vec<&Rc<Partition>> = parts
+            .iter()
+            .filter(|p| !p.needs_truncation.get() && p.fetch_paused_until.get() <= now)
+            .filter(|p| match p.log.failure() {
+                None => true,
+                Some(why) => {
+                    // Its log end may count records that never reached the
+                    // disk: it must not tell the leader it holds them.
+                    tracing::error!(topic = %p.topic, partition = p.key.1, %why, "the log failed: not fetching it");
+                    p.fetch_paused_until.set(now + PARTITION_STUCK_MS);
+                    false
+                }
+            })
+            .collect();
         if fetching.is_empty() {
             return Ok(Round::Pause);
         }
@@ -220,6 +268,9 @@ impl Shard {
         });
         // A new image ends the wait: the call in flight is dropped with its
         // connection, and the next round asks for what the image says.
+        if wake.version() != version {
+            return Ok(Round::Again);
+        }
         let notifies = [wake];
         let answered = futures_lite::future::or(
             async { Some(c.call(&req, max_wait + Duration::from_secs(5)).await) },
@@ -247,20 +298,19 @@ impl Shard {
                 })
             }
         };
-        paused |= self.take_fetched(leader, resp, &sent).await;
+        self.take_fetched(leader, resp, &sent).await;
         Ok(if paused { Round::Pause } else { Round::Again })
     }
 
     /// Appends what a fetch brought, syncs it where acknowledgements are
-    /// durable, and moves each follower's high watermark. Returns whether
-    /// some partition was refused (the round pauses before the next).
+    /// durable, and moves each follower's high watermark. A partition its
+    /// leader refused sits out the next fetches for a while.
     async fn take_fetched(
         &self,
         leader: NodeId,
         resp: FetchResponse,
         sent: &BTreeMap<(TopicId, u32), (Rc<Partition>, i32)>,
-    ) -> bool {
-        let mut refused = false;
+    ) {
         let mut appended: Vec<(Rc<Partition>, i64)> = Vec::new();
         for t in resp.topics {
             for r in t.partitions {
@@ -287,21 +337,32 @@ impl Shard {
                         let leo = p.log.log_end_offset().0 as i64;
                         if leo < r.log_start_offset {
                             tracing::error!(topic = %p.topic, partition = p.key.1, leo, leader_log_start = r.log_start_offset, "this replica's log ends before the leader's starts; it cannot catch up by fetching");
+                            p.fetch_paused_until
+                                .set(crate::clock::monotonic_ms() + PARTITION_STUCK_MS);
                         } else {
                             p.needs_truncation.set(true);
                         }
-                        refused = true;
                         continue;
                     }
                     code => {
+                        // Only this partition waits (its leader has not seen
+                        // the image yet, or has moved on); the others go on.
                         tracing::debug!(topic = %p.topic, partition = p.key.1, %code, "replica fetch of a partition refused");
-                        refused = true;
+                        p.fetch_paused_until
+                            .set(crate::clock::monotonic_ms() + PARTITION_PAUSE_MS);
                         continue;
                     }
                 }
                 if !r.records.is_empty() {
                     match p.log.append_replicated(BytesMut::from(&r.records[..])).await {
-                        Ok(_) => p.appended.notify(),
+                        Ok(info) => {
+                            p.appended.notify();
+                            // (It may have finished after an image made this
+                            // replica the leader: its epoch starts after.)
+                            p.replica
+                                .borrow_mut()
+                                .appended_as_follower(info.last_offset.0 + 1);
+                        }
                         Err(
                             e @ (StorageError::NonMonotonicOffset { .. }
                             | StorageError::StaleLeaderEpoch { .. }),
@@ -312,7 +373,8 @@ impl Shard {
                         }
                         Err(e) => {
                             tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "appending the leader's records failed");
-                            refused = true;
+                            p.fetch_paused_until
+                                .set(crate::clock::monotonic_ms() + PARTITION_STUCK_MS);
                             continue;
                         }
                     }
@@ -327,7 +389,8 @@ impl Shard {
                 // everything below it: under a durable flush policy, on disk.
                 if let Err(e) = p.log.sync_to(leo).await {
                     tracing::error!(topic = %p.topic, partition = p.key.1, error = %e, "syncing the leader's records failed");
-                    refused = true;
+                    p.fetch_paused_until
+                        .set(crate::clock::monotonic_ms() + PARTITION_STUCK_MS);
                     continue;
                 }
             }
@@ -335,7 +398,6 @@ impl Shard {
                 .borrow_mut()
                 .follower_fetched(u64::try_from(hw).unwrap_or(0), leo);
         }
-        refused
     }
 
     /// Asks the leader where each partition's latest epoch ends and cuts
@@ -394,6 +456,8 @@ impl Shard {
                 if r.error != ErrorCode::None {
                     tracing::debug!(topic = %p.topic, partition = p.key.1, code = %r.error, "epoch query refused");
                     refused = true;
+                    p.fetch_paused_until
+                        .set(crate::clock::monotonic_ms() + PARTITION_PAUSE_MS);
                     continue;
                 }
                 let leo = p.log.log_end_offset().0;

@@ -69,9 +69,13 @@ impl Shard {
             tracing::info!(topic = %p.topic, partition = p.key.1, follower = of.node.0, isr = ?proposal.isr, "follower caught up: asking to add it to the ISR");
             self.propose_isr(p, proposal);
         }
-        match p.log.read(Offset(offset as u64), max_bytes as usize, None).await {
-            Ok(r) => out.chunks = r.chunks,
-            Err(e) => out.error = super::data::storage_error(e).0,
+        if max_bytes > 0 {
+            // (A fetch whose response is full still reports every
+            // partition's progress, with no records.)
+            match p.log.read(Offset(offset as u64), max_bytes as usize, None).await {
+                Ok(r) => out.chunks = r.chunks,
+                Err(e) => out.error = super::data::storage_error(e).0,
+            }
         }
         out.high_watermark = p.replica.borrow().high_watermark() as i64;
         out
@@ -96,22 +100,24 @@ impl Shard {
                     isr: proposal.isr.iter().map(|n| n.0).collect(),
                 }],
             };
-            let refused = match shard.call(0, AlterIsr(req)).await {
-                Err(_) => Some("shard 0 is stopping".to_string()),
-                Ok(resp) if resp.error != ErrorCode::None => {
-                    Some(format!("{}: {}", resp.error, resp.message.unwrap_or_default()))
-                }
+            // (code, why): what kept the change from being seen to commit.
+            let failed = match shard.call(0, AlterIsr(req)).await {
+                Err(_) => Some((ErrorCode::None, "shard 0 is stopping: never sent".to_string())),
+                Ok(resp) if resp.error != ErrorCode::None => Some((
+                    resp.error,
+                    format!("{}: {}", resp.error, resp.message.unwrap_or_default()),
+                )),
                 Ok(resp) => resp
                     .partitions
                     .into_iter()
                     .find(|r| r.error != ErrorCode::None)
-                    .map(|r| format!("{}: {}", r.error, r.message.unwrap_or_default())),
+                    .map(|r| (r.error, format!("{}: {}", r.error, r.message.unwrap_or_default()))),
             };
-            if let Some(why) = refused {
-                tracing::warn!(topic = %p.topic, partition = p.key.1, isr = ?proposal.isr, %why, "ISR change refused");
+            if let Some((code, why)) = failed {
+                tracing::warn!(topic = %p.topic, partition = p.key.1, isr = ?proposal.isr, %why, "ISR change not made");
                 let mut r = p.replica.borrow_mut();
                 if r.pending().is_some_and(|q| q.partition_epoch == proposal.partition_epoch) {
-                    r.proposal_failed();
+                    r.proposal_failed(refused_for_good(code));
                 }
             }
         })
@@ -119,11 +125,21 @@ impl Shard {
     }
 
     /// The shard's replication tick, until it stops: ISR members that lag
-    /// are proposed for removal, and high watermarks are checkpointed.
+    /// are proposed for removal; beside it, a task checkpoints the high
+    /// watermarks, so that many slow checkpoints never delay a shrink.
     pub async fn replication_ticker(self: Rc<Self>) {
+        let s = self.clone();
+        glommio::spawn_local(async move {
+            while !s.stopping.get() {
+                glommio::timer::sleep(HW_CHECKPOINT_INTERVAL).await;
+                for p in s.local_partitions() {
+                    p.checkpoint_hw().await;
+                }
+            }
+        })
+        .detach();
         let lag = self.config.replica_lag_time_max;
         let tick = (lag / 4).clamp(Duration::from_millis(100), Duration::from_millis(2500));
-        let mut since_checkpoint = Duration::ZERO;
         while !self.stopping.get() {
             glommio::timer::sleep(tick).await;
             let now = monotonic_ms();
@@ -134,13 +150,25 @@ impl Shard {
                     self.propose_isr(&p, proposal);
                 }
             }
-            since_checkpoint += tick;
-            if since_checkpoint >= HW_CHECKPOINT_INTERVAL {
-                since_checkpoint = Duration::ZERO;
-                for p in self.local_partitions() {
-                    p.checkpoint_hw().await;
-                }
-            }
         }
     }
+}
+
+/// Whether the controller's answer means the change cannot commit (it
+/// refused it against the state it holds), rather than that the answer
+/// was lost: a decision that timed out, or a controller that lost its
+/// leadership, may still commit the change (`NotController` covers both).
+fn refused_for_good(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::None // never sent
+            | ErrorCode::InvalidUpdateVersion
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::IneligibleReplica
+            | ErrorCode::NotLeaderOrFollower
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::StaleBrokerEpoch
+            | ErrorCode::BrokerIdNotRegistered
+            | ErrorCode::InvalidRequest
+    )
 }

@@ -48,6 +48,9 @@ pub struct Partition {
     pub needs_truncation: Cell<bool>,
     /// The high watermark last checkpointed to its log directory.
     pub checkpointed_hw: Cell<u64>,
+    /// A follower leaves the partition out of its fetches until then
+    /// (monotonic ms), after its leader refused it.
+    pub fetch_paused_until: Cell<u64>,
     pub settings: RefCell<TopicSettings>,
     /// A task syncs the log for consumers waiting on records not yet on disk.
     pub visibility_sync: Cell<bool>,
@@ -245,6 +248,8 @@ impl Registry {
             });
         let config = self.replica_config(p, state.replicas.len());
         let now = crate::clock::monotonic_ms();
+        // A produce that read an older epoch before an await lands nowhere.
+        p.log.fence_leader_epoch(state.leader_epoch);
         let transition = {
             let mut r = p.replica.borrow_mut();
             r.set_config(config);
@@ -255,6 +260,7 @@ impl Registry {
             Transition::BecameFollower { leader } => {
                 tracing::info!(topic = %p.topic, partition = p.key.1, leader = leader.0, epoch = state.leader_epoch.0, "following");
                 p.needs_truncation.set(true);
+                p.fetch_paused_until.set(0);
             }
             Transition::BecameLeader => {
                 tracing::info!(topic = %p.topic, partition = p.key.1, epoch = state.leader_epoch.0, isr = ?state.isr, "leading");
@@ -390,6 +396,7 @@ impl Registry {
             )),
             needs_truncation: Cell::new(false),
             checkpointed_hw: Cell::new(hw),
+            fetch_paused_until: Cell::new(0),
             settings: RefCell::new(settings),
             visibility_sync: Cell::new(false),
         });
