@@ -357,9 +357,11 @@ impl Consumer {
             g.last_commit = Instant::now();
         }
         while g.needs_rejoin() {
-            let eager = g
-                .protocol
-                .is_none_or(|p| p.protocol() == RebalanceProtocol::Eager);
+            // Decided by this member's own assignors, not by the protocol
+            // the group chose last time: a member that supports only an
+            // eager one may be joining, and then the group switches to it,
+            // with every partition reassigned in one generation.
+            let eager = g.rebalance_protocol() == RebalanceProtocol::Eager;
             if eager && !g.owned.is_empty() {
                 let all: Vec<TopicPartition> = g.owned.iter().cloned().collect();
                 self.revoke(g, &all).await;

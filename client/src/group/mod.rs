@@ -9,9 +9,10 @@
 //! task heartbeats; when the coordinator answers that the group is
 //! rebalancing, the next `poll` (woken at once) rejoins.
 //!
-//! With an eager assignor (range, round-robin) every partition is revoked
-//! before rejoining; with cooperative-sticky only the partitions that move
-//! are revoked, and the others keep being consumed through the rebalance.
+//! With an eager assignor (range, round-robin) among the member's assignors
+//! every partition is revoked before rejoining; when all of them are
+//! cooperative (cooperative-sticky) only the partitions that move are
+//! revoked, and the others keep being consumed through the rebalance.
 //!
 //! Offsets are at-least-once: with auto-commit, `poll` commits the
 //! positions of what earlier polls returned (the application has processed
@@ -57,6 +58,10 @@ pub struct GroupConfig {
     /// How often the background task heartbeats.
     pub heartbeat_interval: Duration,
     /// Assignors in order of preference; the group uses one all support.
+    /// The member rebalances cooperatively only if all of them are
+    /// cooperative: with an eager one among them (the default
+    /// [cooperative-sticky, range]) it revokes everything before rejoining,
+    /// since the group may switch to that one.
     pub assignors: Vec<Assignor>,
     /// Commit positions automatically (see the module docs).
     pub enable_auto_commit: bool,
@@ -252,6 +257,22 @@ impl Membership {
             topics: self.topics.clone(),
             owned: self.owned.iter().cloned().collect(),
             generation: if self.owned.is_empty() { -1 } else { st.generation },
+        }
+    }
+
+    /// How this member rebalances: cooperatively only if every assignor it
+    /// supports is cooperative (Kafka's rule), since the group may pick any
+    /// of them; with the default [cooperative-sticky, range] it is eager.
+    pub(crate) fn rebalance_protocol(&self) -> RebalanceProtocol {
+        if self
+            .config
+            .assignors
+            .iter()
+            .all(|a| a.protocol() == RebalanceProtocol::Cooperative)
+        {
+            RebalanceProtocol::Cooperative
+        } else {
+            RebalanceProtocol::Eager
         }
     }
 
