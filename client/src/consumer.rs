@@ -338,13 +338,19 @@ impl Consumer {
         r
     }
 
-    async fn maintain_with(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+    /// If the membership was lost, drops every owned partition and its
+    /// position (they may belong to others now) and tells the listener.
+    fn drop_if_lost(&mut self, g: &mut Membership) {
         if g.shared.lost.swap(false, std::sync::atomic::Ordering::SeqCst) && !g.owned.is_empty() {
             let lost: Vec<TopicPartition> = std::mem::take(&mut g.owned).into_iter().collect();
             tracing::info!(group = %g.config.group_id, partitions = lost.len(), "membership lost");
             g.listener.on_partitions_lost(&lost);
             self.unassign(&lost);
         }
+    }
+
+    async fn maintain_with(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+        self.drop_if_lost(g);
         if g.config.enable_auto_commit
             && g.joined
             && !g.needs_rejoin()
@@ -366,7 +372,15 @@ impl Consumer {
                 let all: Vec<TopicPartition> = g.owned.iter().cloned().collect();
                 self.revoke(g, &all).await;
             }
-            let new: BTreeSet<TopicPartition> = g.join_and_sync(&self.client).await?.into_iter().collect();
+            let new: BTreeSet<TopicPartition> = match g.join_and_sync(&self.client).await {
+                Ok(parts) => parts.into_iter().collect(),
+                Err(e) => {
+                    // Still owed a rejoin (the next poll tries again); a
+                    // fenced member's partitions are lost now.
+                    self.drop_if_lost(g);
+                    return Err(e);
+                }
+            };
             let revoked: Vec<TopicPartition> = g.owned.difference(&new).cloned().collect();
             if !revoked.is_empty() {
                 self.revoke(g, &revoked).await;

@@ -14,6 +14,96 @@ mod group_faults_common;
 
 use group_faults_common::*;
 
+/// Finding 1. A member's rejoin fails (its JoinGroup times out: the
+/// rebalance is held open by a member that does not rejoin, longer than
+/// the member waits); the error surfaces from `poll`, and the polls after
+/// it must rejoin, not leave the member out of the group, consuming nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_after_failed_rejoin() {
+    let b = GroupBroker::start();
+    bounded(90, async {
+        let client = connect(&b.addr()).await;
+        client.admin().create_topic("z", 2, 1, &[]).await.expect("create");
+        produce_to(&client, "z", 0, 0, 5).await;
+        produce_to(&client, "z", 1, 5, 5).await;
+        let mut cfg = group_config("zombie");
+        cfg.assignors = vec![Assignor::Range];
+        cfg.rebalance_timeout = Duration::from_secs(2);
+        // JoinGroup waits rebalance_timeout + 1 s; join_and_sync gives up after 4 s.
+        let mut a = consumer_with(&client, Duration::from_secs(1));
+        a.subscribe(cfg, &["z"], Box::new(NoopListener))
+            .expect("subscribe");
+        let mut seen = 0;
+        while seen < 10 {
+            seen += a.poll(Duration::from_millis(100)).await.expect("poll").len();
+        }
+        // A raw member joins (session and rebalance timeouts 10 s) and then
+        // never rejoins nor heartbeats.
+        let raw = connect(&b.addr()).await;
+        let n = node(&raw);
+        let r1 = raw.clone();
+        let first = tokio::spawn(async move {
+            r1.send_to(
+                n,
+                &raw_join("zombie", "", 10_000, 10_000, &["range"]),
+                Duration::from_secs(30),
+            )
+            .await
+        });
+        while !first.is_finished() {
+            a.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        let Ok(Response::JoinGroup(j)) = first.await.expect("task") else {
+            panic!("the raw member's join failed")
+        };
+        assert_eq!(j.error, ErrorCode::None);
+        wait_for_group(&client, "zombie", "two members, stable", |d| {
+            d.state == "Stable" && d.members.len() == 2
+        })
+        .await;
+        // A third member joins: the rebalance waits up to 10 s for the
+        // raw member, longer than `a` waits in join_and_sync.
+        let r2 = raw.clone();
+        let _second = tokio::spawn(async move {
+            r2.send_to(
+                n,
+                &raw_join("zombie", "", 10_000, 10_000, &["range"]),
+                Duration::from_secs(30),
+            )
+            .await
+        });
+        let mut failed = None;
+        let start = tokio::time::Instant::now();
+        while failed.is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the rejoin never failed"
+            );
+            if let Err(e) = a.poll(Duration::from_millis(100)).await {
+                failed = Some(e);
+            }
+        }
+        eprintln!("the rejoin failed with {:?} after {:?}", failed, start.elapsed());
+        // New records; the member must get them once the rebalance completes.
+        produce_to(&client, "z", 0, 10, 5).await;
+        produce_to(&client, "z", 1, 15, 5).await;
+        let mut fresh = 0;
+        let start = tokio::time::Instant::now();
+        while fresh == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the member never came back: polls return nothing ({:?})",
+                a.group_member()
+            );
+            match a.poll(Duration::from_millis(100)).await {
+                Ok(recs) => fresh += recs.iter().filter(|r| value_index(r) >= 10).count(),
+                Err(e) => eprintln!("poll: {e}"),
+            }
+        }
+    })
+    .await;
+}
+
 /// Finding 2. Two members support [cooperative-sticky, range] (the
 /// default); a third supports only range, so the group switches to an
 /// eager protocol: the first two must revoke before they rejoin, so that

@@ -352,10 +352,21 @@ impl Membership {
 
     /// Joins (or rejoins) the group and returns the new assignment. Retries
     /// retriable failures; fails on fatal ones (fenced, bad configuration).
+    /// A failure leaves the member still needing to rejoin, so that the
+    /// next `poll` tries again (or reports the same fatal error) instead of
+    /// going on outside the group.
     pub(crate) async fn join_and_sync(
         &mut self,
         client: &Client,
     ) -> Result<Vec<TopicPartition>, ClientError> {
+        let r = self.join_and_sync_once(client).await;
+        if r.is_err() {
+            self.shared.rejoin.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    async fn join_and_sync_once(&mut self, client: &Client) -> Result<Vec<TopicPartition>, ClientError> {
         let deadline = Instant::now() + self.config.rebalance_timeout.max(self.request_timeout) * 2;
         loop {
             if self.shared.fenced.load(Ordering::SeqCst) {
@@ -486,6 +497,13 @@ impl Membership {
                 Err(Retry::Now)
             }
             ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => Err(Retry::Now),
+            ErrorCode::FencedInstanceId => {
+                // Another process took this instance id over: this one must
+                // stop consuming, for good.
+                self.shared.fenced.store(true, Ordering::SeqCst);
+                self.shared.lost.store(true, Ordering::SeqCst);
+                Err(Retry::Fatal(group_error(code)))
+            }
             code if is_coordinator_error(code) => {
                 self.shared.update(|s| s.coordinator = None);
                 Err(Retry::Later(group_error(code)))

@@ -55,7 +55,18 @@ impl GroupBroker {
     }
 }
 
+/// `BORGES_TEST_LOG=debug` shows the client's logs.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("BORGES_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 pub async fn connect(addr: &str) -> Client {
+    init_logs();
     Client::connect(addr, ClientConfig::default())
         .await
         .expect("connect")
