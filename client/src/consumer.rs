@@ -363,6 +363,8 @@ impl Consumer {
             g.last_commit = Instant::now();
         }
         while g.needs_rejoin() {
+            // A commit or a rejoin may have learnt the membership is gone.
+            self.drop_if_lost(g);
             // Decided by this member's own assignors, not by the protocol
             // the group chose last time: a member that supports only an
             // eager one may be joining, and then the group switches to it,
@@ -373,7 +375,9 @@ impl Consumer {
                 self.revoke(g, &all).await;
             }
             let new: BTreeSet<TopicPartition> = match g.join_and_sync(&self.client).await {
-                Ok(parts) => parts.into_iter().collect(),
+                Ok(Some(parts)) => parts.into_iter().collect(),
+                // Lost while rejoining: dropped at the top of the loop.
+                Ok(None) => continue,
                 Err(e) => {
                     // Still owed a rejoin (the next poll tries again); a
                     // fenced member's partitions are lost now.

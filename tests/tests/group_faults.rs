@@ -183,3 +183,91 @@ async fn cooperative_to_eager_revokes_first() {
     })
     .await;
 }
+
+/// Finding 5. Member A is expelled without its heartbeat noticing; B takes
+/// the partition over, commits 150 and leaves; A's next poll learns of the
+/// lost membership from its commit: it must drop its partitions and its
+/// positions (telling its listener they are lost), so that it starts again
+/// from B's commit, not from where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_membership_drops_positions() {
+    let b = GroupBroker::start();
+    bounded(90, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("lm", 1, 1, &[])
+            .await
+            .expect("create");
+        produce_to(&client, "lm", 0, 0, 100).await;
+        let mut cfg = group_config("lm");
+        // A's heartbeats stay out of the way: the loss is learnt from a commit.
+        cfg.session_timeout = Duration::from_secs(60);
+        cfg.heartbeat_interval = Duration::from_secs(50);
+        cfg.auto_commit_interval = Duration::from_millis(100);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut a = consumer(&client);
+        a.subscribe(cfg.clone(), &["lm"], Box::new(Events(events.clone())))
+            .expect("subscribe");
+        let mut got = 0;
+        while got < 100 {
+            got += a.poll(Duration::from_millis(100)).await.expect("poll").len();
+        }
+        let (_, a_id) = a.group_member().expect("joined");
+        // A is expelled (as a session expiry would), and does not know.
+        let Response::LeaveGroup(l) = client
+            .send_to(
+                node(&client),
+                &Request::LeaveGroup(LeaveGroupRequest {
+                    group_id: "lm".into(),
+                    members: vec![LeavingMember {
+                        member_id: a_id.clone(),
+                        group_instance_id: None,
+                    }],
+                }),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("leave")
+        else {
+            panic!()
+        };
+        assert_eq!(l.members[0].error, ErrorCode::None);
+        produce_to(&client, "lm", 0, 100, 100).await;
+        let mut bcfg = cfg.clone();
+        bcfg.enable_auto_commit = false;
+        bcfg.heartbeat_interval = Duration::from_millis(200);
+        let mut bm = consumer(&client);
+        bm.subscribe(bcfg, &["lm"], Box::new(NoopListener))
+            .expect("subscribe");
+        let mut got = 0;
+        while got < 50 {
+            got += bm.poll(Duration::from_millis(100)).await.expect("poll").len();
+        }
+        bm.commit_offsets(&[(("lm".to_string(), 0), 150)])
+            .await
+            .expect("commit 150");
+        bm.close().await.expect("close");
+        // A polls again; its first record must be at 150 or later.
+        let start = tokio::time::Instant::now();
+        let first = loop {
+            assert!(start.elapsed() < Duration::from_secs(20), "A read nothing more");
+            match a.poll(Duration::from_millis(100)).await {
+                Ok(recs) if !recs.is_empty() => break recs[0].offset,
+                Ok(_) => {}
+                Err(e) => eprintln!("poll: {e}"),
+            }
+        };
+        assert!(
+            first >= 150,
+            "A went on from its stale position: first record at {first}"
+        );
+        let events = events.lock().unwrap().clone();
+        assert!(
+            events.iter().any(|(what, _)| *what == "lost"),
+            "the listener was not told the partition was lost: {events:?}"
+        );
+        a.close().await.expect("close");
+    })
+    .await;
+}

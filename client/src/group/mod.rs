@@ -318,17 +318,31 @@ impl Membership {
                 Ok(())
             }
             Some(code) => {
-                if matches!(
-                    code,
-                    ErrorCode::RebalanceInProgress
-                        | ErrorCode::IllegalGeneration
-                        | ErrorCode::UnknownMemberId
-                ) {
-                    self.shared.request_rejoin();
+                match code {
+                    ErrorCode::RebalanceInProgress => self.shared.request_rejoin(),
+                    // This member's generation is over: its partitions may
+                    // be someone else's now, and so are its positions.
+                    ErrorCode::IllegalGeneration => self.lose(),
+                    ErrorCode::UnknownMemberId => {
+                        self.shared.update(|s| s.member_id.clear());
+                        self.lose();
+                    }
+                    ErrorCode::FencedInstanceId => {
+                        self.shared.fenced.store(true, Ordering::SeqCst);
+                        self.lose();
+                    }
+                    _ => {}
                 }
                 Err(group_error(code))
             }
         }
+    }
+
+    /// The membership is gone (the coordinator said so): the partitions are
+    /// lost, and the next `poll` drops them and rejoins.
+    fn lose(&self) {
+        self.shared.lost.store(true, Ordering::SeqCst);
+        self.shared.request_rejoin();
     }
 
     /// Committed offsets of `parts` (-1 for none).
@@ -355,18 +369,26 @@ impl Membership {
     /// A failure leaves the member still needing to rejoin, so that the
     /// next `poll` tries again (or reports the same fatal error) instead of
     /// going on outside the group.
+    ///
+    /// `Ok(None)`: the coordinator answered that this member's membership is
+    /// gone (unknown member, stale generation) while it still owns
+    /// partitions; the caller drops them (they are lost, not revoked) and
+    /// calls again.
     pub(crate) async fn join_and_sync(
         &mut self,
         client: &Client,
-    ) -> Result<Vec<TopicPartition>, ClientError> {
+    ) -> Result<Option<Vec<TopicPartition>>, ClientError> {
         let r = self.join_and_sync_once(client).await;
-        if r.is_err() {
+        if !matches!(r, Ok(Some(_))) {
             self.shared.rejoin.store(true, Ordering::SeqCst);
         }
         r
     }
 
-    async fn join_and_sync_once(&mut self, client: &Client) -> Result<Vec<TopicPartition>, ClientError> {
+    async fn join_and_sync_once(
+        &mut self,
+        client: &Client,
+    ) -> Result<Option<Vec<TopicPartition>>, ClientError> {
         let deadline = Instant::now() + self.config.rebalance_timeout.max(self.request_timeout) * 2;
         loop {
             if self.shared.fenced.load(Ordering::SeqCst) {
@@ -376,13 +398,16 @@ impl Membership {
                 return Err(ClientError::Timeout);
             }
             match self.try_join_and_sync(client).await {
-                Ok(parts) => return Ok(parts),
+                Ok(parts) => return Ok(Some(parts)),
                 Err(Retry::Now) => {}
                 Err(Retry::Later(e)) => {
                     tracing::debug!(group = %self.config.group_id, error = %e, "rejoining after an error");
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 Err(Retry::Fatal(e)) => return Err(e),
+            }
+            if self.shared.lost.load(Ordering::SeqCst) && !self.owned.is_empty() {
+                return Ok(None);
             }
         }
     }
@@ -483,7 +508,6 @@ impl Membership {
         let assignment = Assignment::decode(sr.assignment)
             .map_err(|e| Retry::Fatal(ClientError::Config(e.to_string())))?;
         self.joined = true;
-        self.shared.lost.store(false, Ordering::SeqCst);
         self.shared.update(|s| s.active = true);
         Ok(assignment.partitions)
     }
@@ -492,11 +516,17 @@ impl Membership {
     fn check_rebalance_answer(&self, code: ErrorCode) -> Result<(), Retry> {
         match code {
             ErrorCode::None => Ok(()),
+            // The membership is gone: what this member owns is lost.
             ErrorCode::UnknownMemberId => {
                 self.shared.update(|s| s.member_id.clear());
+                self.shared.lost.store(true, Ordering::SeqCst);
                 Err(Retry::Now)
             }
-            ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => Err(Retry::Now),
+            ErrorCode::IllegalGeneration => {
+                self.shared.lost.store(true, Ordering::SeqCst);
+                Err(Retry::Now)
+            }
+            ErrorCode::RebalanceInProgress => Err(Retry::Now),
             ErrorCode::FencedInstanceId => {
                 // Another process took this instance id over: this one must
                 // stop consuming, for good.
