@@ -184,6 +184,62 @@ async fn cooperative_to_eager_revokes_first() {
     .await;
 }
 
+/// Finding 3. Session 2 s, rebalance 10 s, a member that polls every 4 s:
+/// when a new member joins, the slow one must be kept alive by its
+/// heartbeats until it rejoins, keeping its member id, and the generation
+/// rises by exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_continue_through_a_rebalance() {
+    let b = GroupBroker::start();
+    bounded(90, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("hb", 2, 1, &[])
+            .await
+            .expect("create");
+        let mut cfg = group_config("hb");
+        cfg.session_timeout = Duration::from_secs(2);
+        cfg.rebalance_timeout = Duration::from_secs(10);
+        cfg.heartbeat_interval = Duration::from_millis(500);
+        let mut slow = consumer(&client);
+        slow.subscribe(cfg.clone(), &["hb"], Box::new(NoopListener))
+            .expect("subscribe");
+        while slow.group_member().is_none() {
+            slow.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        let (generation, id) = slow.group_member().expect("joined");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let slow_task = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                slow.poll(Duration::from_millis(100)).await.expect("poll");
+                tokio::time::sleep(Duration::from_secs(4)).await;
+            }
+            slow
+        });
+        let mut fast = consumer(&client);
+        fast.subscribe(cfg, &["hb"], Box::new(NoopListener))
+            .expect("subscribe");
+        let fast_task = run_member(fast, stop.clone());
+        let d = wait_for_group(&client, "hb", "two members with a partition each", |d| {
+            d.state == "Stable" && d.members.len() == 2 && d.members.iter().all(|m| m.assignment.len() == 1)
+        })
+        .await;
+        assert!(
+            d.members.iter().any(|m| m.member_id == id),
+            "the slow member lost its id {id}: {d:?}"
+        );
+        assert_eq!(d.generation, generation + 1, "one rebalance only: {d:?}");
+        stop.store(true, Ordering::SeqCst);
+        let slow = slow_task.await.expect("slow");
+        let fast = fast_task.await.expect("fast");
+        slow.close().await.expect("close");
+        fast.close().await.expect("close");
+    })
+    .await;
+}
+
 /// Finding 5. Member A is expelled without its heartbeat noticing; B takes
 /// the partition over, commits 150 and leaves; A's next poll learns of the
 /// lost membership from its commit: it must drop its partitions and its

@@ -219,7 +219,9 @@ impl Group {
     }
 
     /// A tick at `now`: members past their session timeout (and not
-    /// waiting in a JoinGroup) are removed and the rest rebalance, and a
+    /// waiting in a JoinGroup or a SyncGroup: a member waits there for the
+    /// others, and cannot heartbeat meanwhile) are removed and the rest
+    /// rebalance, and a
     /// rebalance whose members have all rejoined or whose deadline has
     /// passed completes. Returns the value to persist when the group
     /// became empty.
@@ -227,7 +229,11 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+            .filter(|m| {
+                m.join_waiter.is_none()
+                    && m.sync_waiter.is_none()
+                    && now.duration_since(m.last_heartbeat) > m.session_timeout
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
@@ -576,6 +582,29 @@ mod tests {
         assert!(g.tick(clock.now(), &settings()).is_none());
         assert!(g.members.contains_key("a"));
         assert_eq!(g.state, GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn a_member_waiting_in_sync_does_not_expire() {
+        let clock = ManualClock::new(0);
+        let secs = Duration::from_secs;
+        let mut g = stable(&clock, &["a", "b"], secs(2), secs(10));
+        g.state = GroupState::CompletingRebalance;
+        let (tx, _rx) = local_channel::new_bounded(1);
+        g.members.get_mut("b").expect("b").sync_waiter = Some(tx);
+        g.members.get_mut("a").expect("a").last_heartbeat = clock.now() + secs(2);
+        clock.advance(secs(3));
+        // b waits for the leader's assignment, past its session: kept.
+        assert!(g.tick(clock.now(), &settings()).is_none());
+        assert!(g.members.contains_key("b"), "b is waiting in SyncGroup");
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        // The leader, not waiting, does expire; b's SyncGroup is answered.
+        clock.advance(secs(2));
+        g.tick(clock.now(), &settings());
+        assert!(!g.members.contains_key("a"));
+        assert!(g.members.contains_key("b"));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert!(g.members["b"].sync_waiter.is_none(), "told to rejoin");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! partition at the group's committed offset (or per `auto_offset_reset`),
 //! and tells the application through its `RebalanceListener`. A background
 //! task heartbeats; when the coordinator answers that the group is
-//! rebalancing, the next `poll` (woken at once) rejoins.
+//! rebalancing, the next `poll` (woken at once) rejoins, and heartbeats go
+//! on until it does, so that the member has the rebalance timeout to get
+//! there.
 //!
 //! With an eager assignor (range, round-robin) among the member's assignors
 //! every partition is revoked before rejoining; when all of them are
@@ -123,7 +125,11 @@ pub(crate) struct Shared {
 pub(crate) struct MemberState {
     pub(crate) member_id: String,
     pub(crate) generation: i32,
-    /// Heartbeats are sent only between a completed sync and the next rejoin.
+    /// Heartbeats are sent from a completed sync until `poll` starts the
+    /// next JoinGroup: through a rebalance the coordinator has announced,
+    /// too, so that a member has the whole rebalance timeout, not its
+    /// session, to call `poll` and rejoin (KIP-62). While its JoinGroup and
+    /// SyncGroup wait, the coordinator does not expire it.
     pub(crate) active: bool,
     pub(crate) coordinator: Option<i32>,
 }
@@ -646,9 +652,6 @@ async fn heartbeat_loop(client: Client, config: GroupConfig, shared: Arc<Shared>
             }
             c if is_coordinator_error(c) => shared.update(|s| s.coordinator = None),
             other => tracing::warn!(group = %config.group_id, code = ?other, "heartbeat refused"),
-        }
-        if shared.get().active && shared.rejoin.load(Ordering::SeqCst) {
-            shared.update(|s| s.active = false);
         }
     }
 }
