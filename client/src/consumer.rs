@@ -30,7 +30,9 @@ use tokio::time::{timeout_at, Instant};
 use crate::admin::{duration_ms, list_offsets, OffsetSpec};
 use crate::client::unexpected;
 use crate::error::{code_invalidates_metadata, code_is_retriable};
-use crate::group::{GroupConfig, Membership, RebalanceListener, RebalanceProtocol, TopicPartition};
+use crate::group::{
+    GroupConfig, Membership, PollGuard, RebalanceListener, RebalanceProtocol, TopicPartition,
+};
 use crate::{Client, ClientError};
 
 /// What the consumer does when it has no position for a partition, or its
@@ -504,6 +506,7 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         let wake = self.group.as_ref().map(|g| g.shared.clone());
+        let _polling = wake.clone().map(PollGuard::new);
         if let Some(e) = self.deferred_error.take() {
             return Err(e);
         }

@@ -327,3 +327,51 @@ async fn lost_membership_drops_positions() {
     })
     .await;
 }
+
+/// Finding 9. A member whose application stops calling `poll` (its
+/// heartbeats go on) must leave the group after `max_poll_interval`, so
+/// that its partitions move to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_poll_interval_moves_partitions() {
+    let b = GroupBroker::start();
+    bounded(90, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("mp", 2, 1, &[])
+            .await
+            .expect("create");
+        let mut cfg = group_config("mp");
+        cfg.max_poll_interval = Duration::from_secs(3);
+        let mut stuck = consumer(&client);
+        stuck
+            .subscribe(cfg.clone(), &["mp"], Box::new(NoopListener))
+            .expect("subscribe");
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut other = consumer(&client);
+        other
+            .subscribe(cfg, &["mp"], Box::new(NoopListener))
+            .expect("subscribe");
+        let t = run_member(other, stop.clone());
+        while stuck.group_member().is_none() {
+            stuck.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        wait_for_group(&client, "mp", "two members with a partition each", |d| {
+            d.state == "Stable" && d.members.len() == 2 && d.members.iter().all(|m| m.assignment.len() == 1)
+        })
+        .await;
+        // `stuck` is not polled again (it stays alive, its heartbeat task runs).
+        let start = tokio::time::Instant::now();
+        let d = wait_for_group(&client, "mp", "the other member took both partitions", |d| {
+            d.state == "Stable" && d.members.len() == 1 && d.members[0].assignment.len() == 2
+        })
+        .await;
+        eprintln!("moved after {:?}: {d:?}", start.elapsed());
+        assert!(start.elapsed() >= Duration::from_secs(2), "left too early");
+        stop.store(true, Ordering::SeqCst);
+        let other = t.await.expect("other");
+        other.close().await.expect("close");
+        drop(stuck);
+    })
+    .await;
+}

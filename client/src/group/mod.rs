@@ -69,6 +69,13 @@ pub struct GroupConfig {
     pub enable_auto_commit: bool,
     /// How often auto-commit commits.
     pub auto_commit_interval: Duration,
+    /// Longest the application may go between `poll` calls (Kafka's
+    /// `max.poll.interval.ms`). Past it the heartbeat task takes the member
+    /// out of the group (LeaveGroup; a static member just stops
+    /// heartbeating, and its session expires), so that an application that
+    /// is stuck does not hold its partitions while its heartbeats keep it
+    /// alive; the next `poll` finds them lost and rejoins.
+    pub max_poll_interval: Duration,
 }
 
 impl GroupConfig {
@@ -83,6 +90,7 @@ impl GroupConfig {
             assignors: vec![Assignor::CooperativeSticky, Assignor::Range],
             enable_auto_commit: true,
             auto_commit_interval: Duration::from_secs(5),
+            max_poll_interval: Duration::from_secs(300),
         }
     }
 }
@@ -119,6 +127,29 @@ pub(crate) struct Shared {
     /// Another member took over this instance id: fatal.
     pub(crate) fenced: AtomicBool,
     pub(crate) wake: tokio::sync::Notify,
+    /// The application is inside `poll` now.
+    pub(crate) in_poll: AtomicBool,
+    /// When it last entered or left `poll`.
+    pub(crate) last_poll: Mutex<Option<Instant>>,
+}
+
+/// Marks a `poll` in progress for `max_poll_interval` (dropped when the
+/// `poll` returns or is cancelled).
+pub(crate) struct PollGuard(Arc<Shared>);
+
+impl PollGuard {
+    pub(crate) fn new(shared: Arc<Shared>) -> PollGuard {
+        shared.in_poll.store(true, Ordering::SeqCst);
+        *shared.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        PollGuard(shared)
+    }
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        *self.0.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.0.in_poll.store(false, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -141,6 +172,17 @@ impl Shared {
 
     fn update(&self, f: impl FnOnce(&mut MemberState)) {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the application has been out of `poll` longer than `limit`.
+    fn poll_overdue(&self, limit: Duration) -> bool {
+        if self.in_poll.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.last_poll
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() > limit)
     }
 
     fn request_rejoin(&self) {
@@ -604,6 +646,40 @@ async fn heartbeat_loop(client: Client, config: GroupConfig, shared: Arc<Shared>
             continue;
         }
         let mut coordinator = st.coordinator;
+        if shared.poll_overdue(config.max_poll_interval) {
+            tracing::warn!(
+                group = %config.group_id,
+                max_poll_interval = ?config.max_poll_interval,
+                "poll was not called within max_poll_interval: leaving the group"
+            );
+            shared.update(|s| {
+                s.active = false;
+                s.member_id.clear();
+            });
+            shared.lost.store(true, Ordering::SeqCst);
+            shared.request_rejoin();
+            if config.instance_id.is_none() {
+                let req = Request::LeaveGroup(LeaveGroupRequest {
+                    group_id: config.group_id.clone(),
+                    members: vec![LeavingMember {
+                        member_id: st.member_id.clone(),
+                        group_instance_id: None,
+                    }],
+                });
+                let r = send_to_coordinator(
+                    &client,
+                    &config.group_id,
+                    &mut coordinator,
+                    &req,
+                    config.session_timeout,
+                )
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(group = %config.group_id, error = %e, "leaving the group failed");
+                }
+            }
+            continue;
+        }
         let req = Request::Heartbeat(HeartbeatRequest {
             group_id: config.group_id.clone(),
             generation_id: st.generation,
