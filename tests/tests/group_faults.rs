@@ -328,6 +328,74 @@ async fn lost_membership_drops_positions() {
     .await;
 }
 
+/// Finding 8. Under cooperative-sticky, after two rebalances (so that the
+/// members' subscriptions carry owned partitions and a generation), a
+/// static member restarted with its instance id must get its partitions
+/// back without a rebalance: the generation is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_keeps_the_generation() {
+    let b = GroupBroker::start();
+    bounded(90, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("st", 4, 1, &[])
+            .await
+            .expect("create");
+        let mut one_cfg = group_config("st");
+        one_cfg.assignors = vec![Assignor::CooperativeSticky];
+        one_cfg.session_timeout = Duration::from_secs(10);
+        one_cfg.instance_id = Some("host-1".into());
+        let mut two_cfg = one_cfg.clone();
+        two_cfg.instance_id = Some("host-2".into());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut one = consumer(&client);
+        one.subscribe(one_cfg.clone(), &["st"], Box::new(NoopListener))
+            .expect("subscribe");
+        let t1 = run_member(one, stop.clone());
+        wait_for_group(&client, "st", "one member with everything", |d| {
+            d.state == "Stable" && d.members.len() == 1 && d.members[0].assignment.len() == 4
+        })
+        .await;
+        let mut two = consumer(&client);
+        two.subscribe(two_cfg, &["st"], Box::new(NoopListener))
+            .expect("subscribe");
+        let t2 = run_member(two, stop.clone());
+        let stable = wait_for_group(&client, "st", "two members, two partitions each", |d| {
+            d.state == "Stable" && d.members.len() == 2 && d.members.iter().all(|m| m.assignment.len() == 2)
+        })
+        .await;
+        assert!(
+            stable.generation >= 3,
+            "cooperative takes two rebalances: {stable:?}"
+        );
+        stop.store(true, Ordering::SeqCst);
+        let one = t1.await.expect("one");
+        let two = t2.await.expect("two");
+        let before = one.assignment();
+        // A crash-like stop of host-1 (static members send no LeaveGroup).
+        drop(one);
+        let stop2 = Arc::new(AtomicBool::new(false));
+        let t2 = run_member(two, stop2.clone());
+        let mut again = consumer(&client);
+        again
+            .subscribe(one_cfg, &["st"], Box::new(NoopListener))
+            .expect("subscribe");
+        while again.group_member().is_none() {
+            again.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        let d = client.admin().describe_group("st").await.expect("describe");
+        assert_eq!(d.generation, stable.generation, "no rebalance: {d:?}");
+        assert_eq!(d.state, "Stable");
+        assert_eq!(again.assignment(), before);
+        stop2.store(true, Ordering::SeqCst);
+        let two = t2.await.expect("two");
+        again.close().await.expect("close");
+        two.close().await.expect("close");
+    })
+    .await;
+}
+
 /// Finding 9. A member whose application stops calling `poll` (its
 /// heartbeats go on) must leave the group after `max_poll_interval`, so
 /// that its partitions move to the others.

@@ -148,7 +148,12 @@ impl Group {
 
     /// Moves a static member to a new member id, keeping its assignment;
     /// the old id's parked requests are answered `FencedInstanceId`. Returns
-    /// whether its protocols are unchanged.
+    /// whether the group's selected protocol is still among the member's,
+    /// which is all a returning static member is checked for (KIP-345): its
+    /// metadata differs from what it sent before whenever it owned
+    /// partitions then (cooperative subscriptions carry them and their
+    /// generation), and after a coordinator restart only the selected
+    /// protocol's metadata is known at all.
     pub fn replace_static_member(
         &mut self,
         old_id: &str,
@@ -164,7 +169,10 @@ impl Group {
         if let Some(tx) = m.sync_waiter.take() {
             let _ = tx.try_send(super::sync_error(ErrorCode::FencedInstanceId));
         }
-        let unchanged = m.protocols == protocols;
+        let unchanged = self
+            .protocol
+            .as_ref()
+            .is_some_and(|p| protocols.iter().any(|(n, _)| n == p));
         m.id = new_id.to_string();
         m.protocols = protocols.to_vec();
         if let Some(i) = &m.instance_id {
