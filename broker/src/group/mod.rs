@@ -478,7 +478,7 @@ async fn sync<H: Host>(host: &Rc<H>, r: SyncGroupRequest) -> SyncGroupResponse {
         let mut g = group.borrow_mut();
         if g.generation == generation && g.state == GroupState::CompletingRebalance {
             match stored {
-                Ok(()) => g.complete_sync(),
+                Ok(_) => g.complete_sync(),
                 Err(e) => {
                     tracing::warn!(group = %r.group_id, error = ?e, "cannot persist the group's assignment");
                     g.fail_sync(ErrorCode::CoordinatorNotAvailable);
@@ -681,12 +681,18 @@ async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitRe
         });
     }
     if !records.is_empty() {
-        if let Err(e) = persist_records(host, key, records).await {
-            return all_failed(e, &r);
-        }
+        let at = match persist_records(host, key, records).await {
+            Ok(at) => at,
+            Err(e) => return all_failed(e, &r),
+        };
+        // In log order, not in the order writes complete: a commit written
+        // after this one but stored first keeps its value.
         let mut g = group.borrow_mut();
         for (k, v) in accepted {
-            g.offsets.insert(k, v);
+            if g.offsets_at.get(&k).is_none_or(|&prev| prev < at) {
+                g.offsets_at.insert(k.clone(), at);
+                g.offsets.insert(k, v);
+            }
         }
     }
     OffsetCommitResponse { topics: results }
@@ -825,7 +831,7 @@ async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
     };
     let stored = persist_records(host, key, records).await;
     match stored {
-        Ok(()) => {
+        Ok(_) => {
             host.coordinator().groups.borrow_mut().remove(id);
             Ok(())
         }
@@ -837,12 +843,13 @@ async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
 }
 
 /// Appends records to the group's offsets partition and waits until they
-/// are as durable as an acks=all produce.
+/// are as durable as an acks=all produce; returns their batch's offset in
+/// the log.
 async fn persist_records<H: Host>(
     host: &Rc<H>,
     key: PartKey,
     records: Vec<(RecordKey, Option<Bytes>)>,
-) -> Result<(), ErrorCode> {
+) -> Result<i64, ErrorCode> {
     let ts = host.coordinator().clock.wall_ms();
     let mut b = RecordBatchBuilder::new(Compression::None);
     for (k, v) in &records {
@@ -1022,6 +1029,10 @@ mod tests {
         settings: GroupSettings,
         coordinator: Coordinator,
         appended: RefCell<Vec<BytesMut>>,
+        /// While set, appends wait until the test releases them (in any
+        /// order), as writes whose syncs complete out of order.
+        hold: Cell<bool>,
+        parked: RefCell<Vec<glommio::channels::local_channel::LocalSender<()>>>,
     }
 
     impl Host for FakeHost {
@@ -1049,9 +1060,15 @@ mod tests {
             &self.coordinator
         }
 
-        async fn append_durable(&self, _key: PartKey, batch: BytesMut) -> Result<(), (ErrorCode, String)> {
+        async fn append_durable(&self, _key: PartKey, batch: BytesMut) -> Result<i64, (ErrorCode, String)> {
+            let offset = self.appended.borrow().len() as i64;
             self.appended.borrow_mut().push(batch);
-            Ok(())
+            if self.hold.get() {
+                let (tx, rx) = local_channel::new_bounded(1);
+                self.parked.borrow_mut().push(tx);
+                rx.recv().await;
+            }
+            Ok(offset)
         }
     }
 
@@ -1071,6 +1088,8 @@ mod tests {
             },
             coordinator: Coordinator::new(clock),
             appended: RefCell::new(Vec::new()),
+            hold: Cell::new(false),
+            parked: RefCell::new(Vec::new()),
         })
     }
 
@@ -1156,6 +1175,78 @@ mod tests {
             // runs once this one lets it.
             futures_lite::future::yield_now().await;
             assert_eq!(host.appended.borrow().len(), 2);
+        });
+    }
+
+    /// An offset commit from outside the membership (as `Admin` sends).
+    fn outside_commit(offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![borges_net::protocol::OffsetCommitTopic {
+                name: OFFSETS_TOPIC.into(),
+                partitions: vec![borges_net::protocol::OffsetCommitPartition {
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            }],
+        }
+    }
+
+    fn commit_error(r: &OffsetCommitResponse) -> ErrorCode {
+        r.topics[0].partitions[0].error
+    }
+
+    fn committed_offset(host: &Rc<FakeHost>) -> i64 {
+        let r = fetch_offsets(
+            host,
+            OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            },
+        );
+        r.topics.first().map(|t| t.partitions[0].offset).unwrap_or(-1)
+    }
+
+    /// Lets the spawned tasks run until they park.
+    async fn settle() {
+        for _ in 0..10 {
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Issue 19, finding 7: commits of 10 then 20, pipelined, whose writes
+    /// complete in the other order: what the coordinator answers must be
+    /// what its log says, the later commit (20).
+    #[test]
+    fn pipelined_commits_apply_in_log_order() {
+        run(async {
+            let host = fake_host(Rc::new(ManualClock::new(1_000)));
+            host.hold.set(true);
+            let h = host.clone();
+            let first = glommio::spawn_local(async move { commit(&h, outside_commit(10)).await });
+            settle().await;
+            let h = host.clone();
+            let second = glommio::spawn_local(async move { commit(&h, outside_commit(20)).await });
+            settle().await;
+            assert_eq!(host.parked.borrow().len(), 2, "both commits are being written");
+            // The second write completes first.
+            let later = host.parked.borrow_mut().pop().expect("parked");
+            let _ = later.try_send(());
+            assert_eq!(commit_error(&second.await), ErrorCode::None);
+            assert_eq!(committed_offset(&host), 20);
+            let earlier = host.parked.borrow_mut().pop().expect("parked");
+            let _ = earlier.try_send(());
+            assert_eq!(commit_error(&first.await), ErrorCode::None);
+            assert_eq!(
+                committed_offset(&host),
+                20,
+                "the commit of 10 is older in the log than that of 20"
+            );
         });
     }
 

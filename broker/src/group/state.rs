@@ -90,6 +90,12 @@ pub struct Group {
     /// Static members: instance id to member id.
     pub instances: HashMap<String, String>,
     pub offsets: HashMap<(String, u32), OffsetValue>,
+    /// Where in `__consumer_offsets` each committed offset of this run was
+    /// written: commits are written concurrently and may complete out of
+    /// order, and the one later in the log is the one that counts (a
+    /// restart replays the log in order). Absent for offsets loaded at
+    /// start, which every later commit follows in the log.
+    pub offsets_at: HashMap<(String, u32), i64>,
     /// A rebalance completes no earlier than this (the initial delay) ...
     pub rebalance_not_before: Instant,
     /// ... and no later than this, without the members that did not rejoin.
@@ -108,6 +114,7 @@ impl Group {
             members: BTreeMap::new(),
             instances: HashMap::new(),
             offsets: HashMap::new(),
+            offsets_at: HashMap::new(),
             rebalance_not_before: now,
             rebalance_deadline: now,
         }

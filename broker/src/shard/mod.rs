@@ -227,10 +227,10 @@ impl crate::group::Host for Shard {
         &self.coordinator
     }
 
-    async fn append_durable(&self, key: PartKey, batch: bytes::BytesMut) -> Result<(), PartError> {
+    async fn append_durable(&self, key: PartKey, batch: bytes::BytesMut) -> Result<i64, PartError> {
         let recompress_budget = std::sync::atomic::AtomicUsize::new(self.config.recompress_max_bytes);
         self.produce_local(key, batch, -1, &recompress_budget)
             .await
-            .map(|_| ())
+            .map(|p| p.base_offset)
     }
 }
