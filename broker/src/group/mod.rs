@@ -611,6 +611,11 @@ async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitRe
     };
     {
         let g = group.borrow();
+        if g.state == GroupState::Dead {
+            // Being deleted: its tombstones are being written, and a commit
+            // written after them would come back with the next restart.
+            return all_failed(ErrorCode::CoordinatorNotAvailable, &r);
+        }
         let check = if outside {
             // A commit from outside the group's membership (tools, manual
             // assignment): only while nobody is a member.
@@ -1246,6 +1251,43 @@ mod tests {
                 committed_offset(&host),
                 20,
                 "the commit of 10 is older in the log than that of 20"
+            );
+        });
+    }
+
+    /// Issue 19, finding 10: a commit that arrives while the group's
+    /// deletion is being written is refused, not written after the
+    /// tombstones (where a restart would bring it back).
+    #[test]
+    fn a_commit_to_a_group_being_deleted_is_refused() {
+        run(async {
+            let host = fake_host(Rc::new(ManualClock::new(1_000)));
+            assert_eq!(
+                commit_error(&commit(&host, outside_commit(5)).await),
+                ErrorCode::None
+            );
+            host.hold.set(true);
+            let h = host.clone();
+            let deleting = glommio::spawn_local(async move { delete_one(&h, "g").await });
+            settle().await;
+            assert_eq!(host.parked.borrow().len(), 1, "the tombstones are being written");
+            let h = host.clone();
+            let late = glommio::spawn_local(async move { commit(&h, outside_commit(7)).await });
+            settle().await;
+            for tx in host.parked.borrow_mut().drain(..) {
+                let _ = tx.try_send(());
+            }
+            settle().await;
+            for tx in host.parked.borrow_mut().drain(..) {
+                let _ = tx.try_send(());
+            }
+            assert_eq!(deleting.await, Ok(()));
+            let r = late.await;
+            assert_eq!(commit_error(&r), ErrorCode::CoordinatorNotAvailable);
+            assert_eq!(
+                host.appended.borrow().len(),
+                2,
+                "nothing written after the tombstones"
             );
         });
     }
