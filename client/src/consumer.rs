@@ -345,6 +345,7 @@ impl Consumer {
     fn drop_if_lost(&mut self, g: &mut Membership) {
         if g.shared.lost.swap(false, std::sync::atomic::Ordering::SeqCst) && !g.owned.is_empty() {
             let lost: Vec<TopicPartition> = std::mem::take(&mut g.owned).into_iter().collect();
+            g.unpositioned.clear();
             tracing::info!(group = %g.config.group_id, partitions = lost.len(), "membership lost");
             g.listener.on_partitions_lost(&lost);
             self.unassign(&lost);
@@ -396,18 +397,41 @@ impl Consumer {
             }
             let added: Vec<TopicPartition> = new.difference(&g.owned).cloned().collect();
             if !added.is_empty() {
-                let committed = g.committed(&self.client, &added).await?;
-                for tp in &added {
-                    let st = self.parts.entry(tp.clone()).or_default();
-                    match committed.get(tp) {
-                        Some(&o) if o >= 0 => set_position(st, o),
-                        _ => {} // auto_offset_reset decides
-                    }
-                }
+                // Owned from now on, whether or not their committed offsets
+                // can be read yet (they are fetched from once they are).
                 g.owned.extend(added.iter().cloned());
+                g.unpositioned.extend(added.iter().cloned());
                 g.listener.on_partitions_assigned(&added);
             }
         }
+        self.position_assigned(g).await
+    }
+
+    /// Starts the partitions assigned without a position yet at the group's
+    /// committed offsets (or per `auto_offset_reset`). If the offsets cannot
+    /// be read now, the partitions stay assigned and the next `poll` tries
+    /// again; only a fatal error is returned.
+    async fn position_assigned(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+        if g.unpositioned.is_empty() {
+            return Ok(());
+        }
+        let parts: Vec<TopicPartition> = g.unpositioned.iter().cloned().collect();
+        let committed = match g.committed(&self.client, &parts).await {
+            Ok(c) => c,
+            Err(e) if e.is_retriable() => {
+                tracing::info!(group = %g.config.group_id, error = %e, "cannot read committed offsets yet");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for tp in &parts {
+            let st = self.parts.entry(tp.clone()).or_default();
+            match committed.get(tp) {
+                Some(&o) if o >= 0 => set_position(st, o),
+                _ => {} // auto_offset_reset decides
+            }
+        }
+        g.unpositioned.clear();
         Ok(())
     }
 
@@ -427,6 +451,7 @@ impl Consumer {
         self.unassign(parts);
         for p in parts {
             g.owned.remove(p);
+            g.unpositioned.remove(p);
         }
     }
 

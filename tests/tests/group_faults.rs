@@ -240,6 +240,62 @@ async fn heartbeats_continue_through_a_rebalance() {
     .await;
 }
 
+/// Finding 4. OffsetFetch fails (its connections break) for 12 s right
+/// after the SyncGroup that gives a member its partitions, longer than the
+/// client's own retries of it last: the member must
+/// keep its new assignment and consume it once the committed offsets can
+/// be read, not drop it until the next rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_fetch_failure_keeps_the_assignment() {
+    let proxy = FaultProxy::start().await;
+    let advertised = proxy.addr.to_string();
+    let b = GroupBroker::start_with(&["--advertised", &advertised]);
+    proxy.set_upstream(b.broker.addr);
+    bounded(90, async {
+        let client = connect(&advertised).await;
+        client
+            .admin()
+            .create_topic("of", 2, 1, &[])
+            .await
+            .expect("create");
+        produce_to(&client, "of", 0, 0, 10).await;
+        produce_to(&client, "of", 1, 10, 10).await;
+        let mut cfg = group_config("of");
+        cfg.assignors = vec![Assignor::Range];
+        cfg.session_timeout = Duration::from_secs(10);
+        let mut a = consumer(&client);
+        a.subscribe(cfg, &["of"], Box::new(NoopListener))
+            .expect("subscribe");
+        proxy.fail_offset_fetches_after_next_sync(Duration::from_secs(12));
+        let start = tokio::time::Instant::now();
+        let mut seen = BTreeSet::new();
+        while seen.len() < 20 {
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "the assignment was not consumed: {} of 20 records, assignment {:?}, {} OffsetFetch broken",
+                seen.len(),
+                a.assignment(),
+                proxy.broken()
+            );
+            match a.poll(Duration::from_millis(100)).await {
+                Ok(recs) => seen.extend(recs.iter().map(|r| (r.partition, r.offset))),
+                Err(e) => eprintln!("poll: {e}"),
+            }
+        }
+        eprintln!(
+            "consumed after {:?}; {} OffsetFetch broken",
+            start.elapsed(),
+            proxy.broken()
+        );
+        assert!(
+            proxy.broken() > 0,
+            "no OffsetFetch was broken: the test tested nothing"
+        );
+        a.close().await.expect("close");
+    })
+    .await;
+}
+
 /// Finding 5. Member A is expelled without its heartbeat noticing; B takes
 /// the partition over, commits 150 and leaves; A's next poll learns of the
 /// lost membership from its commit: it must drop its partitions and its

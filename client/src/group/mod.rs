@@ -203,6 +203,9 @@ pub(crate) struct Membership {
     heartbeat: JoinHandle<()>,
     /// The partitions this member owns now.
     pub(crate) owned: BTreeSet<TopicPartition>,
+    /// Owned partitions whose committed offsets could not be read yet:
+    /// nothing is fetched from them until they are.
+    pub(crate) unpositioned: BTreeSet<TopicPartition>,
     pub(crate) protocol: Option<Assignor>,
     pub(crate) joined: bool,
     pub(crate) last_commit: Instant,
@@ -292,6 +295,7 @@ impl Membership {
             shared,
             heartbeat,
             owned: BTreeSet::new(),
+            unpositioned: BTreeSet::new(),
             protocol: None,
             joined: false,
             last_commit: Instant::now(),

@@ -33,6 +33,11 @@ pub struct GroupBroker {
 
 impl GroupBroker {
     pub fn start() -> GroupBroker {
+        GroupBroker::start_with(&[])
+    }
+
+    /// `start`, with extra `borges start` arguments.
+    pub fn start_with(extra: &[&str]) -> GroupBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("broker.toml");
         std::fs::write(
@@ -45,7 +50,7 @@ impl GroupBroker {
         let broker = borges_system_tests::Broker::start(
             &dir.path().join("data"),
             2,
-            &["--config", path.to_str().expect("utf-8 path")],
+            &[&["--config", path.to_str().expect("utf-8 path")], extra].concat(),
         );
         GroupBroker { broker, _dir: dir }
     }
@@ -252,4 +257,105 @@ impl RebalanceListener for Events {
     fn on_partitions_lost(&mut self, p: &[TopicPartition]) {
         self.0.lock().unwrap().push(("lost", p.to_vec()));
     }
+}
+
+/// A TCP proxy in front of the broker (which advertises the proxy's
+/// address, so every connection of the clients goes through it) that can
+/// break the connections carrying OffsetFetch requests for a while, from
+/// the first SyncGroup after it is armed.
+pub struct FaultProxy {
+    pub addr: std::net::SocketAddr,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    upstream: Mutex<Option<std::net::SocketAddr>>,
+    /// Set: the next SyncGroup starts a window this long.
+    armed: Mutex<Option<Duration>>,
+    /// OffsetFetch requests break their connection until then.
+    failing_until: Mutex<Option<std::time::Instant>>,
+    broken: std::sync::atomic::AtomicUsize,
+}
+
+/// The API keys the proxy looks at.
+const OFFSET_FETCH: u16 = borges_net::protocol::ApiKey::OffsetFetch as u16;
+const SYNC_GROUP: u16 = borges_net::protocol::ApiKey::SyncGroup as u16;
+
+impl FaultProxy {
+    pub async fn start() -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let state = Arc::new(ProxyState::default());
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(proxy_connection(conn, st.clone()));
+            }
+        });
+        FaultProxy { addr, state }
+    }
+
+    /// Where the broker really listens.
+    pub fn set_upstream(&self, addr: std::net::SocketAddr) {
+        *self.state.upstream.lock().unwrap() = Some(addr);
+    }
+
+    /// From the next SyncGroup on, OffsetFetch requests fail for `window`.
+    pub fn fail_offset_fetches_after_next_sync(&self, window: Duration) {
+        *self.state.armed.lock().unwrap() = Some(window);
+    }
+
+    /// How many OffsetFetch requests it broke.
+    pub fn broken(&self) -> usize {
+        self.state.broken.load(Ordering::SeqCst)
+    }
+}
+
+async fn proxy_connection(client: tokio::net::TcpStream, st: Arc<ProxyState>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(up) = *st.upstream.lock().unwrap() else {
+        return;
+    };
+    let Ok(server) = tokio::net::TcpStream::connect(up).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let down = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    });
+    loop {
+        let mut len = [0u8; 4];
+        if cr.read_exact(&mut len).await.is_err() {
+            break;
+        }
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        if cr.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        let api = u16::from_be_bytes([frame[0], frame[1]]);
+        if api == SYNC_GROUP {
+            if let Some(window) = st.armed.lock().unwrap().take() {
+                *st.failing_until.lock().unwrap() = Some(std::time::Instant::now() + window);
+            }
+        }
+        if api == OFFSET_FETCH
+            && st
+                .failing_until
+                .lock()
+                .unwrap()
+                .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            st.broken.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+        if sw.write_all(&len).await.is_err() || sw.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    // Both directions close: the client sees its connection break.
+    down.abort();
 }
