@@ -112,9 +112,15 @@ pub struct GroupSettings {
 
 type GroupRef = Rc<RefCell<Group>>;
 
+/// How long after a failed load of an offsets partition it is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
 /// The groups one shard coordinates; lives on that shard's executor.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, GroupRef>>,
+    /// Offsets partitions whose load failed (their groups are not served:
+    /// COORDINATOR_LOAD_IN_PROGRESS), with when to try again.
+    unloaded: RefCell<HashMap<u32, Instant>>,
     next_member: Cell<u64>,
     /// Every deadline and timestamp of the coordinator is read from here.
     clock: Rc<dyn Clock>,
@@ -124,6 +130,7 @@ impl Coordinator {
     pub fn new(clock: Rc<dyn Clock>) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            unloaded: RefCell::new(HashMap::new()),
             next_member: Cell::new(0),
             clock,
         }
@@ -178,8 +185,32 @@ impl Coordinator {
             .collect()
     }
 
+    /// Whether the groups of offsets partition `partition` are loaded (a
+    /// partition not opened here yet counts as loaded: `Host::is_open`
+    /// says whether it is open).
+    pub fn is_loaded(&self, partition: u32) -> bool {
+        !self.unloaded.borrow().contains_key(&partition)
+    }
+
+    /// Offsets partitions whose failed load is due to be tried again; each
+    /// is not due again for `LOAD_RETRY` (the load in progress settles it).
+    pub fn loads_due(&self) -> Vec<u32> {
+        let now = self.now();
+        let mut unloaded = self.unloaded.borrow_mut();
+        let due: Vec<u32> = unloaded
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &due {
+            unloaded.insert(*p, now + LOAD_RETRY);
+        }
+        due
+    }
+
     /// Forgets the groups of an offsets partition this shard no longer owns.
     pub fn unload(&self, partition: u32, partitions: u32) {
+        self.unloaded.borrow_mut().remove(&partition);
         self.groups
             .borrow_mut()
             .retain(|id, _| partition_for(id, partitions) != partition);
@@ -229,7 +260,7 @@ fn coordinates<H: Host>(host: &Rc<H>, group: &str) -> Result<PartKey, ErrorCode>
     if !host.owns(key) {
         return Err(ErrorCode::NotCoordinator);
     }
-    if !host.is_open(key) {
+    if !host.is_open(key) || !host.coordinator().is_loaded(key.1) {
         return Err(ErrorCode::CoordinatorLoadInProgress);
     }
     Ok(key)
@@ -902,8 +933,35 @@ pub fn tick<H: Host>(host: &Rc<H>) {
 }
 
 impl Coordinator {
-    /// Rebuilds the groups of partition `partition` of `__consumer_offsets` from its log.
-    pub async fn load(&self, partition: u32, log: &Log) {
+    /// Rebuilds the groups of partition `partition` of `__consumer_offsets`
+    /// from its log. All or nothing: if any of it cannot be read, no group
+    /// of the partition is served (a partial load would answer -1 for
+    /// offsets it missed, and a deletion would tombstone only what it saw)
+    /// and the load is tried again (`loads_due`).
+    pub async fn load(&self, partition: u32, log: &Log) -> Result<(), String> {
+        let r = self.read_groups(partition, log).await;
+        match r {
+            Ok(applied) => {
+                let now = self.now();
+                let mut groups = self.groups.borrow_mut();
+                for (id, mut g) in applied {
+                    g.restore(now);
+                    groups.insert(id, Rc::new(RefCell::new(g)));
+                }
+                self.unloaded.borrow_mut().remove(&partition);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(partition, error = %e, "cannot load consumer groups; serving none of this partition's until a retry succeeds");
+                self.unloaded
+                    .borrow_mut()
+                    .insert(partition, self.now() + LOAD_RETRY);
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_groups(&self, partition: u32, log: &Log) -> Result<HashMap<String, Group>, String> {
         let started = self.now();
         let mut from = log.log_start_offset().0;
         let end = log.log_end_offset().0;
@@ -911,23 +969,17 @@ impl Coordinator {
         let mut skipped = 0u64;
         let mut applied: HashMap<String, Group> = HashMap::new();
         while from < end {
-            let read = match log.read(Offset(from), 4 << 20, None).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
-                    break;
-                }
-            };
+            let read = log
+                .read(Offset(from), 4 << 20, None)
+                .await
+                .map_err(|e| format!("cannot read __consumer_offsets at {from}: {e}"))?;
             let before = from;
             for chunk in read.chunks {
                 let bytes = match chunk {
                     Chunk::Memory(b) => b,
                     Chunk::File(s) => match s.read_to_vec() {
                         Ok(v) => Bytes::from(v),
-                        Err(e) => {
-                            tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
-                            return;
-                        }
+                        Err(e) => return Err(format!("cannot read __consumer_offsets at {from}: {e}")),
                     },
                 };
                 for item in BatchIter::new(&bytes) {
@@ -946,17 +998,21 @@ impl Coordinator {
                 }
             }
             if from == before {
-                break;
+                return Err(format!(
+                    "no batch readable at {from} of __consumer_offsets (its end is {end})"
+                ));
             }
         }
-        let now = self.now();
-        let mut groups = self.groups.borrow_mut();
-        let loaded = applied.len();
-        for (id, mut g) in applied {
-            g.restore(now);
-            groups.insert(id, Rc::new(RefCell::new(g)));
-        }
-        tracing::info!(partition, groups = loaded, records, skipped, elapsed = ?now.duration_since(started), "loaded consumer groups");
+        let elapsed = self.now().duration_since(started);
+        tracing::info!(
+            partition,
+            groups = applied.len(),
+            records,
+            skipped,
+            ?elapsed,
+            "loaded consumer groups"
+        );
+        Ok(applied)
     }
 }
 
@@ -1289,6 +1345,81 @@ mod tests {
                 2,
                 "nothing written after the tombstones"
             );
+        });
+    }
+
+    /// A log of `__consumer_offsets` holding commits of group "g" (offsets
+    /// 1..=n of partition 0), closed and reopened so that reads go to files.
+    async fn offsets_log(dir: &std::path::Path, n: i64) -> Log {
+        let clock: Rc<dyn borges_storage::Clock> = Rc::new(borges_storage::SystemClock);
+        let log = Log::open(dir, borges_storage::LogConfig::default(), clock.clone())
+            .await
+            .expect("open");
+        for o in 1..=n {
+            let mut b = RecordBatchBuilder::new(Compression::None);
+            let k = RecordKey::Offset {
+                group: "g".into(),
+                topic: OFFSETS_TOPIC.into(),
+                partition: 0,
+            };
+            let v = OffsetValue {
+                offset: o,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp: 0,
+            };
+            b.push(0, Some(&k.encode()), Some(&v.encode()), &[]);
+            log.append(b.build().expect("batch"), borges_net::types::LeaderEpoch(0))
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+        Log::open(dir, borges_storage::LogConfig::default(), clock)
+            .await
+            .expect("reopen")
+    }
+
+    /// Issue 19, finding 6: a read error while the coordinator replays its
+    /// offsets partition must not leave it serving what it read so far (no
+    /// group, offset -1): it answers COORDINATOR_LOAD_IN_PROGRESS until a
+    /// later load reads the whole partition.
+    #[test]
+    fn a_failed_load_serves_nothing_until_a_load_succeeds() {
+        run(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let log = offsets_log(dir.path(), 20).await;
+            let host = fake_host(Rc::new(ManualClock::new(1_000)));
+            let fetch = |host: &Rc<FakeHost>| {
+                fetch_offsets(
+                    host,
+                    OffsetFetchRequest {
+                        group_id: "g".into(),
+                        topics: None,
+                    },
+                )
+            };
+            borges_storage::seam::fail(borges_storage::seam::Op::Read, 0, 1, libc::EIO, None);
+            assert!(host.coordinator.load(0, &log).await.is_err());
+            assert_eq!(
+                borges_storage::seam::faults_left(),
+                0,
+                "the load met the read error"
+            );
+            borges_storage::seam::reset();
+            let r = fetch(&host);
+            assert_eq!(r.error, ErrorCode::CoordinatorLoadInProgress, "{r:?}");
+            let c = commit(&host, outside_commit(99)).await;
+            assert_eq!(commit_error(&c), ErrorCode::CoordinatorLoadInProgress);
+            // The next load reads everything.
+            assert_eq!(host.coordinator.loads_due(), Vec::<u32>::new(), "not due yet");
+            host.coordinator
+                .load(0, &log)
+                .await
+                .expect("the retry reads it all");
+            assert!(host.coordinator.is_loaded(0));
+            let r = fetch(&host);
+            assert_eq!(r.error, ErrorCode::None);
+            assert_eq!(committed_offset(&host), 20);
         });
     }
 

@@ -143,6 +143,37 @@ impl Shard {
         self.registry.get(key)
     }
 
+    /// Loads again the consumer groups of the offsets partitions whose
+    /// load failed, once their retry is due (called with the group tick).
+    pub fn retry_group_loads(self: &Rc<Self>) {
+        for partition in self.coordinator.loads_due() {
+            let Some((key, partitions)) = self
+                .registry
+                .topics()
+                .topics
+                .get(crate::group::OFFSETS_TOPIC)
+                .map(|t| ((t.topic_id(), partition), t.partitions))
+            else {
+                continue;
+            };
+            let Some(p) = self.registry.local(key) else {
+                continue;
+            };
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                if shard.coordinator.load(partition, &p.log).await.is_ok() {
+                    if shard.registry.local(key).is_none() {
+                        // Closed here while it loaded: not ours any more.
+                        shard.coordinator.unload(partition, partitions);
+                    } else {
+                        tracing::info!(partition, "consumer groups loaded on a retry");
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
     /// The partition if this shard has it open.
     pub fn local_partition(&self, key: PartKey) -> Option<Rc<Partition>> {
         self.registry.local(key)
