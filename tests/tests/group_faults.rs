@@ -499,3 +499,311 @@ async fn max_poll_interval_moves_partitions() {
     })
     .await;
 }
+
+/// A small deterministic generator (xorshift64*), so that a run replays
+/// from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the members did, for the history checker.
+#[derive(Default)]
+struct History {
+    /// Every record some member's `poll` returned: (partition, offset).
+    processed: BTreeSet<(u32, i64)>,
+    /// (generation, owner, its assignment) seen after each `poll`; the
+    /// owner is the instance id of a static member, else the member id.
+    owned: Vec<(i32, String, BTreeSet<TopicPartition>)>,
+}
+
+/// How a member stops.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// `close`: commit, revoke, LeaveGroup.
+    Close,
+    /// Dropped with no goodbye (the in-process SIGKILL: heartbeats stop,
+    /// nothing is committed).
+    Crash,
+}
+
+/// Orders to a running member.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    Stop(Stop),
+    /// Stop polling for this long (its heartbeats go on).
+    Pause(Duration),
+}
+
+fn spawn_chaos_member(
+    client: &Client,
+    cfg: GroupConfig,
+    history: Arc<Mutex<History>>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Order>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Order>();
+    let mut c = consumer(client);
+    let instance = cfg.instance_id.clone();
+    c.subscribe(cfg, &["chaos"], Box::new(NoopListener))
+        .expect("subscribe");
+    let task = tokio::spawn(async move {
+        loop {
+            match rx.try_recv() {
+                Ok(Order::Stop(Stop::Close)) => {
+                    let _ = c.close().await;
+                    return;
+                }
+                Ok(Order::Stop(Stop::Crash)) => return,
+                Ok(Order::Pause(d)) => tokio::time::sleep(d).await,
+                Err(_) => {}
+            }
+            match c.poll(Duration::from_millis(100)).await {
+                Ok(recs) => {
+                    let mut h = history.lock().unwrap();
+                    h.processed.extend(recs.iter().map(|r| (r.partition, r.offset)));
+                    if let Some((generation, member)) = c.group_member() {
+                        let owner = instance.clone().unwrap_or(member);
+                        let parts: BTreeSet<TopicPartition> = c.assignment().into_iter().collect();
+                        h.owned.push((generation, owner, parts));
+                    }
+                }
+                Err(e) => eprintln!("member poll: {e}"),
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Issue 19's randomized run: members join, close, crash, pause (shorter and
+/// longer than `max_poll_interval`) and come back with static ids while
+/// records flow; then a history checker: every acknowledged record was
+/// processed at least once, no partition was owned by two members in one
+/// generation, and the committed offsets never went back. Short by
+/// default; the long run (see HACKING.md):
+/// `BORGES_GROUP_CHAOS_SECS=600 BORGES_GROUP_CHAOS_SEED=<n> cargo test -p
+/// borges-system-tests --test group_faults randomized -- --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_membership_keeps_the_history_valid() {
+    let secs: u64 = std::env::var("BORGES_GROUP_CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let seed: u64 = std::env::var("BORGES_GROUP_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+        | 1;
+    eprintln!(
+        "randomized group run: seed {seed}, {secs} s (BORGES_GROUP_CHAOS_SEED={seed} replays its choices)"
+    );
+    let mut rng = Rng(seed);
+    let b = GroupBroker::start();
+    bounded(secs + 120, async move {
+        let client = connect(&b.addr()).await;
+        const PARTITIONS: u32 = 6;
+        client
+            .admin()
+            .create_topic("chaos", PARTITIONS, 1, &[])
+            .await
+            .expect("create");
+        let history = Arc::new(Mutex::new(History::default()));
+        // Records flow all along.
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let producing = Arc::new(AtomicBool::new(true));
+        let producer_task = {
+            let client = client.clone();
+            let acked = acked.clone();
+            let producing = producing.clone();
+            tokio::spawn(async move {
+                let producer = Producer::new(
+                    client,
+                    ProducerConfig {
+                        acks: Acks::All,
+                        linger: Duration::from_millis(5),
+                        ..ProducerConfig::default()
+                    },
+                )
+                .expect("producer");
+                let mut i = 0u64;
+                while producing.load(Ordering::SeqCst) {
+                    let mut futs = Vec::new();
+                    for _ in 0..20 {
+                        let rec = ProducerRecord::new("chaos")
+                            .partition((i % u64::from(PARTITIONS)) as u32)
+                            .value(format!("v{i}"));
+                        i += 1;
+                        futs.push(producer.send(rec).await.expect("send"));
+                    }
+                    for f in futs {
+                        let m = f.await.expect("delivered");
+                        acked.lock().unwrap().insert((m.partition, m.offset));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                producer.close().await;
+            })
+        };
+        // Committed offsets, sampled: they must never go back.
+        let regressions = Arc::new(Mutex::new(Vec::new()));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let admin = client.admin();
+            let regressions = regressions.clone();
+            let sampling = sampling.clone();
+            tokio::spawn(async move {
+                let mut last: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+                while sampling.load(Ordering::SeqCst) {
+                    if let Ok(now) = admin.group_offsets("chaos").await {
+                        for (tp, o) in now {
+                            let prev = last.insert(tp.clone(), o);
+                            if prev.is_some_and(|p| o < p) {
+                                regressions.lock().unwrap().push((tp, prev, o));
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let cooperative = rng.below(2) == 0;
+        eprintln!("assignors: {}", if cooperative { "cooperative-sticky only" } else { "[cooperative-sticky, range] and [range] (eager)" });
+        let config = |rng: &mut Rng, slot: usize| {
+            let mut cfg = group_config("chaos");
+            cfg.max_poll_interval = Duration::from_secs(2);
+            cfg.assignors = if cooperative {
+                vec![Assignor::CooperativeSticky]
+            } else if rng.below(2) == 0 {
+                vec![Assignor::CooperativeSticky, Assignor::Range]
+            } else {
+                vec![Assignor::Range]
+            };
+            if slot % 2 == 0 {
+                cfg.instance_id = Some(format!("slot-{slot}"));
+            }
+            cfg
+        };
+        const SLOTS: usize = 4;
+        let mut slots: Vec<Option<(tokio::sync::mpsc::UnboundedSender<Order>, tokio::task::JoinHandle<()>)>> =
+            (0..SLOTS).map(|_| None).collect();
+        let mut actions = BTreeMap::<&'static str, u32>::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while tokio::time::Instant::now() < until {
+            let slot = rng.below(SLOTS as u64) as usize;
+            match slots[slot].take() {
+                None => {
+                    let cfg = config(&mut rng, slot);
+                    slots[slot] = Some(spawn_chaos_member(&client, cfg, history.clone()));
+                    *actions.entry("start").or_default() += 1;
+                }
+                Some((tx, task)) => match rng.below(5) {
+                    0 => {
+                        let _ = tx.send(Order::Stop(Stop::Close));
+                        task.await.expect("member");
+                        *actions.entry("close").or_default() += 1;
+                    }
+                    1 => {
+                        let _ = tx.send(Order::Stop(Stop::Crash));
+                        task.await.expect("member");
+                        *actions.entry("crash").or_default() += 1;
+                    }
+                    2 => {
+                        let _ = tx.send(Order::Pause(Duration::from_millis(500)));
+                        slots[slot] = Some((tx, task));
+                        *actions.entry("short pause").or_default() += 1;
+                    }
+                    3 => {
+                        let _ = tx.send(Order::Pause(Duration::from_secs(4)));
+                        slots[slot] = Some((tx, task));
+                        *actions.entry("pause past max_poll_interval").or_default() += 1;
+                    }
+                    _ => slots[slot] = Some((tx, task)),
+                },
+            }
+            let wait = 300 + rng.below(1200);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        eprintln!("actions: {actions:?}");
+        // The chaos ends: two members stay, the producer stops, and they
+        // must get through everything.
+        for (slot, s) in slots.iter_mut().enumerate().take(2) {
+            if s.is_none() {
+                let cfg = config(&mut rng, slot);
+                *s = Some(spawn_chaos_member(&client, cfg, history.clone()));
+            }
+        }
+        producing.store(false, Ordering::SeqCst);
+        producer_task.await.expect("producer");
+        let acked: BTreeSet<(u32, i64)> = acked.lock().unwrap().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let missing = {
+                let h = history.lock().unwrap();
+                acked.difference(&h.processed).count()
+            };
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{missing} of {} acknowledged records were never processed",
+                acked.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        sampling.store(false, Ordering::SeqCst);
+        sampler.await.expect("sampler");
+        for (tx, task) in slots.into_iter().flatten() {
+            let _ = tx.send(Order::Stop(Stop::Close));
+            task.await.expect("member");
+        }
+        let h = history.lock().unwrap();
+        // No partition had two owners in one generation.
+        let mut by_generation: BTreeMap<i32, BTreeMap<TopicPartition, BTreeSet<String>>> = BTreeMap::new();
+        for (generation, owner, parts) in &h.owned {
+            for tp in parts {
+                by_generation
+                    .entry(*generation)
+                    .or_default()
+                    .entry(tp.clone())
+                    .or_default()
+                    .insert(owner.clone());
+            }
+        }
+        let doubles: Vec<String> = by_generation
+            .iter()
+            .flat_map(|(g, parts)| {
+                parts
+                    .iter()
+                    .filter(|(_, owners)| owners.len() > 1)
+                    .map(move |(tp, owners)| format!("generation {g}: {tp:?} owned by {owners:?}"))
+            })
+            .collect();
+        assert!(doubles.is_empty(), "two owners in one generation: {doubles:?}");
+        let regressions = regressions.lock().unwrap();
+        assert!(regressions.is_empty(), "committed offsets went back: {regressions:?}");
+        eprintln!(
+            "{} records acknowledged, all processed ({} with duplicates counted once); {} generations checked",
+            acked.len(),
+            h.processed.len(),
+            by_generation.len()
+        );
+    })
+    .await;
+}
