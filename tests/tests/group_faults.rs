@@ -807,3 +807,77 @@ async fn randomized_membership_keeps_the_history_valid() {
     })
     .await;
 }
+
+/// Finding 1, its fencing part. A static member whose instance id another
+/// process took over (a second `host-1` started while the first still runs)
+/// and that learns it from the coordinator (here from its auto-commit,
+/// before its heartbeat) must stop consuming: from then on every `poll`
+/// fails with `FencedInstanceId`, and its partitions are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_static_member_stops_consuming() {
+    let b = GroupBroker::start();
+    bounded(60, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("fs", 2, 1, &[])
+            .await
+            .expect("create");
+        produce_to(&client, "fs", 0, 0, 5).await;
+        produce_to(&client, "fs", 1, 5, 5).await;
+        let mut cfg = group_config("fs");
+        cfg.assignors = vec![Assignor::CooperativeSticky];
+        cfg.instance_id = Some("host-1".into());
+        cfg.session_timeout = Duration::from_secs(30);
+        cfg.heartbeat_interval = Duration::from_secs(20);
+        cfg.auto_commit_interval = Duration::from_millis(100);
+        let mut a = consumer(&client);
+        a.subscribe(cfg, &["fs"], Box::new(NoopListener))
+            .expect("subscribe");
+        let mut seen = 0;
+        while seen < 10 {
+            seen += a.poll(Duration::from_millis(100)).await.expect("poll").len();
+        }
+        // Another process joins as host-1 and takes the instance over.
+        let mut takeover = raw_join("fs", "", 30_000, 5_000, &["cooperative-sticky"]);
+        if let Request::JoinGroup(j) = &mut takeover {
+            j.group_instance_id = Some("host-1".into());
+        }
+        let Response::JoinGroup(j) = client
+            .send_to(node(&client), &takeover, Duration::from_secs(10))
+            .await
+            .expect("join")
+        else {
+            panic!()
+        };
+        assert_eq!(j.error, ErrorCode::None);
+        produce_to(&client, "fs", 0, 10, 5).await;
+        produce_to(&client, "fs", 1, 15, 5).await;
+        // It learns of the takeover from its next auto-commit (records it
+        // fetched before that may still come, as in Kafka); from then on
+        // every poll fails and nothing more is consumed.
+        let start = tokio::time::Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the fenced member went on consuming, told nothing"
+            );
+            match a.poll(Duration::from_millis(100)).await {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.code(), Some(ErrorCode::FencedInstanceId), "{e}");
+                    break;
+                }
+            }
+        }
+        for _ in 0..5 {
+            let e = a
+                .poll(Duration::from_millis(100))
+                .await
+                .expect_err("a fenced member's poll fails");
+            assert_eq!(e.code(), Some(ErrorCode::FencedInstanceId), "{e}");
+        }
+        assert!(a.assignment().is_empty(), "still assigned: {:?}", a.assignment());
+    })
+    .await;
+}
