@@ -881,3 +881,81 @@ async fn fenced_static_member_stops_consuming() {
     })
     .await;
 }
+
+/// Finding 8, after a coordinator restart: the coordinator reloads the
+/// group with only the selected protocol's metadata of each member; a
+/// static member restarted then must still come back without a rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_keeps_the_generation_after_a_coordinator_restart() {
+    let mut b = GroupBroker::start();
+    let client = connect(&b.addr()).await;
+    client
+        .admin()
+        .create_topic("sr", 4, 1, &[])
+        .await
+        .expect("create");
+    let mut one_cfg = group_config("sr");
+    one_cfg.assignors = vec![Assignor::CooperativeSticky];
+    one_cfg.session_timeout = Duration::from_secs(10);
+    one_cfg.instance_id = Some("host-1".into());
+    let mut two_cfg = one_cfg.clone();
+    two_cfg.instance_id = Some("host-2".into());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut one = consumer(&client);
+    one.subscribe(one_cfg.clone(), &["sr"], Box::new(NoopListener))
+        .expect("subscribe");
+    let t1 = run_member(one, stop.clone());
+    // Alone first, so that the rebalances bringing host-2 in leave host-1's
+    // subscription carrying owned partitions and a generation.
+    wait_for_group(&client, "sr", "one member with everything", |d| {
+        d.state == "Stable" && d.members.len() == 1 && d.members[0].assignment.len() == 4
+    })
+    .await;
+    let mut two = consumer(&client);
+    two.subscribe(two_cfg, &["sr"], Box::new(NoopListener))
+        .expect("subscribe");
+    let t2 = run_member(two, stop.clone());
+    let stable = wait_for_group(&client, "sr", "two members, two partitions each", |d| {
+        d.state == "Stable" && d.members.len() == 2 && d.members.iter().all(|m| m.assignment.len() == 2)
+    })
+    .await;
+    assert!(
+        stable.generation >= 3,
+        "cooperative takes two rebalances: {stable:?}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let one = t1.await.expect("one");
+    let mut two = t2.await.expect("two");
+    let before = one.assignment();
+    drop(one);
+    // The coordinator restarts (SIGKILL: what it knows is what it wrote).
+    b.broker.restart();
+    bounded(60, async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let t2 = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                // Errors while the broker is away are expected.
+                let _ = two.poll(Duration::from_millis(100)).await;
+            }
+            two
+        });
+        let client = connect(&b.addr()).await;
+        let mut again = consumer(&client);
+        again
+            .subscribe(one_cfg, &["sr"], Box::new(NoopListener))
+            .expect("subscribe");
+        while again.group_member().is_none() {
+            let _ = again.poll(Duration::from_millis(100)).await;
+        }
+        let d = client.admin().describe_group("sr").await.expect("describe");
+        assert_eq!(d.generation, stable.generation, "no rebalance: {d:?}");
+        assert_eq!(d.state, "Stable");
+        assert_eq!(again.assignment(), before);
+        stop.store(true, Ordering::SeqCst);
+        let two = t2.await.expect("two");
+        again.close().await.expect("close");
+        two.close().await.expect("close");
+    })
+    .await;
+}
