@@ -959,3 +959,70 @@ async fn static_member_restart_keeps_the_generation_after_a_coordinator_restart(
     })
     .await;
 }
+
+/// Finding 10 against a real broker: DeleteGroups and an offset commit
+/// (from another connection, a moment later) race, many times. Whatever
+/// each answers, what OffsetFetch shows afterwards must be what the broker
+/// still has after a restart: a commit acknowledged while the deletion was
+/// being written must not be invisible now and back after the restart.
+/// (The coordinator's unit test `a_commit_to_a_group_being_deleted_is_refused`
+/// holds the write open; this one needs the race to land.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_racing_a_group_deletion_stays_deleted() {
+    let mut b = GroupBroker::start();
+    let client = connect(&b.addr()).await;
+    client
+        .admin()
+        .create_topic("del", 1, 1, &[])
+        .await
+        .expect("create");
+    let other = connect(&b.addr()).await;
+    const ROUNDS: usize = 40;
+    let rounds = async {
+        let mut seen = BTreeMap::new();
+        let mut both_acked = 0;
+        for i in 0..ROUNDS {
+            let group = format!("del-{i}");
+            let tp = ("del".to_string(), 0);
+            client
+                .admin()
+                .set_group_offsets(&group, &[(tp.clone(), 1)])
+                .await
+                .expect("first commit");
+            let delay = Duration::from_micros(200 * (i as u64 % 10));
+            let admin = client.admin();
+            let other_admin = other.admin();
+            let g2 = group.clone();
+            let (deleted, committed) = tokio::join!(admin.delete_group(&group), async {
+                tokio::time::sleep(delay).await;
+                other_admin.set_group_offsets(&g2, &[(tp.clone(), 7)]).await
+            });
+            if deleted.is_ok() && committed.is_ok() {
+                both_acked += 1;
+            }
+            let visible = client.admin().group_offsets(&group).await.expect("offsets");
+            seen.insert(group, visible);
+        }
+        eprintln!("{both_acked} of {ROUNDS} rounds had both the deletion and the commit acknowledged");
+        seen
+    };
+    let seen = tokio::time::timeout(Duration::from_secs(60), rounds)
+        .await
+        .expect("the rounds took longer than 60 s");
+    b.broker.restart();
+    bounded(60, async {
+        let client = connect(&b.addr()).await;
+        for (group, before) in &seen {
+            let after = loop {
+                match client.admin().group_offsets(group).await {
+                    Ok(v) => break v,
+                    // The coordinator may still be loading.
+                    Err(e) if e.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => panic!("offsets of {group}: {e}"),
+                }
+            };
+            assert_eq!(&after, before, "{group}'s offsets changed across the restart");
+        }
+    })
+    .await;
+}
