@@ -375,6 +375,7 @@ async fn shard_main(
         loop {
             glommio::timer::sleep(Duration::from_millis(50)).await;
             crate::group::tick(&s);
+            s.retry_group_loads();
         }
     })
     .detach();

@@ -30,7 +30,9 @@ use tokio::time::{timeout_at, Instant};
 use crate::admin::{duration_ms, list_offsets, OffsetSpec};
 use crate::client::unexpected;
 use crate::error::{code_invalidates_metadata, code_is_retriable};
-use crate::group::{GroupConfig, Membership, RebalanceListener, RebalanceProtocol, TopicPartition};
+use crate::group::{
+    GroupConfig, Membership, PollGuard, RebalanceListener, RebalanceProtocol, TopicPartition,
+};
 use crate::{Client, ClientError};
 
 /// What the consumer does when it has no position for a partition, or its
@@ -338,13 +340,20 @@ impl Consumer {
         r
     }
 
-    async fn maintain_with(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+    /// If the membership was lost, drops every owned partition and its
+    /// position (they may belong to others now) and tells the listener.
+    fn drop_if_lost(&mut self, g: &mut Membership) {
         if g.shared.lost.swap(false, std::sync::atomic::Ordering::SeqCst) && !g.owned.is_empty() {
             let lost: Vec<TopicPartition> = std::mem::take(&mut g.owned).into_iter().collect();
+            g.unpositioned.clear();
             tracing::info!(group = %g.config.group_id, partitions = lost.len(), "membership lost");
             g.listener.on_partitions_lost(&lost);
             self.unassign(&lost);
         }
+    }
+
+    async fn maintain_with(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+        self.drop_if_lost(g);
         if g.config.enable_auto_commit
             && g.joined
             && !g.needs_rejoin()
@@ -357,14 +366,28 @@ impl Consumer {
             g.last_commit = Instant::now();
         }
         while g.needs_rejoin() {
-            let eager = g
-                .protocol
-                .is_none_or(|p| p.protocol() == RebalanceProtocol::Eager);
+            // A commit or a rejoin may have learnt the membership is gone.
+            self.drop_if_lost(g);
+            // Decided by this member's own assignors, not by the protocol
+            // the group chose last time: a member that supports only an
+            // eager one may be joining, and then the group switches to it,
+            // with every partition reassigned in one generation.
+            let eager = g.rebalance_protocol() == RebalanceProtocol::Eager;
             if eager && !g.owned.is_empty() {
                 let all: Vec<TopicPartition> = g.owned.iter().cloned().collect();
                 self.revoke(g, &all).await;
             }
-            let new: BTreeSet<TopicPartition> = g.join_and_sync(&self.client).await?.into_iter().collect();
+            let new: BTreeSet<TopicPartition> = match g.join_and_sync(&self.client).await {
+                Ok(Some(parts)) => parts.into_iter().collect(),
+                // Lost while rejoining: dropped at the top of the loop.
+                Ok(None) => continue,
+                Err(e) => {
+                    // Still owed a rejoin (the next poll tries again); a
+                    // fenced member's partitions are lost now.
+                    self.drop_if_lost(g);
+                    return Err(e);
+                }
+            };
             let revoked: Vec<TopicPartition> = g.owned.difference(&new).cloned().collect();
             if !revoked.is_empty() {
                 self.revoke(g, &revoked).await;
@@ -374,18 +397,41 @@ impl Consumer {
             }
             let added: Vec<TopicPartition> = new.difference(&g.owned).cloned().collect();
             if !added.is_empty() {
-                let committed = g.committed(&self.client, &added).await?;
-                for tp in &added {
-                    let st = self.parts.entry(tp.clone()).or_default();
-                    match committed.get(tp) {
-                        Some(&o) if o >= 0 => set_position(st, o),
-                        _ => {} // auto_offset_reset decides
-                    }
-                }
+                // Owned from now on, whether or not their committed offsets
+                // can be read yet (they are fetched from once they are).
                 g.owned.extend(added.iter().cloned());
+                g.unpositioned.extend(added.iter().cloned());
                 g.listener.on_partitions_assigned(&added);
             }
         }
+        self.position_assigned(g).await
+    }
+
+    /// Starts the partitions assigned without a position yet at the group's
+    /// committed offsets (or per `auto_offset_reset`). If the offsets cannot
+    /// be read now, the partitions stay assigned and the next `poll` tries
+    /// again; only a fatal error is returned.
+    async fn position_assigned(&mut self, g: &mut Membership) -> Result<(), ClientError> {
+        if g.unpositioned.is_empty() {
+            return Ok(());
+        }
+        let parts: Vec<TopicPartition> = g.unpositioned.iter().cloned().collect();
+        let committed = match g.committed(&self.client, &parts).await {
+            Ok(c) => c,
+            Err(e) if e.is_retriable() => {
+                tracing::info!(group = %g.config.group_id, error = %e, "cannot read committed offsets yet");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for tp in &parts {
+            let st = self.parts.entry(tp.clone()).or_default();
+            match committed.get(tp) {
+                Some(&o) if o >= 0 => set_position(st, o),
+                _ => {} // auto_offset_reset decides
+            }
+        }
+        g.unpositioned.clear();
         Ok(())
     }
 
@@ -405,6 +451,7 @@ impl Consumer {
         self.unassign(parts);
         for p in parts {
             g.owned.remove(p);
+            g.unpositioned.remove(p);
         }
     }
 
@@ -484,6 +531,7 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         let wake = self.group.as_ref().map(|g| g.shared.clone());
+        let _polling = wake.clone().map(PollGuard::new);
         if let Some(e) = self.deferred_error.take() {
             return Err(e);
         }

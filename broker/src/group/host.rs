@@ -38,10 +38,12 @@ pub trait Host: 'static {
 
     /// Appends a batch of records to partition `key` (of
     /// `__consumer_offsets`) and waits until it is as durable as an
-    /// acks=all produce. The error is the partition's code and a message.
+    /// acks=all produce; returns the batch's base offset (where it is in
+    /// the log: writes may complete out of that order). The error is the
+    /// partition's code and a message.
     fn append_durable(
         &self,
         key: PartKey,
         batch: BytesMut,
-    ) -> impl Future<Output = Result<(), (ErrorCode, String)>>;
+    ) -> impl Future<Output = Result<i64, (ErrorCode, String)>>;
 }

@@ -112,9 +112,15 @@ pub struct GroupSettings {
 
 type GroupRef = Rc<RefCell<Group>>;
 
+/// How long after a failed load of an offsets partition it is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
 /// The groups one shard coordinates; lives on that shard's executor.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, GroupRef>>,
+    /// Offsets partitions whose load failed (their groups are not served:
+    /// COORDINATOR_LOAD_IN_PROGRESS), with when to try again.
+    unloaded: RefCell<HashMap<u32, Instant>>,
     next_member: Cell<u64>,
     /// Every deadline and timestamp of the coordinator is read from here.
     clock: Rc<dyn Clock>,
@@ -124,6 +130,7 @@ impl Coordinator {
     pub fn new(clock: Rc<dyn Clock>) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            unloaded: RefCell::new(HashMap::new()),
             next_member: Cell::new(0),
             clock,
         }
@@ -178,8 +185,32 @@ impl Coordinator {
             .collect()
     }
 
+    /// Whether the groups of offsets partition `partition` are loaded (a
+    /// partition not opened here yet counts as loaded: `Host::is_open`
+    /// says whether it is open).
+    pub fn is_loaded(&self, partition: u32) -> bool {
+        !self.unloaded.borrow().contains_key(&partition)
+    }
+
+    /// Offsets partitions whose failed load is due to be tried again; each
+    /// is not due again for `LOAD_RETRY` (the load in progress settles it).
+    pub fn loads_due(&self) -> Vec<u32> {
+        let now = self.now();
+        let mut unloaded = self.unloaded.borrow_mut();
+        let due: Vec<u32> = unloaded
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &due {
+            unloaded.insert(*p, now + LOAD_RETRY);
+        }
+        due
+    }
+
     /// Forgets the groups of an offsets partition this shard no longer owns.
     pub fn unload(&self, partition: u32, partitions: u32) {
+        self.unloaded.borrow_mut().remove(&partition);
         self.groups
             .borrow_mut()
             .retain(|id, _| partition_for(id, partitions) != partition);
@@ -229,7 +260,7 @@ fn coordinates<H: Host>(host: &Rc<H>, group: &str) -> Result<PartKey, ErrorCode>
     if !host.owns(key) {
         return Err(ErrorCode::NotCoordinator);
     }
-    if !host.is_open(key) {
+    if !host.is_open(key) || !host.coordinator().is_loaded(key.1) {
         return Err(ErrorCode::CoordinatorLoadInProgress);
     }
     Ok(key)
@@ -478,7 +509,7 @@ async fn sync<H: Host>(host: &Rc<H>, r: SyncGroupRequest) -> SyncGroupResponse {
         let mut g = group.borrow_mut();
         if g.generation == generation && g.state == GroupState::CompletingRebalance {
             match stored {
-                Ok(()) => g.complete_sync(),
+                Ok(_) => g.complete_sync(),
                 Err(e) => {
                     tracing::warn!(group = %r.group_id, error = ?e, "cannot persist the group's assignment");
                     g.fail_sync(ErrorCode::CoordinatorNotAvailable);
@@ -611,6 +642,11 @@ async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitRe
     };
     {
         let g = group.borrow();
+        if g.state == GroupState::Dead {
+            // Being deleted: its tombstones are being written, and a commit
+            // written after them would come back with the next restart.
+            return all_failed(ErrorCode::CoordinatorNotAvailable, &r);
+        }
         let check = if outside {
             // A commit from outside the group's membership (tools, manual
             // assignment): only while nobody is a member.
@@ -681,12 +717,18 @@ async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitRe
         });
     }
     if !records.is_empty() {
-        if let Err(e) = persist_records(host, key, records).await {
-            return all_failed(e, &r);
-        }
+        let at = match persist_records(host, key, records).await {
+            Ok(at) => at,
+            Err(e) => return all_failed(e, &r),
+        };
+        // In log order, not in the order writes complete: a commit written
+        // after this one but stored first keeps its value.
         let mut g = group.borrow_mut();
         for (k, v) in accepted {
-            g.offsets.insert(k, v);
+            if g.offsets_at.get(&k).is_none_or(|&prev| prev < at) {
+                g.offsets_at.insert(k.clone(), at);
+                g.offsets.insert(k, v);
+            }
         }
     }
     OffsetCommitResponse { topics: results }
@@ -825,7 +867,7 @@ async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
     };
     let stored = persist_records(host, key, records).await;
     match stored {
-        Ok(()) => {
+        Ok(_) => {
             host.coordinator().groups.borrow_mut().remove(id);
             Ok(())
         }
@@ -837,12 +879,13 @@ async fn delete_one<H: Host>(host: &Rc<H>, id: &str) -> Result<(), ErrorCode> {
 }
 
 /// Appends records to the group's offsets partition and waits until they
-/// are as durable as an acks=all produce.
+/// are as durable as an acks=all produce; returns their batch's offset in
+/// the log.
 async fn persist_records<H: Host>(
     host: &Rc<H>,
     key: PartKey,
     records: Vec<(RecordKey, Option<Bytes>)>,
-) -> Result<(), ErrorCode> {
+) -> Result<i64, ErrorCode> {
     let ts = host.coordinator().clock.wall_ms();
     let mut b = RecordBatchBuilder::new(Compression::None);
     for (k, v) in &records {
@@ -890,8 +933,35 @@ pub fn tick<H: Host>(host: &Rc<H>) {
 }
 
 impl Coordinator {
-    /// Rebuilds the groups of partition `partition` of `__consumer_offsets` from its log.
-    pub async fn load(&self, partition: u32, log: &Log) {
+    /// Rebuilds the groups of partition `partition` of `__consumer_offsets`
+    /// from its log. All or nothing: if any of it cannot be read, no group
+    /// of the partition is served (a partial load would answer -1 for
+    /// offsets it missed, and a deletion would tombstone only what it saw)
+    /// and the load is tried again (`loads_due`).
+    pub async fn load(&self, partition: u32, log: &Log) -> Result<(), String> {
+        let r = self.read_groups(partition, log).await;
+        match r {
+            Ok(applied) => {
+                let now = self.now();
+                let mut groups = self.groups.borrow_mut();
+                for (id, mut g) in applied {
+                    g.restore(now);
+                    groups.insert(id, Rc::new(RefCell::new(g)));
+                }
+                self.unloaded.borrow_mut().remove(&partition);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(partition, error = %e, "cannot load consumer groups; serving none of this partition's until a retry succeeds");
+                self.unloaded
+                    .borrow_mut()
+                    .insert(partition, self.now() + LOAD_RETRY);
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_groups(&self, partition: u32, log: &Log) -> Result<HashMap<String, Group>, String> {
         let started = self.now();
         let mut from = log.log_start_offset().0;
         let end = log.log_end_offset().0;
@@ -899,23 +969,17 @@ impl Coordinator {
         let mut skipped = 0u64;
         let mut applied: HashMap<String, Group> = HashMap::new();
         while from < end {
-            let read = match log.read(Offset(from), 4 << 20, None).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
-                    break;
-                }
-            };
+            let read = log
+                .read(Offset(from), 4 << 20, None)
+                .await
+                .map_err(|e| format!("cannot read __consumer_offsets at {from}: {e}"))?;
             let before = from;
             for chunk in read.chunks {
                 let bytes = match chunk {
                     Chunk::Memory(b) => b,
                     Chunk::File(s) => match s.read_to_vec() {
                         Ok(v) => Bytes::from(v),
-                        Err(e) => {
-                            tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
-                            return;
-                        }
+                        Err(e) => return Err(format!("cannot read __consumer_offsets at {from}: {e}")),
                     },
                 };
                 for item in BatchIter::new(&bytes) {
@@ -934,17 +998,21 @@ impl Coordinator {
                 }
             }
             if from == before {
-                break;
+                return Err(format!(
+                    "no batch readable at {from} of __consumer_offsets (its end is {end})"
+                ));
             }
         }
-        let now = self.now();
-        let mut groups = self.groups.borrow_mut();
-        let loaded = applied.len();
-        for (id, mut g) in applied {
-            g.restore(now);
-            groups.insert(id, Rc::new(RefCell::new(g)));
-        }
-        tracing::info!(partition, groups = loaded, records, skipped, elapsed = ?now.duration_since(started), "loaded consumer groups");
+        let elapsed = self.now().duration_since(started);
+        tracing::info!(
+            partition,
+            groups = applied.len(),
+            records,
+            skipped,
+            ?elapsed,
+            "loaded consumer groups"
+        );
+        Ok(applied)
     }
 }
 
@@ -1022,6 +1090,10 @@ mod tests {
         settings: GroupSettings,
         coordinator: Coordinator,
         appended: RefCell<Vec<BytesMut>>,
+        /// While set, appends wait until the test releases them (in any
+        /// order), as writes whose syncs complete out of order.
+        hold: Cell<bool>,
+        parked: RefCell<Vec<glommio::channels::local_channel::LocalSender<()>>>,
     }
 
     impl Host for FakeHost {
@@ -1049,9 +1121,15 @@ mod tests {
             &self.coordinator
         }
 
-        async fn append_durable(&self, _key: PartKey, batch: BytesMut) -> Result<(), (ErrorCode, String)> {
+        async fn append_durable(&self, _key: PartKey, batch: BytesMut) -> Result<i64, (ErrorCode, String)> {
+            let offset = self.appended.borrow().len() as i64;
             self.appended.borrow_mut().push(batch);
-            Ok(())
+            if self.hold.get() {
+                let (tx, rx) = local_channel::new_bounded(1);
+                self.parked.borrow_mut().push(tx);
+                rx.recv().await;
+            }
+            Ok(offset)
         }
     }
 
@@ -1071,6 +1149,8 @@ mod tests {
             },
             coordinator: Coordinator::new(clock),
             appended: RefCell::new(Vec::new()),
+            hold: Cell::new(false),
+            parked: RefCell::new(Vec::new()),
         })
     }
 
@@ -1156,6 +1236,190 @@ mod tests {
             // runs once this one lets it.
             futures_lite::future::yield_now().await;
             assert_eq!(host.appended.borrow().len(), 2);
+        });
+    }
+
+    /// An offset commit from outside the membership (as `Admin` sends).
+    fn outside_commit(offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![borges_net::protocol::OffsetCommitTopic {
+                name: OFFSETS_TOPIC.into(),
+                partitions: vec![borges_net::protocol::OffsetCommitPartition {
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            }],
+        }
+    }
+
+    fn commit_error(r: &OffsetCommitResponse) -> ErrorCode {
+        r.topics[0].partitions[0].error
+    }
+
+    fn committed_offset(host: &Rc<FakeHost>) -> i64 {
+        let r = fetch_offsets(
+            host,
+            OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            },
+        );
+        r.topics.first().map(|t| t.partitions[0].offset).unwrap_or(-1)
+    }
+
+    /// Lets the spawned tasks run until they park.
+    async fn settle() {
+        for _ in 0..10 {
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Issue 19, finding 7: commits of 10 then 20, pipelined, whose writes
+    /// complete in the other order: what the coordinator answers must be
+    /// what its log says, the later commit (20).
+    #[test]
+    fn pipelined_commits_apply_in_log_order() {
+        run(async {
+            let host = fake_host(Rc::new(ManualClock::new(1_000)));
+            host.hold.set(true);
+            let h = host.clone();
+            let first = glommio::spawn_local(async move { commit(&h, outside_commit(10)).await });
+            settle().await;
+            let h = host.clone();
+            let second = glommio::spawn_local(async move { commit(&h, outside_commit(20)).await });
+            settle().await;
+            assert_eq!(host.parked.borrow().len(), 2, "both commits are being written");
+            // The second write completes first.
+            let later = host.parked.borrow_mut().pop().expect("parked");
+            let _ = later.try_send(());
+            assert_eq!(commit_error(&second.await), ErrorCode::None);
+            assert_eq!(committed_offset(&host), 20);
+            let earlier = host.parked.borrow_mut().pop().expect("parked");
+            let _ = earlier.try_send(());
+            assert_eq!(commit_error(&first.await), ErrorCode::None);
+            assert_eq!(
+                committed_offset(&host),
+                20,
+                "the commit of 10 is older in the log than that of 20"
+            );
+        });
+    }
+
+    /// Issue 19, finding 10: a commit that arrives while the group's
+    /// deletion is being written is refused, not written after the
+    /// tombstones (where a restart would bring it back).
+    #[test]
+    fn a_commit_to_a_group_being_deleted_is_refused() {
+        run(async {
+            let host = fake_host(Rc::new(ManualClock::new(1_000)));
+            assert_eq!(
+                commit_error(&commit(&host, outside_commit(5)).await),
+                ErrorCode::None
+            );
+            host.hold.set(true);
+            let h = host.clone();
+            let deleting = glommio::spawn_local(async move { delete_one(&h, "g").await });
+            settle().await;
+            assert_eq!(host.parked.borrow().len(), 1, "the tombstones are being written");
+            let h = host.clone();
+            let late = glommio::spawn_local(async move { commit(&h, outside_commit(7)).await });
+            settle().await;
+            for tx in host.parked.borrow_mut().drain(..) {
+                let _ = tx.try_send(());
+            }
+            settle().await;
+            for tx in host.parked.borrow_mut().drain(..) {
+                let _ = tx.try_send(());
+            }
+            assert_eq!(deleting.await, Ok(()));
+            let r = late.await;
+            assert_eq!(commit_error(&r), ErrorCode::CoordinatorNotAvailable);
+            assert_eq!(
+                host.appended.borrow().len(),
+                2,
+                "nothing written after the tombstones"
+            );
+        });
+    }
+
+    /// A log of `__consumer_offsets` holding commits of group "g" (offsets
+    /// 1..=n of partition 0), closed and reopened so that reads go to files.
+    async fn offsets_log(dir: &std::path::Path, n: i64) -> Log {
+        let clock: Rc<dyn borges_storage::Clock> = Rc::new(borges_storage::SystemClock);
+        let log = Log::open(dir, borges_storage::LogConfig::default(), clock.clone())
+            .await
+            .expect("open");
+        for o in 1..=n {
+            let mut b = RecordBatchBuilder::new(Compression::None);
+            let k = RecordKey::Offset {
+                group: "g".into(),
+                topic: OFFSETS_TOPIC.into(),
+                partition: 0,
+            };
+            let v = OffsetValue {
+                offset: o,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp: 0,
+            };
+            b.push(0, Some(&k.encode()), Some(&v.encode()), &[]);
+            log.append(b.build().expect("batch"), borges_net::types::LeaderEpoch(0))
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+        Log::open(dir, borges_storage::LogConfig::default(), clock)
+            .await
+            .expect("reopen")
+    }
+
+    /// Issue 19, finding 6: a read error while the coordinator replays its
+    /// offsets partition must not leave it serving what it read so far (no
+    /// group, offset -1): it answers COORDINATOR_LOAD_IN_PROGRESS until a
+    /// later load reads the whole partition.
+    #[test]
+    fn a_failed_load_serves_nothing_until_a_load_succeeds() {
+        run(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let log = offsets_log(dir.path(), 20).await;
+            let host = fake_host(Rc::new(ManualClock::new(1_000)));
+            let fetch = |host: &Rc<FakeHost>| {
+                fetch_offsets(
+                    host,
+                    OffsetFetchRequest {
+                        group_id: "g".into(),
+                        topics: None,
+                    },
+                )
+            };
+            borges_storage::seam::fail(borges_storage::seam::Op::Read, 0, 1, libc::EIO, None);
+            assert!(host.coordinator.load(0, &log).await.is_err());
+            assert_eq!(
+                borges_storage::seam::faults_left(),
+                0,
+                "the load met the read error"
+            );
+            borges_storage::seam::reset();
+            let r = fetch(&host);
+            assert_eq!(r.error, ErrorCode::CoordinatorLoadInProgress, "{r:?}");
+            let c = commit(&host, outside_commit(99)).await;
+            assert_eq!(commit_error(&c), ErrorCode::CoordinatorLoadInProgress);
+            // The next load reads everything.
+            assert_eq!(host.coordinator.loads_due(), Vec::<u32>::new(), "not due yet");
+            host.coordinator
+                .load(0, &log)
+                .await
+                .expect("the retry reads it all");
+            assert!(host.coordinator.is_loaded(0));
+            let r = fetch(&host);
+            assert_eq!(r.error, ErrorCode::None);
+            assert_eq!(committed_offset(&host), 20);
         });
     }
 

@@ -90,6 +90,12 @@ pub struct Group {
     /// Static members: instance id to member id.
     pub instances: HashMap<String, String>,
     pub offsets: HashMap<(String, u32), OffsetValue>,
+    /// Where in `__consumer_offsets` each committed offset of this run was
+    /// written: commits are written concurrently and may complete out of
+    /// order, and the one later in the log is the one that counts (a
+    /// restart replays the log in order). Absent for offsets loaded at
+    /// start, which every later commit follows in the log.
+    pub offsets_at: HashMap<(String, u32), i64>,
     /// A rebalance completes no earlier than this (the initial delay) ...
     pub rebalance_not_before: Instant,
     /// ... and no later than this, without the members that did not rejoin.
@@ -108,6 +114,7 @@ impl Group {
             members: BTreeMap::new(),
             instances: HashMap::new(),
             offsets: HashMap::new(),
+            offsets_at: HashMap::new(),
             rebalance_not_before: now,
             rebalance_deadline: now,
         }
@@ -148,7 +155,12 @@ impl Group {
 
     /// Moves a static member to a new member id, keeping its assignment;
     /// the old id's parked requests are answered `FencedInstanceId`. Returns
-    /// whether its protocols are unchanged.
+    /// whether the group's selected protocol is still among the member's,
+    /// which is all a returning static member is checked for (KIP-345): its
+    /// metadata differs from what it sent before whenever it owned
+    /// partitions then (cooperative subscriptions carry them and their
+    /// generation), and after a coordinator restart only the selected
+    /// protocol's metadata is known at all.
     pub fn replace_static_member(
         &mut self,
         old_id: &str,
@@ -164,7 +176,10 @@ impl Group {
         if let Some(tx) = m.sync_waiter.take() {
             let _ = tx.try_send(super::sync_error(ErrorCode::FencedInstanceId));
         }
-        let unchanged = m.protocols == protocols;
+        let unchanged = self
+            .protocol
+            .as_ref()
+            .is_some_and(|p| protocols.iter().any(|(n, _)| n == p));
         m.id = new_id.to_string();
         m.protocols = protocols.to_vec();
         if let Some(i) = &m.instance_id {
@@ -219,7 +234,9 @@ impl Group {
     }
 
     /// A tick at `now`: members past their session timeout (and not
-    /// waiting in a JoinGroup) are removed and the rest rebalance, and a
+    /// waiting in a JoinGroup or a SyncGroup: a member waits there for the
+    /// others, and cannot heartbeat meanwhile) are removed and the rest
+    /// rebalance, and a
     /// rebalance whose members have all rejoined or whose deadline has
     /// passed completes. Returns the value to persist when the group
     /// became empty.
@@ -227,7 +244,11 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+            .filter(|m| {
+                m.join_waiter.is_none()
+                    && m.sync_waiter.is_none()
+                    && now.duration_since(m.last_heartbeat) > m.session_timeout
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
@@ -576,6 +597,29 @@ mod tests {
         assert!(g.tick(clock.now(), &settings()).is_none());
         assert!(g.members.contains_key("a"));
         assert_eq!(g.state, GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn a_member_waiting_in_sync_does_not_expire() {
+        let clock = ManualClock::new(0);
+        let secs = Duration::from_secs;
+        let mut g = stable(&clock, &["a", "b"], secs(2), secs(10));
+        g.state = GroupState::CompletingRebalance;
+        let (tx, _rx) = local_channel::new_bounded(1);
+        g.members.get_mut("b").expect("b").sync_waiter = Some(tx);
+        g.members.get_mut("a").expect("a").last_heartbeat = clock.now() + secs(2);
+        clock.advance(secs(3));
+        // b waits for the leader's assignment, past its session: kept.
+        assert!(g.tick(clock.now(), &settings()).is_none());
+        assert!(g.members.contains_key("b"), "b is waiting in SyncGroup");
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        // The leader, not waiting, does expire; b's SyncGroup is answered.
+        clock.advance(secs(2));
+        g.tick(clock.now(), &settings());
+        assert!(!g.members.contains_key("a"));
+        assert!(g.members.contains_key("b"));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert!(g.members["b"].sync_waiter.is_none(), "told to rejoin");
     }
 
     #[test]

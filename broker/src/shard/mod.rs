@@ -155,6 +155,37 @@ impl Shard {
         self.registry.get(key)
     }
 
+    /// Loads again the consumer groups of the offsets partitions whose
+    /// load failed, once their retry is due (called with the group tick).
+    pub fn retry_group_loads(self: &Rc<Self>) {
+        for partition in self.coordinator.loads_due() {
+            let Some((key, partitions)) = self
+                .registry
+                .topics()
+                .topics
+                .get(crate::group::OFFSETS_TOPIC)
+                .map(|t| ((t.topic_id(), partition), t.partitions))
+            else {
+                continue;
+            };
+            let Some(p) = self.registry.local(key) else {
+                continue;
+            };
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                if shard.coordinator.load(partition, &p.log).await.is_ok() {
+                    if shard.registry.local(key).is_none() {
+                        // Closed here while it loaded: not ours any more.
+                        shard.coordinator.unload(partition, partitions);
+                    } else {
+                        tracing::info!(partition, "consumer groups loaded on a retry");
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
     /// The partition if this shard has it open.
     pub fn local_partition(&self, key: PartKey) -> Option<Rc<Partition>> {
         self.registry.local(key)
@@ -239,10 +270,10 @@ impl crate::group::Host for Shard {
         &self.coordinator
     }
 
-    async fn append_durable(&self, key: PartKey, batch: bytes::BytesMut) -> Result<(), PartError> {
+    async fn append_durable(&self, key: PartKey, batch: bytes::BytesMut) -> Result<i64, PartError> {
         let recompress_budget = std::sync::atomic::AtomicUsize::new(self.config.recompress_max_bytes);
         self.produce_local(key, batch, -1, GROUP_APPEND_TIMEOUT, &recompress_budget)
             .await
-            .map(|_| ())
+            .map(|p| p.base_offset)
     }
 }

@@ -402,7 +402,8 @@ impl Registry {
         });
         if t.name == OFFSETS_TOPIC {
             // The groups are known before any request can reach them.
-            coordinator.load(key.1, &p.log).await;
+            // (A failed load is retried by the shard: `Shard::retry_group_loads`.)
+            let _ = coordinator.load(key.1, &p.log).await;
         }
         self.partitions.borrow_mut().insert(key, p);
     }

@@ -7,11 +7,14 @@
 //! partition at the group's committed offset (or per `auto_offset_reset`),
 //! and tells the application through its `RebalanceListener`. A background
 //! task heartbeats; when the coordinator answers that the group is
-//! rebalancing, the next `poll` (woken at once) rejoins.
+//! rebalancing, the next `poll` (woken at once) rejoins, and heartbeats go
+//! on until it does, so that the member has the rebalance timeout to get
+//! there.
 //!
-//! With an eager assignor (range, round-robin) every partition is revoked
-//! before rejoining; with cooperative-sticky only the partitions that move
-//! are revoked, and the others keep being consumed through the rebalance.
+//! With an eager assignor (range, round-robin) among the member's assignors
+//! every partition is revoked before rejoining; when all of them are
+//! cooperative (cooperative-sticky) only the partitions that move are
+//! revoked, and the others keep being consumed through the rebalance.
 //!
 //! Offsets are at-least-once: with auto-commit, `poll` commits the
 //! positions of what earlier polls returned (the application has processed
@@ -57,11 +60,22 @@ pub struct GroupConfig {
     /// How often the background task heartbeats.
     pub heartbeat_interval: Duration,
     /// Assignors in order of preference; the group uses one all support.
+    /// The member rebalances cooperatively only if all of them are
+    /// cooperative: with an eager one among them (the default
+    /// [cooperative-sticky, range]) it revokes everything before rejoining,
+    /// since the group may switch to that one.
     pub assignors: Vec<Assignor>,
     /// Commit positions automatically (see the module docs).
     pub enable_auto_commit: bool,
     /// How often auto-commit commits.
     pub auto_commit_interval: Duration,
+    /// Longest the application may go between `poll` calls (Kafka's
+    /// `max.poll.interval.ms`). Past it the heartbeat task takes the member
+    /// out of the group (LeaveGroup; a static member just stops
+    /// heartbeating, and its session expires), so that an application that
+    /// is stuck does not hold its partitions while its heartbeats keep it
+    /// alive; the next `poll` finds them lost and rejoins.
+    pub max_poll_interval: Duration,
 }
 
 impl GroupConfig {
@@ -76,6 +90,7 @@ impl GroupConfig {
             assignors: vec![Assignor::CooperativeSticky, Assignor::Range],
             enable_auto_commit: true,
             auto_commit_interval: Duration::from_secs(5),
+            max_poll_interval: Duration::from_secs(300),
         }
     }
 }
@@ -112,13 +127,40 @@ pub(crate) struct Shared {
     /// Another member took over this instance id: fatal.
     pub(crate) fenced: AtomicBool,
     pub(crate) wake: tokio::sync::Notify,
+    /// The application is inside `poll` now.
+    pub(crate) in_poll: AtomicBool,
+    /// When it last entered or left `poll`.
+    pub(crate) last_poll: Mutex<Option<Instant>>,
+}
+
+/// Marks a `poll` in progress for `max_poll_interval` (dropped when the
+/// `poll` returns or is cancelled).
+pub(crate) struct PollGuard(Arc<Shared>);
+
+impl PollGuard {
+    pub(crate) fn new(shared: Arc<Shared>) -> PollGuard {
+        shared.in_poll.store(true, Ordering::SeqCst);
+        *shared.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        PollGuard(shared)
+    }
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        *self.0.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.0.in_poll.store(false, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MemberState {
     pub(crate) member_id: String,
     pub(crate) generation: i32,
-    /// Heartbeats are sent only between a completed sync and the next rejoin.
+    /// Heartbeats are sent from a completed sync until `poll` starts the
+    /// next JoinGroup: through a rebalance the coordinator has announced,
+    /// too, so that a member has the whole rebalance timeout, not its
+    /// session, to call `poll` and rejoin (KIP-62). While its JoinGroup and
+    /// SyncGroup wait, the coordinator does not expire it.
     pub(crate) active: bool,
     pub(crate) coordinator: Option<i32>,
 }
@@ -130,6 +172,17 @@ impl Shared {
 
     fn update(&self, f: impl FnOnce(&mut MemberState)) {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the application has been out of `poll` longer than `limit`.
+    fn poll_overdue(&self, limit: Duration) -> bool {
+        if self.in_poll.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.last_poll
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() > limit)
     }
 
     fn request_rejoin(&self) {
@@ -150,6 +203,9 @@ pub(crate) struct Membership {
     heartbeat: JoinHandle<()>,
     /// The partitions this member owns now.
     pub(crate) owned: BTreeSet<TopicPartition>,
+    /// Owned partitions whose committed offsets could not be read yet:
+    /// nothing is fetched from them until they are.
+    pub(crate) unpositioned: BTreeSet<TopicPartition>,
     pub(crate) protocol: Option<Assignor>,
     pub(crate) joined: bool,
     pub(crate) last_commit: Instant,
@@ -239,6 +295,7 @@ impl Membership {
             shared,
             heartbeat,
             owned: BTreeSet::new(),
+            unpositioned: BTreeSet::new(),
             protocol: None,
             joined: false,
             last_commit: Instant::now(),
@@ -252,6 +309,22 @@ impl Membership {
             topics: self.topics.clone(),
             owned: self.owned.iter().cloned().collect(),
             generation: if self.owned.is_empty() { -1 } else { st.generation },
+        }
+    }
+
+    /// How this member rebalances: cooperatively only if every assignor it
+    /// supports is cooperative (Kafka's rule), since the group may pick any
+    /// of them; with the default [cooperative-sticky, range] it is eager.
+    pub(crate) fn rebalance_protocol(&self) -> RebalanceProtocol {
+        if self
+            .config
+            .assignors
+            .iter()
+            .all(|a| a.protocol() == RebalanceProtocol::Cooperative)
+        {
+            RebalanceProtocol::Cooperative
+        } else {
+            RebalanceProtocol::Eager
         }
     }
 
@@ -297,17 +370,31 @@ impl Membership {
                 Ok(())
             }
             Some(code) => {
-                if matches!(
-                    code,
-                    ErrorCode::RebalanceInProgress
-                        | ErrorCode::IllegalGeneration
-                        | ErrorCode::UnknownMemberId
-                ) {
-                    self.shared.request_rejoin();
+                match code {
+                    ErrorCode::RebalanceInProgress => self.shared.request_rejoin(),
+                    // This member's generation is over: its partitions may
+                    // be someone else's now, and so are its positions.
+                    ErrorCode::IllegalGeneration => self.lose(),
+                    ErrorCode::UnknownMemberId => {
+                        self.shared.update(|s| s.member_id.clear());
+                        self.lose();
+                    }
+                    ErrorCode::FencedInstanceId => {
+                        self.shared.fenced.store(true, Ordering::SeqCst);
+                        self.lose();
+                    }
+                    _ => {}
                 }
                 Err(group_error(code))
             }
         }
+    }
+
+    /// The membership is gone (the coordinator said so): the partitions are
+    /// lost, and the next `poll` drops them and rejoins.
+    fn lose(&self) {
+        self.shared.lost.store(true, Ordering::SeqCst);
+        self.shared.request_rejoin();
     }
 
     /// Committed offsets of `parts` (-1 for none).
@@ -331,10 +418,29 @@ impl Membership {
 
     /// Joins (or rejoins) the group and returns the new assignment. Retries
     /// retriable failures; fails on fatal ones (fenced, bad configuration).
+    /// A failure leaves the member still needing to rejoin, so that the
+    /// next `poll` tries again (or reports the same fatal error) instead of
+    /// going on outside the group.
+    ///
+    /// `Ok(None)`: the coordinator answered that this member's membership is
+    /// gone (unknown member, stale generation) while it still owns
+    /// partitions; the caller drops them (they are lost, not revoked) and
+    /// calls again.
     pub(crate) async fn join_and_sync(
         &mut self,
         client: &Client,
-    ) -> Result<Vec<TopicPartition>, ClientError> {
+    ) -> Result<Option<Vec<TopicPartition>>, ClientError> {
+        let r = self.join_and_sync_once(client).await;
+        if !matches!(r, Ok(Some(_))) {
+            self.shared.rejoin.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    async fn join_and_sync_once(
+        &mut self,
+        client: &Client,
+    ) -> Result<Option<Vec<TopicPartition>>, ClientError> {
         let deadline = Instant::now() + self.config.rebalance_timeout.max(self.request_timeout) * 2;
         loop {
             if self.shared.fenced.load(Ordering::SeqCst) {
@@ -344,13 +450,16 @@ impl Membership {
                 return Err(ClientError::Timeout);
             }
             match self.try_join_and_sync(client).await {
-                Ok(parts) => return Ok(parts),
+                Ok(parts) => return Ok(Some(parts)),
                 Err(Retry::Now) => {}
                 Err(Retry::Later(e)) => {
                     tracing::debug!(group = %self.config.group_id, error = %e, "rejoining after an error");
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 Err(Retry::Fatal(e)) => return Err(e),
+            }
+            if self.shared.lost.load(Ordering::SeqCst) && !self.owned.is_empty() {
+                return Ok(None);
             }
         }
     }
@@ -451,7 +560,6 @@ impl Membership {
         let assignment = Assignment::decode(sr.assignment)
             .map_err(|e| Retry::Fatal(ClientError::Config(e.to_string())))?;
         self.joined = true;
-        self.shared.lost.store(false, Ordering::SeqCst);
         self.shared.update(|s| s.active = true);
         Ok(assignment.partitions)
     }
@@ -460,11 +568,24 @@ impl Membership {
     fn check_rebalance_answer(&self, code: ErrorCode) -> Result<(), Retry> {
         match code {
             ErrorCode::None => Ok(()),
+            // The membership is gone: what this member owns is lost.
             ErrorCode::UnknownMemberId => {
                 self.shared.update(|s| s.member_id.clear());
+                self.shared.lost.store(true, Ordering::SeqCst);
                 Err(Retry::Now)
             }
-            ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => Err(Retry::Now),
+            ErrorCode::IllegalGeneration => {
+                self.shared.lost.store(true, Ordering::SeqCst);
+                Err(Retry::Now)
+            }
+            ErrorCode::RebalanceInProgress => Err(Retry::Now),
+            ErrorCode::FencedInstanceId => {
+                // Another process took this instance id over: this one must
+                // stop consuming, for good.
+                self.shared.fenced.store(true, Ordering::SeqCst);
+                self.shared.lost.store(true, Ordering::SeqCst);
+                Err(Retry::Fatal(group_error(code)))
+            }
             code if is_coordinator_error(code) => {
                 self.shared.update(|s| s.coordinator = None);
                 Err(Retry::Later(group_error(code)))
@@ -529,6 +650,40 @@ async fn heartbeat_loop(client: Client, config: GroupConfig, shared: Arc<Shared>
             continue;
         }
         let mut coordinator = st.coordinator;
+        if shared.poll_overdue(config.max_poll_interval) {
+            tracing::warn!(
+                group = %config.group_id,
+                max_poll_interval = ?config.max_poll_interval,
+                "poll was not called within max_poll_interval: leaving the group"
+            );
+            shared.update(|s| {
+                s.active = false;
+                s.member_id.clear();
+            });
+            shared.lost.store(true, Ordering::SeqCst);
+            shared.request_rejoin();
+            if config.instance_id.is_none() {
+                let req = Request::LeaveGroup(LeaveGroupRequest {
+                    group_id: config.group_id.clone(),
+                    members: vec![LeavingMember {
+                        member_id: st.member_id.clone(),
+                        group_instance_id: None,
+                    }],
+                });
+                let r = send_to_coordinator(
+                    &client,
+                    &config.group_id,
+                    &mut coordinator,
+                    &req,
+                    config.session_timeout,
+                )
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(group = %config.group_id, error = %e, "leaving the group failed");
+                }
+            }
+            continue;
+        }
         let req = Request::Heartbeat(HeartbeatRequest {
             group_id: config.group_id.clone(),
             generation_id: st.generation,
@@ -577,9 +732,6 @@ async fn heartbeat_loop(client: Client, config: GroupConfig, shared: Arc<Shared>
             }
             c if is_coordinator_error(c) => shared.update(|s| s.coordinator = None),
             other => tracing::warn!(group = %config.group_id, code = ?other, "heartbeat refused"),
-        }
-        if shared.get().active && shared.rejoin.load(Ordering::SeqCst) {
-            shared.update(|s| s.active = false);
         }
     }
 }
