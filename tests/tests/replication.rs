@@ -476,3 +476,114 @@ fn an_isr_below_min_insync_refuses_acks_all_and_hides_acks_1_until_it_recovers()
         "min.insync.replicas 3 with the ISR at 2: acks=all refused ({refused:?}), acks=1 taken at offset {offset} and hidden (high watermark 5); the follower re-replicated from an empty directory; {compared} batches identical on all 3 replicas"
     );
 }
+
+/// A replica fetch of `topic:0` from `addr` as node `replica`.
+fn replica_fetch(
+    addr: std::net::SocketAddr,
+    replica: i32,
+    broker_epoch: i64,
+    topic: TopicId,
+    leader_epoch: i32,
+    fetch_offset: i64,
+) -> Result<(ErrorCode, i64, usize), ErrorCode> {
+    use borges_net::protocol::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchTopic};
+    let mut c = RawConn::connect(addr);
+    let resp = c.call(Request::ReplicaFetch(ReplicaFetchRequest {
+        replica,
+        broker_epoch: borges_net::types::BrokerEpoch(broker_epoch),
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        topics: vec![ReplicaFetchTopic {
+            topic_id: topic,
+            partitions: vec![ReplicaFetchPartition {
+                partition: 0,
+                leader_epoch,
+                fetch_offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    }));
+    match resp {
+        Err((code, _)) => Err(code),
+        Ok(Response::ReplicaFetch(f)) => {
+            let p = &f.topics[0].partitions[0];
+            Ok((p.error, p.high_watermark, p.records.len()))
+        }
+        Ok(other) => panic!("answered {:?}", other.api_key()),
+    }
+}
+
+#[test]
+fn bad_replica_fetches_get_typed_errors_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Three brokers, a topic of replication factor 2: one broker is not
+    // its replica.
+    let nodes = nodes(tmp.path(), 3);
+    let mut brokers = start_replicating(&nodes);
+    until_all_alive(nodes[0].client, 3);
+    let (code, topic, message) = create_replicated(nodes[0].client, "guarded", 1, 2, &[]);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    let state = until_in_sync(&nodes, &[0, 1, 2], "guarded", 2);
+    let (l, epoch) = (state[0].0, state[0].1);
+    let leader = nodes[l as usize].client;
+    for i in 0..5 {
+        assert_eq!(
+            produce_one(leader, topic, &format!("kept-{i}"), -1).0,
+            ErrorCode::None
+        );
+    }
+    let m = metadata(leader, "guarded").unwrap();
+    let replicas = &m.topics[0].partitions[0].replicas;
+    let follower = *replicas.iter().find(|&&n| n != l).unwrap();
+    let outsider = (0..3).find(|n| !replicas.contains(n)).unwrap();
+    let d = describe(leader).unwrap();
+    let epoch_of = |n: i32| d.brokers.iter().find(|b| b.node_id == n).unwrap().epoch;
+    let mut seen = Vec::new();
+    // Not a replica.
+    let r = replica_fetch(leader, outsider, epoch_of(outsider), topic, epoch, 0);
+    assert_eq!(r.map(|r| r.0), Ok(ErrorCode::ReplicaNotAvailable));
+    seen.push("non-replica: ReplicaNotAvailable");
+    // A stale and a future leader epoch.
+    let r = replica_fetch(leader, follower, epoch_of(follower), topic, epoch - 1, 0);
+    if epoch > 0 {
+        assert_eq!(r.map(|r| r.0), Ok(ErrorCode::FencedLeaderEpoch));
+    }
+    let r = replica_fetch(leader, follower, epoch_of(follower), topic, epoch + 1, 0);
+    assert_eq!(r.map(|r| r.0), Ok(ErrorCode::UnknownLeaderEpoch));
+    seen.push("newer epoch: UnknownLeaderEpoch");
+    // Offsets past the log end and negative ones.
+    for bad in [1_000_000, -5] {
+        let r = replica_fetch(leader, follower, epoch_of(follower), topic, epoch, bad);
+        assert_eq!(r.map(|r| r.0), Ok(ErrorCode::OffsetOutOfRange), "offset {bad}");
+    }
+    seen.push("offsets out of range: OffsetOutOfRange");
+    // A broker epoch that is not the registration's; a node nobody registered.
+    let r = replica_fetch(leader, follower, epoch_of(follower) + 7, topic, epoch, 0);
+    assert_eq!(r.map(|r| r.0), Err(ErrorCode::StaleBrokerEpoch));
+    let r = replica_fetch(leader, 77, 1, topic, epoch, 0);
+    assert_eq!(r.map(|r| r.0), Err(ErrorCode::BrokerIdNotRegistered));
+    seen.push("stale broker epoch, unknown node: refused whole");
+    // A fetch to a broker that does not lead the partition.
+    let r = replica_fetch(
+        nodes[follower as usize].client,
+        outsider,
+        epoch_of(outsider),
+        topic,
+        epoch,
+        0,
+    );
+    assert_eq!(r.map(|r| r.0), Ok(ErrorCode::NotLeaderOrFollower));
+    // Nothing changed: the records are there, the ISR is whole, acks=all works.
+    let (records, hw) = read_partition(leader, topic, 0);
+    assert_eq!((records.len(), hw), (5, 5));
+    assert_eq!(produce_one(leader, topic, "after", -1).0, ErrorCode::None);
+    until_in_sync(&nodes, &[0, 1, 2], "guarded", 2);
+    for b in &mut brokers {
+        assert!(b.terminate().success());
+    }
+    println!(
+        "bad replica fetches refused, each with its code ({}); 5 records and the ISR untouched",
+        seen.join("; ")
+    );
+}
