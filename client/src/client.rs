@@ -384,23 +384,27 @@ impl Client {
                 .get(&cache.controller_id)
                 .map(|b| format!("{}:{}", b.host, b.port))
         };
-        if let Some(addr) = controller {
-            if let Ok(conn) = self.addr_connection(&addr).await {
-                return conn.request(request, timeout).await;
-            }
-        }
-        let mut addrs: Vec<String> = self
-            .read_cache()
-            .brokers
-            .values()
-            .map(|b| format!("{}:{}", b.host, b.port))
-            .collect();
+        let mut addrs: Vec<String> = controller.into_iter().collect();
+        addrs.extend(
+            self.read_cache()
+                .brokers
+                .values()
+                .map(|b| format!("{}:{}", b.host, b.port)),
+        );
         addrs.extend(self.inner.bootstrap.iter().cloned());
         let mut last = ClientError::Config("no broker address".into());
         for addr in addrs {
-            match self.addr_connection(&addr).await {
-                Ok(conn) => return conn.request(request, timeout).await,
-                Err(e) => last = e,
+            // A broker that dies as it is asked (a SIGKILLed process whose
+            // port still took the connection, then reset it) is one of
+            // several: the next is asked. A broker's own answer, error or
+            // not, is the answer.
+            let answer = match self.addr_connection(&addr).await {
+                Ok(conn) => conn.request(request, timeout).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Err(e @ (ClientError::Io(_) | ClientError::Timeout)) => last = e,
+                other => return other,
             }
         }
         Err(last)

@@ -833,3 +833,48 @@ async fn unbounded_timeouts_do_not_overflow() {
     })
     .await;
 }
+
+/// A bootstrap broker that takes the connection and resets it (a SIGKILLed
+/// process whose port was still open) is one of several: the client asks
+/// the next instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_resets_the_connection_is_skipped() {
+    let broker = Broker::start();
+    let addr = broker.addr().to_string();
+    // Accepts every connection and closes it with a reset at once.
+    let dying = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let dying_addr = dying.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in dying.incoming().flatten() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid socket and a correctly sized option value.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            drop(s);
+        }
+    });
+    bounded(60, async move {
+        let client = Client::connect(&format!("{dying_addr},{addr}"), ClientConfig::default())
+            .await
+            .expect("the second bootstrap broker answers");
+        client
+            .admin()
+            .create_topic("reset", 1, 1, &[])
+            .await
+            .expect("create through the live broker");
+        println!("bootstrap past a broker that resets every connection: connected, topic created");
+    })
+    .await;
+}
