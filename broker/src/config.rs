@@ -246,6 +246,11 @@ pub struct BrokerConfig {
         value_parser = controller_voter
     )]
     pub controllers: Vec<ControllerVoter>,
+    /// Replication factor of `__consumer_offsets` in a cluster (Kafka's
+    /// offsets.topic.replication.factor); a broker alone uses 1. Until as
+    /// many brokers are registered, groups are not available.
+    #[arg(long, env = "BORGES_OFFSETS_TOPIC_REPLICATION_FACTOR", default_value_t = 3)]
+    pub offsets_topic_replication_factor: usize,
     /// Replication factor of a topic created without one (or by a produce);
     /// Kafka's default.replication.factor.
     #[arg(long, env = "BORGES_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
@@ -696,6 +701,14 @@ impl BrokerConfig {
                     self.default_replication_factor,
                     borges_meta::record::MAX_REPLICAS
                 ),
+            ));
+        }
+        if self.offsets_topic_replication_factor == 0
+            || self.offsets_topic_replication_factor > borges_meta::record::MAX_REPLICAS
+        {
+            return Err(ConfigError::Invalid(
+                "offsets_topic_replication_factor",
+                self.offsets_topic_replication_factor.to_string(),
             ));
         }
         if self

@@ -535,10 +535,17 @@ async fn adopt_topics(shard: &Rc<Shard>, host: &QuorumHost) -> Result<(), String
 
 /// Creates the internal topic of consumer groups; the active controller only.
 async fn create_offsets_topic(shard: &Shard, host: &QuorumHost) -> Result<(), String> {
+    // A cluster replicates the groups' offsets like any topic; a broker
+    // alone has no one to copy them to.
+    let rf = if shard.config.controllers.len() <= 1 {
+        1
+    } else {
+        shard.config.offsets_topic_replication_factor
+    };
     let offsets = NewTopic {
         name: crate::group::OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_partitions as i32,
-        replication_factor: 1,
+        replication_factor: i16::try_from(rf).unwrap_or(1),
         configs: crate::metadata::offsets_topic_configs(),
     };
     let mut rng = SplitMix64::new(random_u128(b"offsets") as u64);

@@ -587,3 +587,84 @@ fn bad_replica_fetches_get_typed_errors_and_change_nothing() {
         seen.join("; ")
     );
 }
+
+/// The node that coordinates `group`, as `addr` answers FindCoordinator.
+fn coordinator_of(addr: std::net::SocketAddr, group: &str) -> Option<i32> {
+    match call(
+        addr,
+        Request::FindCoordinator(borges_net::protocol::FindCoordinatorRequest {
+            group_id: group.into(),
+        }),
+    )? {
+        Response::FindCoordinator(r) if r.error == ErrorCode::None => Some(r.node_id),
+        _ => None,
+    }
+}
+
+#[test]
+fn committed_offsets_survive_the_sigkill_of_their_coordinator() {
+    use borges_client::{Client, ClientConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3);
+    let mut brokers = start_replicating(&nodes);
+    until_all_alive(nodes[0].client, 3);
+    // The offsets topic of a cluster has three replicas.
+    let offsets = until_in_sync(&nodes, &[0, 1, 2], "__consumer_offsets", 3);
+    let (code, _, message) = create_replicated(nodes[0].client, "orders", 2, 3, &[]);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    until_in_sync(&nodes, &[0, 1, 2], "orders", 3);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.client.to_string()).collect();
+    let bootstrap = bootstrap.join(",");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = rt.block_on(async {
+        Client::connect(&bootstrap, ClientConfig::default())
+            .await
+            .expect("connect")
+            .admin()
+    });
+    let tp = |p: u32| ("orders".to_string(), p);
+    rt.block_on(admin.set_group_offsets("billing", &[(tp(0), 42), (tp(1), 7)]))
+        .expect("commit through the coordinator");
+    let (old, _) = until(Duration::from_secs(10), "a coordinator", || {
+        coordinator_of(nodes[0].client, "billing")
+    });
+    brokers[old as usize].kill();
+    let other = (old as usize + 1) % 3;
+    let (new, took) = until(Duration::from_secs(30), "another coordinator", || {
+        coordinator_of(nodes[other].client, "billing").filter(|&n| n != old)
+    });
+    // The new coordinator has every committed offset, and takes new commits
+    // (acks=all on the two replicas left).
+    let got = rt.block_on(async {
+        let began = Instant::now();
+        loop {
+            match admin.group_offsets("billing").await {
+                Ok(v) if !v.is_empty() => break v,
+                r if began.elapsed() > Duration::from_secs(30) => {
+                    panic!("no offsets from the new coordinator: {r:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert_eq!(got, vec![(tp(0), 42), (tp(1), 7)]);
+    rt.block_on(admin.set_group_offsets("billing", &[(tp(0), 43)]))
+        .expect("a commit to the new coordinator");
+    restart(&nodes, old as usize, &mut brokers);
+    until_in_sync(&nodes, &[0, 1, 2], "__consumer_offsets", 3);
+    let got = rt.block_on(admin.group_offsets("billing")).expect("offsets");
+    assert_eq!(got, vec![(tp(0), 43), (tp(1), 7)]);
+    drop(admin);
+    drop(rt);
+    for b in &mut brokers {
+        assert!(b.terminate().success());
+    }
+    println!(
+        "__consumer_offsets has {} partitions of 3 replicas; coordinator {old} SIGKILLed, node {new} coordinates after {took:?} with both committed offsets (42, 7), takes a commit (43), and the restarted broker rejoins every ISR",
+        offsets.len()
+    );
+}

@@ -30,6 +30,11 @@ pub trait Host: 'static {
     /// Whether this shard has partition `key` open, its groups loaded.
     fn is_open(&self, key: PartKey) -> bool;
 
+    /// Whether this broker leads partition `key` (of `__consumer_offsets`)
+    /// now: only the leader coordinates its groups; a follower's copy of
+    /// them goes stale.
+    fn leads(&self, key: PartKey) -> bool;
+
     /// The coordinator's settings.
     fn group_settings(&self) -> &GroupSettings;
 

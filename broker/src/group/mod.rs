@@ -114,6 +114,8 @@ type GroupRef = Rc<RefCell<Group>>;
 
 /// How long after a failed load of an offsets partition it is tried again.
 const LOAD_RETRY: Duration = Duration::from_secs(1);
+/// How long a load in flight keeps its partition from being loaded again.
+const LOAD_IN_FLIGHT: Duration = Duration::from_secs(3600);
 
 /// The groups one shard coordinates; lives on that shard's executor.
 pub struct Coordinator {
@@ -203,9 +205,18 @@ impl Coordinator {
             .map(|(p, _)| *p)
             .collect();
         for p in &due {
-            unloaded.insert(*p, now + LOAD_RETRY);
+            // In flight: not due again until it settles (`load` sets the
+            // next retry if it fails), so no two loads of one partition run.
+            unloaded.insert(*p, now + LOAD_IN_FLIGHT);
         }
         due
+    }
+
+    /// A load of `partition` is about to start (this broker became its
+    /// leader): its groups are not served until the load succeeds.
+    pub fn begin_load(&self, partition: u32) {
+        let due = self.now() + LOAD_IN_FLIGHT;
+        self.unloaded.borrow_mut().insert(partition, due);
     }
 
     /// Forgets the groups of an offsets partition this shard no longer owns.
@@ -258,6 +269,9 @@ fn coordinates<H: Host>(host: &Rc<H>, group: &str) -> Result<PartKey, ErrorCode>
     }
     let key = offsets_key(&host.topics(), group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
     if !host.owns(key) {
+        return Err(ErrorCode::NotCoordinator);
+    }
+    if host.is_open(key) && !host.leads(key) {
         return Err(ErrorCode::NotCoordinator);
     }
     if !host.is_open(key) || !host.coordinator().is_loaded(key.1) {
@@ -1110,6 +1124,10 @@ mod tests {
         }
 
         fn is_open(&self, _key: PartKey) -> bool {
+            true
+        }
+
+        fn leads(&self, _key: PartKey) -> bool {
             true
         }
 

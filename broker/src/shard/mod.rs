@@ -174,7 +174,11 @@ impl Shard {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 if shard.coordinator.load(partition, &p.log).await.is_ok() {
-                    if shard.registry.local(key).is_none() {
+                    let leads = shard
+                        .registry
+                        .local(key)
+                        .is_some_and(|p| p.replica.borrow().is_leader());
+                    if !leads {
                         // Closed here while it loaded: not ours any more.
                         shard.coordinator.unload(partition, partitions);
                     } else {
@@ -260,6 +264,12 @@ impl crate::group::Host for Shard {
 
     fn is_open(&self, key: PartKey) -> bool {
         self.registry.local(key).is_some()
+    }
+
+    fn leads(&self, key: PartKey) -> bool {
+        self.registry
+            .local(key)
+            .is_some_and(|p| p.replica.borrow().is_leader())
     }
 
     fn group_settings(&self) -> &crate::group::GroupSettings {

@@ -201,13 +201,44 @@ impl Registry {
                     }
                     *p.settings.borrow_mut() = settings;
                 }
-                None => self.open(key, t, settings, coordinator).await,
+                None => self.open(key, t, settings).await,
             }
             if let Some(p) = self.local(key) {
-                self.follow_image(&p, &snap);
+                let transition = self.follow_image(&p, &snap);
+                if p.topic == OFFSETS_TOPIC {
+                    self.follow_groups(&p, transition, t.partitions, coordinator)
+                        .await;
+                }
             }
         }
         *self.topics.borrow_mut() = snap;
+    }
+
+    /// An offsets partition's groups follow its leadership: loaded from the
+    /// log when this broker becomes the leader (served only once the load
+    /// is whole), forgotten when it follows or goes offline (a follower's
+    /// copy would go stale while another broker coordinates them).
+    async fn follow_groups(
+        &self,
+        p: &Rc<Partition>,
+        transition: Transition,
+        partitions: u32,
+        coordinator: &Coordinator,
+    ) {
+        match transition {
+            Transition::BecameLeader => {
+                coordinator.begin_load(p.key.1);
+                // (A failed load is retried by the shard: `Shard::retry_group_loads`.)
+                if coordinator.load(p.key.1, &p.log).await.is_ok() && !p.replica.borrow().is_leader() {
+                    // It stopped leading while it loaded.
+                    coordinator.unload(p.key.1, partitions);
+                }
+            }
+            Transition::BecameFollower { .. } | Transition::WentOffline => {
+                coordinator.unload(p.key.1, partitions)
+            }
+            Transition::Unchanged | Transition::IsrChanged => {}
+        }
     }
 
     /// The replication settings of `p` with `replicas` replicas.
@@ -232,7 +263,7 @@ impl Registry {
 
     /// Moves `p`'s replication state to what `snap`'s image says of it
     /// (a partition the image does not place is led here alone).
-    fn follow_image(&self, p: &Partition, snap: &Topics) {
+    fn follow_image(&self, p: &Partition, snap: &Topics) -> Transition {
         let me = borges_meta::NodeId(self.config.node_id);
         let state = snap
             .cluster
@@ -256,7 +287,7 @@ impl Registry {
             r.apply(&state, p.log.log_end_offset().0, now)
         };
         match transition {
-            Transition::Unchanged => return,
+            Transition::Unchanged => return transition,
             Transition::BecameFollower { leader } => {
                 tracing::info!(topic = %p.topic, partition = p.key.1, leader = leader.0, epoch = state.leader_epoch.0, "following");
                 p.needs_truncation.set(true);
@@ -272,6 +303,7 @@ impl Registry {
         // Waiting produces, fetches and followers look again.
         p.notify.notify();
         p.appended.notify();
+        transition
     }
 
     /// Closes and removes the partitions no longer wanted here.
@@ -318,7 +350,7 @@ impl Registry {
     }
 
     /// Opens (or creates) one partition and registers it.
-    async fn open(&self, key: PartKey, t: &TopicMeta, settings: TopicSettings, coordinator: &Coordinator) {
+    async fn open(&self, key: PartKey, t: &TopicMeta, settings: TopicSettings) {
         let mut path = match self.dirs.place(&t.name, PartitionId(key.1)) {
             Ok(p) => p,
             Err(e) => {
@@ -400,11 +432,9 @@ impl Registry {
             settings: RefCell::new(settings),
             visibility_sync: Cell::new(false),
         });
-        if t.name == OFFSETS_TOPIC {
-            // The groups are known before any request can reach them.
-            // (A failed load is retried by the shard: `Shard::retry_group_loads`.)
-            let _ = coordinator.load(key.1, &p.log).await;
-        }
+        // An offsets partition's groups are loaded once the image makes
+        // this broker its leader (`follow_groups`, right after this, with
+        // nothing in between that a request could see).
         self.partitions.borrow_mut().insert(key, p);
     }
 

@@ -383,6 +383,11 @@ impl Membership {
                         self.shared.fenced.store(true, Ordering::SeqCst);
                         self.lose();
                     }
+                    // Another broker coordinates the group now (its offsets
+                    // partition has a new leader): find it again.
+                    ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => {
+                        self.shared.update(|s| s.coordinator = None)
+                    }
                     _ => {}
                 }
                 Err(group_error(code))
