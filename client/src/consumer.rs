@@ -181,7 +181,10 @@ pub struct Consumer {
     /// byte budget does not always favour the same partitions.
     rotation: usize,
     /// Set by `subscribe`: the assignment comes from a consumer group.
-    group: Option<Membership>,
+    /// Shared with the group work of a `poll` in progress, so that a poll
+    /// future dropped mid-await (`select!`, a timeout) leaves the
+    /// membership where it was instead of taking it along.
+    group: Option<Arc<tokio::sync::Mutex<Membership>>>,
     /// An error met by a `poll` that had records to return: those come
     /// first, the error with the next `poll`.
     deferred_error: Option<ClientError>,
@@ -255,19 +258,21 @@ impl Consumer {
             ));
         }
         self.parts.clear();
-        self.group = Some(Membership::new(
+        self.group = Some(Arc::new(tokio::sync::Mutex::new(Membership::new(
             &self.client,
             group,
             topics.iter().map(|t| t.to_string()).collect(),
             listener,
             self.config.request_timeout,
-        ));
+        ))));
         Ok(())
     }
 
     /// The group's generation and this member's id, once joined.
     pub fn group_member(&self) -> Option<(i32, String)> {
-        let g = self.group.as_ref()?;
+        // Never contended: the group work of a poll holds it only while
+        // that poll runs, and this takes `&self`.
+        let g = self.group.as_ref()?.try_lock().ok()?;
         let st = g.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         g.joined.then(|| (st.generation, st.member_id.clone()))
     }
@@ -281,21 +286,23 @@ impl Consumer {
 
     /// Commits the given next-offsets to read for the subscribed group.
     pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), ClientError> {
-        let Some(g) = self.group.as_mut() else {
+        let Some(g) = self.group.clone() else {
             return Err(ClientError::Config(
                 "commit needs a group: call subscribe first".into(),
             ));
         };
+        let mut g = g.lock().await;
         g.commit(&self.client, offsets).await
     }
 
     /// The group's committed offset of a partition; `None` if it has none.
     pub async fn committed(&mut self, topic: &str, partition: u32) -> Result<Option<i64>, ClientError> {
-        let Some(g) = self.group.as_mut() else {
+        let Some(g) = self.group.clone() else {
             return Err(ClientError::Config(
                 "committed needs a group: call subscribe first".into(),
             ));
         };
+        let mut g = g.lock().await;
         let tp = (topic.to_string(), partition);
         let got = g.committed(&self.client, std::slice::from_ref(&tp)).await?;
         Ok(got.get(&tp).copied().filter(|o| *o >= 0))
@@ -306,9 +313,10 @@ impl Consumer {
     /// others take over at once (a static member just stops, see
     /// `GroupConfig::instance_id`).
     pub async fn close(mut self) -> Result<(), ClientError> {
-        let Some(mut g) = self.group.take() else {
+        let Some(g) = self.group.take() else {
             return Ok(());
         };
+        let mut g = g.lock().await;
         let mut result = Ok(());
         if g.joined && !g.owned.is_empty() {
             if g.config.enable_auto_commit && !g.needs_rejoin() {
@@ -332,12 +340,11 @@ impl Consumer {
 
     /// Group work before a poll: lost partitions, auto-commit, rebalances.
     async fn maintain_group(&mut self) -> Result<(), ClientError> {
-        let Some(mut g) = self.group.take() else {
+        let Some(g) = self.group.clone() else {
             return Ok(());
         };
-        let r = self.maintain_with(&mut g).await;
-        self.group = Some(g);
-        r
+        let mut g = g.lock().await;
+        self.maintain_with(&mut g).await
     }
 
     /// If the membership was lost, drops every owned partition and its
@@ -530,7 +537,10 @@ impl Consumer {
     /// `poll`, after them.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
-        let wake = self.group.as_ref().map(|g| g.shared.clone());
+        let wake = self
+            .group
+            .as_ref()
+            .and_then(|g| g.try_lock().ok().map(|g| g.shared.clone()));
         let _polling = wake.clone().map(PollGuard::new);
         if let Some(e) = self.deferred_error.take() {
             return Err(e);

@@ -1026,3 +1026,64 @@ async fn commit_racing_a_group_deletion_stays_deleted() {
     })
     .await;
 }
+
+/// A cold review's finding after issue 19: a `poll` future dropped while
+/// its group work waits (here: the JoinGroup of a rebalance another member
+/// started, cut by `tokio::time::timeout`) must leave the member in its
+/// group, still committing and consuming, not out of it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_poll_keeps_the_membership() {
+    let b = GroupBroker::start();
+    bounded(90, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("dropped", 2, 1, &[])
+            .await
+            .expect("create");
+        let mut cfg = group_config("dropped");
+        cfg.rebalance_timeout = Duration::from_secs(10);
+        let mut a = consumer(&client);
+        a.subscribe(cfg.clone(), &["dropped"], Box::new(NoopListener))
+            .expect("subscribe");
+        while a.group_member().is_none() {
+            a.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        // Another member joins: the rebalance makes `a` rejoin, and each of
+        // its polls is cut short while it waits in the group work.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut other = consumer(&client);
+        other
+            .subscribe(cfg, &["dropped"], Box::new(NoopListener))
+            .expect("subscribe");
+        let other_task = run_member(other, stop.clone());
+        let mut cut = 0;
+        let began = std::time::Instant::now();
+        while began.elapsed() < Duration::from_secs(3) {
+            if tokio::time::timeout(Duration::from_millis(20), a.poll(Duration::from_secs(1)))
+                .await
+                .is_err()
+            {
+                cut += 1;
+            }
+        }
+        assert!(cut > 0, "no poll was cut short");
+        // The member is still in the group: it rejoins, gets a partition,
+        // and its commits reach the coordinator.
+        wait_for_group(&client, "dropped", "both members with a partition each", |d| {
+            d.state == "Stable" && d.members.len() == 2 && d.members.iter().all(|m| m.assignment.len() == 1)
+        })
+        .await;
+        for _ in 0..20 {
+            a.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        assert!(a.group_member().is_some(), "the member left its group");
+        a.commit().await.expect("a commit after the cut polls");
+        stop.store(true, Ordering::SeqCst);
+        let other = other_task.await.expect("other");
+        a.close().await.expect("close");
+        other.close().await.expect("close");
+        println!("{cut} polls cut short during a rebalance; the member stayed in its group and commits");
+    })
+    .await;
+}

@@ -736,10 +736,12 @@ async fn commit<H: Host>(host: &Rc<H>, r: OffsetCommitRequest) -> OffsetCommitRe
             Err(e) => return all_failed(e, &r),
         };
         // In log order, not in the order writes complete: a commit written
-        // after this one but stored first keeps its value.
+        // after this one but stored first keeps its value. Within this one
+        // batch (`at` alike), a partition named twice keeps its last entry,
+        // as a replay of the log does.
         let mut g = group.borrow_mut();
         for (k, v) in accepted {
-            if g.offsets_at.get(&k).is_none_or(|&prev| prev < at) {
+            if g.offsets_at.get(&k).is_none_or(|&prev| prev <= at) {
                 g.offsets_at.insert(k.clone(), at);
                 g.offsets.insert(k, v);
             }
