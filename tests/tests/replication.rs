@@ -42,8 +42,44 @@ fn restart(nodes: &[Node], i: usize, brokers: &mut [Broker]) {
         .expect("the broker starts again");
 }
 
+/// (leader, leader epoch, ISR) of each partition of a topic.
+type PartitionStates = Vec<(i32, i32, Vec<i32>)>;
+
+/// Three replicating brokers, all alive, with `topic` created (`rf`
+/// replicas, `configs`) and every replica in sync: the nodes, the brokers,
+/// the topic's id and its partitions' (leader, epoch, ISR).
+fn cluster_with(
+    root: &Path,
+    topic: &str,
+    partitions: u32,
+    rf: u16,
+    configs: &[(&str, &str)],
+) -> (Vec<Node>, Vec<Broker>, TopicId, PartitionStates) {
+    let nodes = nodes(root, 3);
+    let brokers = start_replicating(&nodes);
+    until_all_alive(nodes[0].client, 3);
+    let (code, id, message) = create_replicated(nodes[0].client, topic, partitions, rf, configs);
+    assert_eq!(code, ErrorCode::None, "{message:?}");
+    let state = until_in_sync(&nodes, &[0, 1, 2], topic, rf as usize);
+    (nodes, brokers, id, state)
+}
+
+/// Every node's address, as a client's bootstrap list.
+fn bootstrap_of(nodes: &[Node]) -> String {
+    let v: Vec<String> = nodes.iter().map(|n| n.client.to_string()).collect();
+    v.join(",")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// (leader, leader epoch, ISR) of every partition of `topic`, as `addr` sees it.
-fn partitions(addr: std::net::SocketAddr, topic: &str) -> Option<Vec<(i32, i32, Vec<i32>)>> {
+fn partitions(addr: std::net::SocketAddr, topic: &str) -> Option<PartitionStates> {
     let m = metadata(addr, topic)?;
     let t = m.topics.first()?;
     if t.error != ErrorCode::None {
@@ -64,7 +100,7 @@ fn partitions(addr: std::net::SocketAddr, topic: &str) -> Option<Vec<(i32, i32, 
 
 /// Waits until every partition of `topic` has a leader and all `n`
 /// replicas in sync, as every node in `ask` sees it.
-fn until_in_sync(nodes: &[Node], ask: &[usize], topic: &str, n: usize) -> Vec<(i32, i32, Vec<i32>)> {
+fn until_in_sync(nodes: &[Node], ask: &[usize], topic: &str, n: usize) -> PartitionStates {
     until(Duration::from_secs(60), "every replica in sync", || {
         let mut seen = None;
         for &i in ask {
@@ -201,19 +237,9 @@ fn acks_all_survives_the_sigkill_of_every_leader_in_turn() {
     use borges_client::{Acks, Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
     const PARTITIONS: usize = 3;
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = nodes(tmp.path(), 3);
-    let mut brokers = start_replicating(&nodes);
-    until_all_alive(nodes[0].client, 3);
-    let (code, topic_id, message) = create_replicated(nodes[0].client, "rep", PARTITIONS as u32, 3, &[]);
-    assert_eq!(code, ErrorCode::None, "{message:?}");
-    until_in_sync(&nodes, &[0, 1, 2], "rep", 3);
-    let bootstrap: Vec<String> = nodes.iter().map(|n| n.client.to_string()).collect();
-    let bootstrap = bootstrap.join(",");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (nodes, mut brokers, topic_id, _) = cluster_with(tmp.path(), "rep", PARTITIONS as u32, 3, &[]);
+    let bootstrap = bootstrap_of(&nodes);
+    let rt = runtime();
     let done = Arc::new(AtomicBool::new(false));
     let producing = {
         let done = done.clone();
@@ -357,12 +383,7 @@ fn produce_retrying(addr: std::net::SocketAddr, topic: TopicId, value: &str) -> 
 #[test]
 fn a_paused_leader_acknowledges_nothing_after_it_is_replaced() {
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = nodes(tmp.path(), 3);
-    let mut brokers = start_replicating(&nodes);
-    until_all_alive(nodes[0].client, 3);
-    let (code, topic, message) = create_replicated(nodes[0].client, "paused", 1, 3, &[]);
-    assert_eq!(code, ErrorCode::None, "{message:?}");
-    let before = until_in_sync(&nodes, &[0, 1, 2], "paused", 3);
+    let (nodes, mut brokers, topic, before) = cluster_with(tmp.path(), "paused", 1, 3, &[]);
     let old = before[0].0 as usize;
     for i in 0..10 {
         assert_eq!(
@@ -420,13 +441,8 @@ fn a_paused_leader_acknowledges_nothing_after_it_is_replaced() {
 #[test]
 fn an_isr_below_min_insync_refuses_acks_all_and_hides_acks_1_until_it_recovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = nodes(tmp.path(), 3);
-    let mut brokers = start_replicating(&nodes);
-    until_all_alive(nodes[0].client, 3);
-    let (code, topic, message) =
-        create_replicated(nodes[0].client, "strict", 1, 3, &[("min.insync.replicas", "3")]);
-    assert_eq!(code, ErrorCode::None, "{message:?}");
-    let state = until_in_sync(&nodes, &[0, 1, 2], "strict", 3);
+    let (nodes, mut brokers, topic, state) =
+        cluster_with(tmp.path(), "strict", 1, 3, &[("min.insync.replicas", "3")]);
     let l = state[0].0 as usize;
     for i in 0..5 {
         assert_eq!(
@@ -519,12 +535,7 @@ fn bad_replica_fetches_get_typed_errors_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     // Three brokers, a topic of replication factor 2: one broker is not
     // its replica.
-    let nodes = nodes(tmp.path(), 3);
-    let mut brokers = start_replicating(&nodes);
-    until_all_alive(nodes[0].client, 3);
-    let (code, topic, message) = create_replicated(nodes[0].client, "guarded", 1, 2, &[]);
-    assert_eq!(code, ErrorCode::None, "{message:?}");
-    let state = until_in_sync(&nodes, &[0, 1, 2], "guarded", 2);
+    let (nodes, mut brokers, topic, state) = cluster_with(tmp.path(), "guarded", 1, 2, &[]);
     let (l, epoch) = (state[0].0, state[0].1);
     let leader = nodes[l as usize].client;
     for i in 0..5 {
@@ -605,21 +616,11 @@ fn coordinator_of(addr: std::net::SocketAddr, group: &str) -> Option<i32> {
 fn committed_offsets_survive_the_sigkill_of_their_coordinator() {
     use borges_client::{Client, ClientConfig};
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = nodes(tmp.path(), 3);
-    let mut brokers = start_replicating(&nodes);
-    until_all_alive(nodes[0].client, 3);
+    let (nodes, mut brokers, _, _) = cluster_with(tmp.path(), "orders", 2, 3, &[]);
     // The offsets topic of a cluster has three replicas.
     let offsets = until_in_sync(&nodes, &[0, 1, 2], "__consumer_offsets", 3);
-    let (code, _, message) = create_replicated(nodes[0].client, "orders", 2, 3, &[]);
-    assert_eq!(code, ErrorCode::None, "{message:?}");
-    until_in_sync(&nodes, &[0, 1, 2], "orders", 3);
-    let bootstrap: Vec<String> = nodes.iter().map(|n| n.client.to_string()).collect();
-    let bootstrap = bootstrap.join(",");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let bootstrap = bootstrap_of(&nodes);
+    let rt = runtime();
     let admin = rt.block_on(async {
         Client::connect(&bootstrap, ClientConfig::default())
             .await
