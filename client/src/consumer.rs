@@ -324,7 +324,12 @@ impl Consumer {
                 result = g.commit(&self.client, &offsets).await;
             }
             let owned: Vec<TopicPartition> = g.owned.iter().cloned().collect();
-            g.listener.on_partitions_revoked(&owned);
+            if g.shared.lost.load(std::sync::atomic::Ordering::SeqCst) {
+                // Expelled meanwhile (the commit said so): lost, not revoked.
+                g.listener.on_partitions_lost(&owned);
+            } else {
+                g.listener.on_partitions_revoked(&owned);
+            }
         }
         g.leave(&self.client).await;
         result
@@ -453,6 +458,13 @@ impl Consumer {
             if let Err(e) = g.commit(&self.client, &offsets).await {
                 tracing::info!(group = %g.config.group_id, error = %e, "commit before revocation failed");
             }
+        }
+        if g.shared.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            // The commit learnt that the membership is gone: the partitions
+            // are someone else's already, lost rather than revoked (a
+            // listener that saves its state on revocation must not).
+            self.drop_if_lost(g);
+            return;
         }
         g.listener.on_partitions_revoked(parts);
         self.unassign(parts);

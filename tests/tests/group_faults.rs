@@ -1087,3 +1087,58 @@ async fn a_dropped_poll_keeps_the_membership() {
     })
     .await;
 }
+
+/// A cold review's finding after issue 19 (finding 5's callbacks): a member
+/// expelled without knowing it learns so from the commit `close` makes; its
+/// listener must hear that the partitions are lost, not revoked (a listener
+/// that saves state on revocation would overwrite the new owner's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_after_an_unknown_expulsion_reports_lost_not_revoked() {
+    let b = GroupBroker::start();
+    bounded(60, async {
+        let client = connect(&b.addr()).await;
+        client
+            .admin()
+            .create_topic("cl", 1, 1, &[])
+            .await
+            .expect("create");
+        produce_to(&client, "cl", 0, 0, 10).await;
+        let mut cfg = group_config("cl");
+        // The heartbeats stay out of the way: the loss is learnt from the commit.
+        cfg.session_timeout = Duration::from_secs(60);
+        cfg.heartbeat_interval = Duration::from_secs(50);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut a = consumer(&client);
+        a.subscribe(cfg, &["cl"], Box::new(Events(events.clone())))
+            .expect("subscribe");
+        let mut got = 0;
+        while got < 10 {
+            got += a.poll(Duration::from_millis(100)).await.expect("poll").len();
+        }
+        let (_, a_id) = a.group_member().expect("joined");
+        let Response::LeaveGroup(l) = client
+            .send_to(
+                node(&client),
+                &Request::LeaveGroup(LeaveGroupRequest {
+                    group_id: "cl".into(),
+                    members: vec![LeavingMember {
+                        member_id: a_id,
+                        group_instance_id: None,
+                    }],
+                }),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("leave")
+        else {
+            panic!()
+        };
+        assert_eq!(l.members[0].error, ErrorCode::None);
+        let before = events.lock().unwrap().len();
+        let _ = a.close().await;
+        let after: Vec<&str> = events.lock().unwrap()[before..].iter().map(|(w, _)| *w).collect();
+        assert_eq!(after, vec!["lost"], "the listener after the expulsion: {after:?}");
+        println!("close after an expulsion the member did not know of: the listener heard {after:?}");
+    })
+    .await;
+}
