@@ -4,12 +4,12 @@
 //! as it stops (Kafka's BrokerRegistration and BrokerHeartbeat, KIP-631).
 //!
 //! With no `--controllers` the quorum is of one: this broker is its own
-//! controller. With them, every broker is a voter (Redpanda's model for a
-//! small cluster; KRaft's brokers that are not controllers, observers of
-//! the metadata log, are not built yet): raft messages travel between the
-//! brokers on their own ports ([`crate::peer`] sends, [`crate::peer_api`]
-//! answers), and a broker that is not the active controller registers and
-//! heartbeats with the broker that is.
+//! controller. With them, the brokers listed are voters and any other is
+//! an observer that follows the committed image (MetadataFetch): raft
+//! messages travel between the voters on their own ports ([`crate::peer`]
+//! sends, [`crate::peer_api`] answers), and a broker that is not the active
+//! controller registers, heartbeats and sends its leaders' ISR changes
+//! (AlterPartition) to the broker that is.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
