@@ -327,24 +327,7 @@ async fn lost_membership_drops_positions() {
         }
         let (_, a_id) = a.group_member().expect("joined");
         // A is expelled (as a session expiry would), and does not know.
-        let Response::LeaveGroup(l) = client
-            .send_to(
-                node(&client),
-                &Request::LeaveGroup(LeaveGroupRequest {
-                    group_id: "lm".into(),
-                    members: vec![LeavingMember {
-                        member_id: a_id.clone(),
-                        group_instance_id: None,
-                    }],
-                }),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("leave")
-        else {
-            panic!()
-        };
-        assert_eq!(l.members[0].error, ErrorCode::None);
+        expel(&client, "lm", &a_id).await;
         produce_to(&client, "lm", 0, 100, 100).await;
         let mut bcfg = cfg.clone();
         bcfg.enable_auto_commit = false;
@@ -1116,24 +1099,7 @@ async fn close_after_an_unknown_expulsion_reports_lost_not_revoked() {
             got += a.poll(Duration::from_millis(100)).await.expect("poll").len();
         }
         let (_, a_id) = a.group_member().expect("joined");
-        let Response::LeaveGroup(l) = client
-            .send_to(
-                node(&client),
-                &Request::LeaveGroup(LeaveGroupRequest {
-                    group_id: "cl".into(),
-                    members: vec![LeavingMember {
-                        member_id: a_id,
-                        group_instance_id: None,
-                    }],
-                }),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("leave")
-        else {
-            panic!()
-        };
-        assert_eq!(l.members[0].error, ErrorCode::None);
+        expel(&client, "cl", &a_id).await;
         let before = events.lock().unwrap().len();
         let _ = a.close().await;
         let after: Vec<&str> = events.lock().unwrap()[before..].iter().map(|(w, _)| *w).collect();

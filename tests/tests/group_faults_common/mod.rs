@@ -359,3 +359,26 @@ async fn proxy_connection(client: tokio::net::TcpStream, st: Arc<ProxyState>) {
     // Both directions close: the client sees its connection break.
     down.abort();
 }
+
+/// Takes `member` out of `group` on its behalf (as a session expiry would),
+/// without the member knowing.
+pub async fn expel(client: &Client, group: &str, member: &str) {
+    let resp = client
+        .send_to(
+            node(client),
+            &Request::LeaveGroup(LeaveGroupRequest {
+                group_id: group.into(),
+                members: vec![LeavingMember {
+                    member_id: member.to_string(),
+                    group_instance_id: None,
+                }],
+            }),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("leave");
+    let Response::LeaveGroup(l) = resp else {
+        panic!("answered {:?} to LeaveGroup", resp.api_key())
+    };
+    assert_eq!(l.members[0].error, ErrorCode::None);
+}
